@@ -122,6 +122,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _catalog(self) -> Settings:
+        return self.normalized()
+
+    def normalized(self) -> Settings:
+        """Fill in the default catalog and model; check names. Raises ValueError."""
         self.home = self.home.expanduser()
         if not self.models:
             self.models = _bundled_catalog()
@@ -180,7 +184,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             # their types are already checked by the CLI (or are ModelConfig objects).
             if "models" in extra and "default_model" not in extra:
                 extra["default_model"] = None
-            settings = settings.model_copy(update=extra)._catalog()
+            settings = settings.model_copy(update=extra).normalized()
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from exc
     except ValueError as exc:

@@ -1,25 +1,35 @@
-"""GGUF models in process through llama-cpp-python.
+"""GGUF models in process through llama.cpp, with continuous batching.
+
+One worker thread owns the llama.cpp context and runs a scheduler loop: every step it
+builds one batch holding the next token of every generating sequence plus chunks of
+waiting prompts, decodes it in a single ``llama_decode`` call and samples each sequence
+with its own sampler chain. New requests join at the next step (continuous batching), so
+eight clients cost little more per step than one. Each slot keeps its KV cache between
+requests and a new request takes the slot sharing the longest prompt prefix, so a chat
+that grows turn by turn only evaluates its new tokens.
 
 The model's own chat template (GGUF metadata) formats chats; JSON output and forced tool
-calls are enforced with llama.cpp grammars; llama.cpp keeps the KV cache of the previous
-prompt, so a conversation that grows turn by turn only evaluates its new tokens.
+calls are enforced with llama.cpp grammars.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import queue
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openclone.engines.base import Capabilities
 from openclone.engines.local import Finished, Job, LocalEngine, TokenOut
 from openclone.engines.textstream import StopAwareText
-from openclone.errors import ConfigError, UnsupportedParameter
-from openclone.schema import TokenLogprob, TopLogprob
+from openclone.errors import ConfigError, EngineError, UnsupportedParameter
+from openclone.schema import FinishReason, TokenLogprob, TopLogprob
 
 __all__ = ["LlamaCppConfig", "LlamaCppEngine"]
 
@@ -28,48 +38,83 @@ class LlamaCppConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_path: str | None = None  # None: the bundled SmolLM2-135M-Instruct
-    n_ctx: int = 4096
+    n_ctx: int = Field(default=4096, ge=64, description="context per request (per slot)")
+    n_parallel: int = Field(default=8, ge=1, le=64, description="requests decoded together")
     n_threads: int | None = None
-    n_batch: int = 512
+    n_batch: int = Field(default=512, ge=32)
     n_gpu_layers: int = 0
-    max_queue: int = 64
+    max_queue: int = Field(default=256, ge=1)
     chat_template: str | None = None  # overrides the GGUF's own
+
+
+@dataclass
+class _Slot:
+    seq: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
+    job: Job | None = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
+    last: int = -1  # the token sampled last, to be evaluated next step
+    sampler: Any = None
+    text: StopAwareText | None = None
+    generated: int = 0
 
 
 class LlamaCppEngine(LocalEngine):
     def __init__(self, model_name: str, config: LlamaCppConfig) -> None:
-        import llama_cpp
+        from llama_cpp import _internals, llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         from openclone.config import bundled_model_path
 
         self.model_name = model_name
         self.max_queue = config.max_queue
+        self.config = config
         path = Path(config.model_path) if config.model_path else bundled_model_path()
         if not path.is_file():
             raise ConfigError(f"model {model_name!r}: GGUF file not found: {path}")
         self.path = path
-        self._lib = llama_cpp
-        self._llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=config.n_ctx,
-            n_threads=config.n_threads or os.cpu_count() or 1,
-            n_batch=config.n_batch,
-            n_gpu_layers=config.n_gpu_layers,
-            verbose=False,
-        )
-        template = config.chat_template or self._llm.metadata.get("tokenizer.chat_template")
+        from llama_cpp._logger import set_verbose
+
+        self._c = llama_cpp
+        set_verbose(False)  # llama.cpp's load chatter goes to stderr otherwise; errors still do
+        llama_cpp.llama_backend_init()
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = config.n_gpu_layers
+        try:
+            self._model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
+        except ValueError as exc:
+            raise ConfigError(f"model {model_name!r}: llama.cpp cannot load {path}: {exc}") from exc
+        self._vocab = self._model.vocab
+        threads = config.n_threads or os.cpu_count() or 1
+        cparams = llama_cpp.llama_context_default_params()
+        # One KV region per slot (not unified): requests rarely share long prefixes, and it
+        # makes every slot's capacity exactly n_ctx, so admission control is exact.
+        cparams.n_ctx = config.n_ctx * config.n_parallel
+        cparams.n_batch = config.n_batch
+        cparams.n_ubatch = config.n_batch
+        cparams.n_seq_max = config.n_parallel
+        cparams.kv_unified = False
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.no_perf = True
+        self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=False)
+        self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
+        self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
+        self._n_vocab = self._model.n_vocab()
+        self._slots = [_Slot(seq=i) for i in range(config.n_parallel)]
+
+        meta = self._model.metadata()
+        template = config.chat_template or meta.get("tokenizer.chat_template")
         if not template:
             raise ConfigError(
                 f"model {model_name!r}: the GGUF has no chat template; set chat_template"
             )
-        eos = self._llm._model.token_get_text(self._llm.token_eos())
-        bos_id = self._llm.token_bos()
-        bos = self._llm._model.token_get_text(bos_id) if bos_id >= 0 else ""
+        eos = self._model.token_get_text(self._model.token_eos())
+        bos_id = self._model.token_bos()
+        bos = self._model.token_get_text(bos_id) if bos_id >= 0 else ""
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        self._n_vocab = self._llm.n_vocab()
         self._pieces: dict[int, bytes] = {}
-        self._piece_buf = llama_cpp.ctypes.create_string_buffer(64)
+        self._piece_buf = ctypes.create_string_buffer(64)
         self.capabilities = Capabilities(
             streaming=True,
             completions=True,
@@ -89,9 +134,11 @@ class LlamaCppEngine(LocalEngine):
             raise ConfigError(f"model {model_name!r}: invalid llamacpp parameters: {exc}") from exc
         return cls(model_name, config)
 
+    # ---- LocalEngine primitives ------------------------------------------------------------
+
     @property
     def n_ctx(self) -> int:
-        return int(self._llm.n_ctx())
+        return self.config.n_ctx
 
     def render_chat(self, messages: list[dict[str, Any]]) -> tuple[str, list[str]]:
         result = self._formatter(messages=messages)  # type: ignore[arg-type]
@@ -101,20 +148,80 @@ class LlamaCppEngine(LocalEngine):
         return result.prompt, [s for s in stops if s]
 
     def tokenize(self, text: str) -> list[int]:
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        # The chat template writes any BOS itself, so none is added here.
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": "llamacpp", "path": str(self.path), "n_ctx": self.n_ctx}
+        active = sum(1 for s in self._slots if s.job is not None)
+        return {
+            "engine": "llamacpp",
+            "path": str(self.path),
+            "n_ctx": self.n_ctx,
+            "n_parallel": self.config.n_parallel,
+            "active": active,
+            **self.load(),
+        }
 
-    def generate_sync(self, job: Job) -> None:
+    def generate_sync(self, job: Job) -> None:  # pragma: no cover - the scheduler replaces it
+        raise NotImplementedError("LlamaCppEngine schedules jobs in _work")
+
+    # ---- the scheduler ------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            active = [s for s in self._slots if s.job is not None]
+            self._busy = bool(active)
+            if not self._admit(block=not active):
+                break
+            if any(s.job is not None for s in self._slots):
+                self._step()
+        self._shutdown()
+
+    def _admit(self, block: bool) -> bool:
+        """Move waiting jobs into free slots; False when the engine is closing."""
+        while True:
+            free = [s for s in self._slots if s.job is None]
+            if not free:
+                return True
+            try:
+                job = self._jobs.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if job is None:
+                return False
+            if job.cancelled.is_set():
+                continue
+            try:
+                self._start(job, free)
+            except BaseException as exc:
+                job.emit(exc)
+
+    def _start(self, job: Job, free: list[_Slot]) -> None:
+        slot = max(free, key=lambda s: _common_prefix(s.cached, job.prompt))
+        keep = min(_common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
+        # Drop the KV past the shared prefix; at least one prompt token is re-evaluated so
+        # that there are fresh logits to sample from.
+        self._c.llama_memory_seq_rm(self._mem, slot.seq, keep, -1)
+        slot.cached = job.prompt[:keep]
+        slot.pending = job.prompt[keep:]
+        slot.sampler = self._sampler(job)
+        slot.text = StopAwareText(job.params.stop)
+        slot.generated = 0
+        slot.job = job
+
+    def _sampler(self, job: Job) -> Any:
+        from llama_cpp import _internals
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
-        p, llm, lib = job.params, self._llm, self._lib
+        p = job.params
         if p.logit_bias:
             raise UnsupportedParameter(
                 "the llamacpp engine does not support logit_bias", param="logit_bias"
             )
-        grammar = None
+        smpl = _internals.LlamaSampler()
+        if p.presence_penalty or p.frequency_penalty:
+            smpl.add_penalties(self._n_vocab, 64, 1.0, p.frequency_penalty, p.presence_penalty)
         if p.json_schema is not None:
             try:
                 grammar = LlamaGrammar.from_json_schema(json.dumps(p.json_schema), verbose=False)
@@ -122,61 +229,134 @@ class LlamaCppEngine(LocalEngine):
                 raise UnsupportedParameter(
                     f"this JSON schema cannot be enforced: {exc}", param="response_format"
                 ) from exc
+            smpl.add_grammar(self._model, grammar)
         elif p.json_object:
-            grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        llm.set_seed(p.seed if p.seed is not None else random.randrange(2**31))
-        text = StopAwareText(p.stop)
-        vocab = llm._model.vocab
-        n, finish = 0, "length"
-        tokens = llm.generate(
-            job.prompt,
-            top_k=0,
-            top_p=p.top_p,
-            min_p=0.0,
-            typical_p=1.0,
-            temp=p.temperature,
-            repeat_penalty=1.0,
-            frequency_penalty=p.frequency_penalty,
-            presence_penalty=p.presence_penalty,
-            grammar=grammar,
-        )
-        try:
-            for tok in tokens:
-                if job.cancelled.is_set():
-                    finish = "stop"
-                    break
-                if lib.llama_vocab_is_eog(vocab, tok):
-                    finish = "stop"
-                    break
-                n += 1
-                piece = self._piece(tok)
-                out = text.push(piece)
-                lp = (
-                    self._logprob(tok, piece, p.top_logprobs)
-                    if p.top_logprobs is not None
-                    else None
-                )
-                if out or lp:
-                    job.emit(TokenOut(out, lp))
-                if text.stopped:
-                    finish = "stop"
-                    break
-                if n >= p.max_tokens:
-                    break
-        finally:
-            tokens.close()
-        rest = text.flush()
-        if rest:
-            job.emit(TokenOut(rest))
-        job.emit(Finished(finish, len(job.prompt), n))
+            smpl.add_grammar(self._model, LlamaGrammar.from_string(JSON_GBNF, verbose=False))
+        if p.temperature == 0:
+            smpl.add_greedy()
+        else:
+            if p.top_p < 1.0:
+                smpl.add_top_p(p.top_p, 1)
+            smpl.add_temp(p.temperature)
+            smpl.add_dist(p.seed if p.seed is not None else random.randrange(2**31))
+        return smpl
 
-    def _logprob(self, tok: int, piece: bytes, top: int) -> TokenLogprob:
+    def _step(self) -> None:
+        c, batch = self._c, self._batch
+        n = 0
+        rows: list[tuple[_Slot, int]] = []  # slots to sample, with their batch row
+        for slot in self._slots:
+            job = slot.job
+            if job is None:
+                continue
+            if job.cancelled.is_set():
+                self._finish(slot, "stop")
+                continue
+            if slot.pending or n >= self.config.n_batch:
+                continue
+            self._put(n, slot.last, len(slot.cached), slot.seq, True)
+            slot.cached.append(slot.last)
+            rows.append((slot, n))
+            n += 1
+        for slot in self._slots:  # prompts fill what the batch has left
+            if slot.job is None or not slot.pending or n >= self.config.n_batch:
+                continue
+            take = slot.pending[: self.config.n_batch - n]
+            for i, tok in enumerate(take):
+                last = i == len(take) - 1 and len(take) == len(slot.pending)
+                self._put(n, tok, len(slot.cached), slot.seq, last)
+                slot.cached.append(tok)
+                if last:
+                    rows.append((slot, n))
+                n += 1
+            slot.pending = slot.pending[len(take) :]
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = c.llama_decode(self._ctx.ctx, batch)
+        if rc != 0:
+            for slot in self._slots:
+                if slot.job is not None:
+                    slot.job.emit(
+                        EngineError(f"llama_decode failed with code {rc}", retryable=False)
+                    )
+                    self._release(slot, forget=True)
+            return
+        for slot, row in rows:
+            self._sample(slot, row)
+
+    def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+
+    def _sample(self, slot: _Slot, row: int) -> None:
+        job, text = slot.job, slot.text
+        assert job is not None and text is not None
+        tok = slot.sampler.sample(self._ctx, row)
+        if self._c.llama_vocab_is_eog(self._vocab, tok):
+            self._finish(slot, "stop")
+            return
+        slot.generated += 1
+        piece = self._piece(tok)
+        out = text.push(piece)
+        lp = (
+            self._logprob(row, tok, piece, job.params.top_logprobs)
+            if job.params.top_logprobs is not None
+            else None
+        )
+        if out or lp:
+            job.emit(TokenOut(out, lp))
+        if text.stopped:
+            self._finish(slot, "stop")
+        elif slot.generated >= job.params.max_tokens:
+            self._finish(slot, "length")
+        else:
+            slot.last = tok
+
+    def _finish(self, slot: _Slot, reason: FinishReason) -> None:
+        job, text = slot.job, slot.text
+        assert job is not None and text is not None
+        if not job.cancelled.is_set():
+            rest = text.flush()
+            if rest:
+                job.emit(TokenOut(rest))
+            job.emit(Finished(reason, len(job.prompt), slot.generated))
+        self._release(slot)
+
+    def _release(self, slot: _Slot, forget: bool = False) -> None:
+        slot.job = None
+        slot.pending = []
+        slot.text = None
+        if slot.sampler is not None:
+            slot.sampler.close()
+            slot.sampler = None
+        if forget:
+            self._c.llama_memory_seq_rm(self._mem, slot.seq, 0, -1)
+            slot.cached = []
+
+    def _shutdown(self) -> None:
+        for slot in self._slots:
+            if slot.job is not None:
+                slot.job.emit(EngineError("engine closed", retryable=True, status_code=503))
+                self._release(slot)
+        self._c.llama_batch_free(self._batch)
+        self._ctx.close()
+        self._model.close()
+
+    # ---- tokens → text, logprobs -----------------------------------------------------------
+
+    def _logprob(self, row: int, tok: int, piece: bytes, top: int) -> TokenLogprob:
         import numpy as np
 
-        logits = np.ctypeslib.as_array(self._llm._ctx.get_logits(), shape=(self._n_vocab,))
+        ptr = self._c.llama_get_logits_ith(self._ctx.ctx, row)
+        logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float64)
         shifted = logits - logits.max()
         logprobs = shifted - np.log(np.exp(shifted).sum())
-        best = np.argpartition(-logprobs, top)[:top] if top else []
+        best: Any = np.argpartition(-logprobs, top)[:top] if top else []
         tops = sorted(
             (TopLogprob(token=self._piece_text(int(i)), logprob=float(logprobs[i])) for i in best),
             key=lambda t: -t.logprob,
@@ -195,12 +375,18 @@ class LlamaCppEngine(LocalEngine):
         piece = self._pieces.get(tok)
         if piece is None:
             buf = self._piece_buf
-            n = self._lib.llama_token_to_piece(self._llm._model.vocab, tok, buf, len(buf), 0, False)
-            if n < 0:  # a piece longer than the buffer
-                buf = self._lib.ctypes.create_string_buffer(-n)
-                n = self._lib.llama_token_to_piece(self._llm._model.vocab, tok, buf, -n, 0, False)
-            piece = self._pieces[tok] = bytes(buf[:n])
+            n = self._c.llama_token_to_piece(self._vocab, tok, buf, len(buf), 0, False)
+            if n < 0:  # longer than the buffer
+                buf = ctypes.create_string_buffer(-n)
+                n = self._c.llama_token_to_piece(self._vocab, tok, buf, -n, 0, False)
+            piece = self._pieces[tok] = buf.raw[:n]
         return piece
 
-    def close_sync(self) -> None:
-        self._llm.close()
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

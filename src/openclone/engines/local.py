@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,7 @@ from openclone.schema import (
     CompletionLogprobs,
     CompletionRequest,
     Delta,
+    FinishReason,
     TokenLogprob,
     Usage,
     new_id,
@@ -80,7 +81,7 @@ class TokenOut:
 
 @dataclass
 class Finished:
-    finish_reason: str
+    finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
 
@@ -110,6 +111,7 @@ class LocalEngine(ABC):
         )
         self._worker.start()
         self._closed = False
+        self._busy = False
 
     # ---- what a backend implements -----------------------------------------------------
 
@@ -131,7 +133,7 @@ class LocalEngine(ABC):
         Must check ``job.cancelled`` between tokens and stop when it is set.
         """
 
-    def close_sync(self) -> None:
+    def close_sync(self) -> None:  # noqa: B027 - optional hook, most backends free on GC
         """Release the model (worker thread, after the last job)."""
 
     # ---- worker ------------------------------------------------------------------------
@@ -144,14 +146,17 @@ class LocalEngine(ABC):
                 return
             if job.cancelled.is_set():
                 continue
+            self._busy = True
             try:
                 self.generate_sync(job)
             except BaseException as exc:  # the worker must survive any one request
                 job.emit(exc)
+            finally:
+                self._busy = False
 
     async def _run(
         self, prompt: list[int], params: GenParams
-    ) -> AsyncIterator[TokenOut | Finished]:
+    ) -> AsyncGenerator[TokenOut | Finished, None]:
         if self._closed:
             raise EngineError("engine is shutting down", retryable=True, status_code=503)
         loop = asyncio.get_running_loop()
@@ -272,7 +277,7 @@ class LocalEngine(ABC):
                 Choice(
                     index=i,
                     message=message,
-                    finish_reason=finish,  # type: ignore[arg-type]
+                    finish_reason=finish,
                     logprobs=ChoiceLogprobs(content=lps)
                     if params.top_logprobs is not None
                     else None,
@@ -295,7 +300,7 @@ class LocalEngine(ABC):
 
         completion_tokens = prompt_tokens = 0
         for i in range(req.n):
-            finish = "stop"
+            finish: FinishReason = "stop"
             buffered: list[str] = []
             async with contextlib.aclosing(self._run(prompt, _with_seed(params, i))) as events:
                 first = await anext(events)  # errors surface here, before the client sees a byte
@@ -321,7 +326,7 @@ class LocalEngine(ABC):
                 else:
                     delta = Delta(content=text)
                 yield chunk(ChunkChoice(index=i, delta=delta))
-            yield chunk(ChunkChoice(index=i, delta=Delta(), finish_reason=finish))  # type: ignore[arg-type]
+            yield chunk(ChunkChoice(index=i, delta=Delta(), finish_reason=finish))
         if req.include_usage:
             yield chunk(None, Usage.of(prompt_tokens, completion_tokens))
 
@@ -355,7 +360,7 @@ class LocalEngine(ABC):
                     CompletionChoice(
                         index=p_index * req.n + i,
                         text=(text_in + text) if req.echo else text,
-                        finish_reason=finish,  # type: ignore[arg-type]
+                        finish_reason=finish,
                         logprobs=_completion_logprobs(lps)
                         if params.top_logprobs is not None
                         else None,
@@ -383,7 +388,7 @@ class LocalEngine(ABC):
                             usage = usage + Usage.of(ev.prompt_tokens, ev.completion_tokens)
                             choice = CompletionChoice(
                                 index=index, text="", finish_reason=ev.finish_reason
-                            )  # type: ignore[arg-type]
+                            )
                         elif ev.text or ev.logprob:
                             lp = _completion_logprobs([ev.logprob]) if ev.logprob else None
                             choice = CompletionChoice(
@@ -397,10 +402,11 @@ class LocalEngine(ABC):
 
     async def _collect(
         self, prompt: list[int], params: GenParams
-    ) -> tuple[str, list[TokenLogprob], str, Usage]:
+    ) -> tuple[str, list[TokenLogprob], FinishReason, Usage]:
         parts: list[str] = []
         lps: list[TokenLogprob] = []
-        finish, usage = "stop", Usage()
+        finish: FinishReason = "stop"
+        usage = Usage()
         async with contextlib.aclosing(self._run(prompt, params)) as events:
             async for ev in events:
                 if isinstance(ev, Finished):
@@ -420,8 +426,12 @@ class LocalEngine(ABC):
     async def health(self) -> bool:
         return self._worker.is_alive() and not self._closed
 
+    def load(self) -> dict[str, Any]:
+        """Live worker state, for /health: is a job running, how many wait."""
+        return {"busy": self._busy, "queued": self._jobs.qsize()}
+
     def describe(self) -> dict[str, Any]:
-        return {"engine": type(self).__name__, "n_ctx": self.n_ctx}
+        return {"engine": type(self).__name__, "n_ctx": self.n_ctx, **self.load()}
 
     async def close(self) -> None:
         if self._closed:

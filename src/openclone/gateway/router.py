@@ -61,6 +61,7 @@ class Replica:
             "served": self.served,
             "failures": self.failures,
             "last_error": self.last_error,
+            "detail": self.engine.describe(),
         }
 
 

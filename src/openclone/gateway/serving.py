@@ -15,9 +15,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from openclone.errors import APIError, EngineError
+from openclone.gateway.router import Replica
 from openclone.gateway.state import Gateway
 from openclone.schema import (
+    ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    Completion,
     CompletionRequest,
     StreamOptions,
     Usage,
@@ -66,10 +70,13 @@ async def serve(
     t0 = time.perf_counter()
     m = gw.metrics
     if not req.stream:
+        call: Awaitable[tuple[ChatCompletion | Completion, Replica]]
         if isinstance(req, ChatCompletionRequest):
-            call = gw.router.call(req.model, lambda e: e.chat(req))
+            chat_req = req
+            call = gw.router.call(req.model, lambda e: e.chat(chat_req))
         else:
-            call = gw.router.call(req.model, lambda e: e.complete(req))
+            text_req = req
+            call = gw.router.call(req.model, lambda e: e.complete(text_req))
         try:
             result, _replica = await _unless_disconnected(request, call)
         except ClientGone:
@@ -91,13 +98,16 @@ async def serve(
         if wants_usage
         else req.model_copy(update={"stream_options": StreamOptions(include_usage=True)})
     )
+    it: AsyncIterator[ChatCompletionChunk | Completion]
     try:
         if isinstance(engine_req, ChatCompletionRequest):
-            it, _replica = await gw.router.stream(req.model, lambda e: e.stream(engine_req))  # type: ignore[arg-type]
+            chat_stream = engine_req
+            it, _replica = await gw.router.stream(req.model, lambda e: e.stream(chat_stream))
         else:
+            text_stream = engine_req
             it, _replica = await gw.router.stream(
-                req.model, lambda e: e.stream_complete(engine_req)
-            )  # type: ignore[arg-type]
+                req.model, lambda e: e.stream_complete(text_stream)
+            )
     except APIError as exc:
         m.requests.labels(endpoint, req.model, str(exc.status_code)).inc()
         raise

@@ -1,0 +1,215 @@
+"""What the HTTP server costs: the same prompts, same settings, through the server and
+through the engine called in process, sequentially and at concurrency 8.
+
+    python benchmarks/serve_overhead.py [PATH.jsonl] [--requests 24] [--max-tokens 64]
+
+Greedy decoding, so both sides do identical work. Prints a table; writes
+benchmarks/results/serve_overhead.json. Not a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from _common import DEFAULT_DATA, free_port, load_prompts, pct, start_server, write_result
+from rich.console import Console
+from rich.table import Table
+
+from openclone.config import bundled_model_path
+from openclone.engines.llamacpp import LlamaCppConfig, LlamaCppEngine
+from openclone.schema import ChatCompletionRequest
+
+MODEL = "bench"
+
+
+@dataclass
+class Run:
+    ttft: list[float]
+    latency: list[float]
+    tokens: int
+    wall: float
+
+    def row(self) -> dict[str, float]:
+        return {
+            "tok_s": self.tokens / self.wall,
+            "ttft_p50_ms": pct(self.ttft, 50) * 1000,
+            "ttft_p99_ms": pct(self.ttft, 99) * 1000,
+            "latency_p50_ms": pct(self.latency, 50) * 1000,
+            "latency_p99_ms": pct(self.latency, 99) * 1000,
+            "tokens": self.tokens,
+            "requests": len(self.latency),
+        }
+
+
+def body(prompt: str, max_tokens: int) -> dict[str, object]:
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+async def run_all(one, prompts: list[str], concurrency: int) -> Run:  # type: ignore[no-untyped-def]
+    sem = asyncio.Semaphore(concurrency)
+    ttft: list[float] = []
+    latency: list[float] = []
+    tokens = 0
+
+    async def guarded(p: str) -> None:
+        nonlocal tokens
+        async with sem:
+            t0 = time.perf_counter()
+            first, n = await one(p)
+            ttft.append(first - t0)
+            latency.append(time.perf_counter() - t0)
+            tokens += n
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(guarded(p) for p in prompts))
+    return Run(ttft, latency, tokens, time.perf_counter() - t0)
+
+
+async def in_process(engine: LlamaCppEngine, prompts: list[str], max_tokens: int, conc: int) -> Run:
+    async def one(prompt: str) -> tuple[float, int]:
+        req = ChatCompletionRequest.model_validate(body(prompt, max_tokens))
+        first, n = 0.0, 0
+        async for chunk in engine.stream(req):
+            if not first and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter()
+            if chunk.usage:
+                n = chunk.usage.completion_tokens
+        return first or time.perf_counter(), n
+
+    return await run_all(one, prompts, conc)
+
+
+async def over_http(url: str, prompts: list[str], max_tokens: int, conc: int) -> Run:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=600, limits=httpx.Limits(max_connections=64)
+    ) as http:
+
+        async def one(prompt: str) -> tuple[float, int]:
+            first, n = 0.0, 0
+            async with http.stream(
+                "POST", "/v1/chat/completions", json=body(prompt, max_tokens)
+            ) as r:
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    if (
+                        not first
+                        and chunk["choices"]
+                        and chunk["choices"][0]["delta"].get("content")
+                    ):
+                        first = time.perf_counter()
+                    if chunk.get("usage"):
+                        n = chunk["usage"]["completion_tokens"]
+            return first or time.perf_counter(), n
+
+        return await run_all(one, prompts, conc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--requests", type=int, default=24)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    args = ap.parse_args()
+    prompts = load_prompts(args.data, args.requests)
+    warm = prompts[:2]
+    results: dict[str, dict[str, float]] = {}
+    n_ctx = 2048
+    threads = int(__import__("os").environ.get("BENCH_THREADS", "0")) or None
+
+    async def local_phase() -> None:
+        engine = LlamaCppEngine(MODEL, LlamaCppConfig(n_ctx=n_ctx, n_threads=threads))
+        try:
+            await in_process(engine, warm, args.max_tokens, 1)
+            for c in args.concurrency:
+                results[f"in-process c={c}"] = (
+                    await in_process(engine, prompts, args.max_tokens, c)
+                ).row()
+        finally:
+            await engine.close()
+
+    asyncio.run(local_phase())
+
+    port = free_port()
+    cfg = Path(f"/tmp/openclone-bench-{port}.toml")
+    cfg.write_text(
+        f'[[models]]\nname = "{MODEL}"\nengine = "llamacpp"\n'
+        f'params = {{ model_path = "{bundled_model_path()}", n_ctx = {n_ctx}{", n_threads = " + str(threads) if threads else ""} }}\n'
+    )
+    proc = start_server(["--config", str(cfg)], port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(over_http(url, warm, args.max_tokens, 1))
+        for c in args.concurrency:
+            results[f"server c={c}"] = asyncio.run(
+                over_http(url, prompts, args.max_tokens, c)
+            ).row()
+    finally:
+        proc.terminate()
+        proc.wait()
+
+    table = Table(
+        title=f"serve overhead: {len(prompts)} real prompts, {args.max_tokens} new tokens, greedy"
+    )
+    for col in ("run", "tok/s", "TTFT p50 ms", "TTFT p99 ms", "latency p50 ms", "latency p99 ms"):
+        table.add_column(col)
+    for name, r in results.items():
+        table.add_row(
+            name,
+            f"{r['tok_s']:.1f}",
+            f"{r['ttft_p50_ms']:.1f}",
+            f"{r['ttft_p99_ms']:.1f}",
+            f"{r['latency_p50_ms']:.1f}",
+            f"{r['latency_p99_ms']:.1f}",
+        )
+    console = Console()
+    console.print(table)
+    summary = {}
+    for c in args.concurrency:
+        local, server = results[f"in-process c={c}"], results[f"server c={c}"]
+        summary[f"c={c}"] = {
+            "throughput_ratio": server["tok_s"] / local["tok_s"],
+            "ttft_p50_added_ms": server["ttft_p50_ms"] - local["ttft_p50_ms"],
+            "latency_p50_added_ms": server["latency_p50_ms"] - local["latency_p50_ms"],
+        }
+        s = summary[f"c={c}"]
+        console.print(
+            f"c={c}: server/in-process throughput {s['throughput_ratio']:.3f}x, "
+            f"TTFT p50 added {s['ttft_p50_added_ms']:+.2f} ms, latency p50 added {s['latency_p50_added_ms']:+.2f} ms"
+        )
+    out = write_result(
+        "serve_overhead",
+        {
+            "config": {
+                "prompts": len(prompts),
+                "max_tokens": args.max_tokens,
+                "n_ctx": n_ctx,
+                "data": str(args.data),
+                "machine": platform.machine(),
+                "model": "SmolLM2-135M-Instruct Q4_1",
+            },
+            "results": results,
+            "summary": summary,
+        },
+    )
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

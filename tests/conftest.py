@@ -1,0 +1,130 @@
+"""Shared fixtures: every test gets its own OPENCLONE_HOME; a real server on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+BUNDLED = "smollm2-135m-instruct"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "openclone-home"
+    monkeypatch.setenv("OPENCLONE_HOME", str(home))
+    for var in (
+        "OPENCLONE_CONFIG",
+        "OPENCLONE_MODELS",
+        "OPENCLONE_DEFAULT_MODEL",
+        "OPENCLONE_DATABASE_URL",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def health(self) -> dict:  # type: ignore[type-arg]
+        return httpx.get(self.url + "/health", timeout=10).json()
+
+
+def start_server(
+    config_text: str, workdir: Path, port: int | None = None, env: dict[str, str] | None = None
+) -> Server:
+    port = port or free_port()
+    config = workdir / "openclone.toml"
+    config.write_text(config_text.replace("{PORT}", str(port)))
+    log = workdir / "server.log"
+    proc_env = {**os.environ, "OPENCLONE_HOME": str(workdir / "home"), **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "openclone",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=proc_env,
+            cwd=workdir,
+        )
+    server = Server(url=f"http://127.0.0.1:{port}", process=proc, log=log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(server.url + "/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"server did not start:\n{log.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real OpenClone server for the API tests: the bundled model, plus a model whose
+    first replica is an upstream nobody listens on and whose second is this server itself."""
+    dead = free_port()
+    config = f"""
+default_model = "{BUNDLED}"
+health_interval = 0.5
+down_cooldown = 30
+
+[[models]]
+name = "{BUNDLED}"
+engine = "llamacpp"
+params = {{ n_ctx = 4096 }}
+
+[[models]]
+name = "failover"
+engine = "openai"
+[[models.replicas]]
+params = {{ base_url = "http://127.0.0.1:{dead}/v1", model = "{BUNDLED}", connect_timeout = 2 }}
+[[models.replicas]]
+params = {{ base_url = "http://127.0.0.1:{{PORT}}/v1", model = "{BUNDLED}" }}
+"""
+    srv = start_server(config, tmp_path_factory.mktemp("server"))
+    yield srv
+    stop_server(srv)
