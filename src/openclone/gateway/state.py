@@ -19,7 +19,8 @@ class Gateway:
     metrics: Metrics
 
 
-def _gateway(request: Request) -> Gateway:
+# async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop per request.
+async def _gateway(request: Request) -> Gateway:
     gw: Gateway = request.app.state.gateway
     return gw
 
