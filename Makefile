@@ -36,8 +36,11 @@ typecheck: install
 check: lint typecheck
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=75 $(PYTEST_ARGS)
 
+# Benchmarks print a table and write JSON to benchmarks/results/; DATA is a JSONL of prompts.
+DATA ?= ../shared/data/sharegpt_prompts.jsonl
 bench: install
-	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/serve_overhead.py $(DATA)
+	$(BIN)/python benchmarks/gateway_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache benchmarks/results

@@ -46,3 +46,14 @@ def test_unknown_engine_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["chat", "--config", str(cfg)], input="\n")
     assert result.exit_code == 1
     assert "unknown engine 'warp-drive'" in result.output
+
+
+def test_terminal_chat_streams_a_reply_from_the_bundled_model(tmp_path: Path) -> None:
+    cfg = tmp_path / "openclone.toml"
+    cfg.write_text('[[models]]\nname = "tiny"\nparams = { n_ctx = 512, n_parallel = 1 }\n')
+    result = runner.invoke(
+        app, ["chat", "--config", str(cfg), "--temperature", "0"], input="Say hello.\n\n"
+    )
+    assert result.exit_code == 0, result.output
+    reply = result.output.split("bot>", 1)[1].split("you>", 1)[0].strip()
+    assert reply  # the model answered something

@@ -21,7 +21,7 @@ import queue
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -43,6 +43,8 @@ class LlamaCppConfig(BaseModel):
     n_threads: int | None = None
     n_batch: int = Field(default=512, ge=32)
     n_gpu_layers: int = 0
+    flash_attn: Literal["auto", "on", "off"] = "auto"
+    kv_unified: bool = Field(default=False, description="one KV pool shared by all slots")
     max_queue: int = Field(default=256, ge=1)
     chat_template: str | None = None  # overrides the GGUF's own
 
@@ -87,13 +89,14 @@ class LlamaCppEngine(LocalEngine):
         self._vocab = self._model.vocab
         threads = config.n_threads or os.cpu_count() or 1
         cparams = llama_cpp.llama_context_default_params()
-        # One KV region per slot (not unified): requests rarely share long prefixes, and it
-        # makes every slot's capacity exactly n_ctx, so admission control is exact.
+        # Each slot gets n_ctx of KV either way, so admission control (prompt + max_tokens
+        # <= n_ctx) is exact; separate regions avoid attending over other slots' cells.
         cparams.n_ctx = config.n_ctx * config.n_parallel
         cparams.n_batch = config.n_batch
         cparams.n_ubatch = config.n_batch
         cparams.n_seq_max = config.n_parallel
-        cparams.kv_unified = False
+        cparams.kv_unified = config.kv_unified
+        cparams.flash_attn_type = {"auto": -1, "off": 0, "on": 1}[config.flash_attn]
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.no_perf = True
