@@ -120,21 +120,28 @@ async def over_http(url: str, prompts: list[str], max_tokens: int, conc: int) ->
         return await run_all(one, prompts, conc)
 
 
+def _toml_table(values: dict[str, object]) -> str:
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + " }"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--requests", type=int, default=24)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    ap.add_argument(
+        "--engine-params", type=json.loads, default={}, help="e.g. '{\"thread_poll\": 50}'"
+    )
     args = ap.parse_args()
     prompts = load_prompts(args.data, args.requests)
     warm = prompts[:2]
     results: dict[str, dict[str, float]] = {}
     n_ctx = 2048
-    threads = int(__import__("os").environ.get("BENCH_THREADS", "0")) or None
+    engine_params = {"n_ctx": n_ctx, **args.engine_params}
 
     async def local_phase() -> None:
-        engine = LlamaCppEngine(MODEL, LlamaCppConfig(n_ctx=n_ctx, n_threads=threads))
+        engine = LlamaCppEngine(MODEL, LlamaCppConfig(**engine_params))
         try:
             await in_process(engine, warm, args.max_tokens, 1)
             for c in args.concurrency:
@@ -150,7 +157,7 @@ def main() -> None:
     cfg = Path(f"/tmp/openclone-bench-{port}.toml")
     cfg.write_text(
         f'[[models]]\nname = "{MODEL}"\nengine = "llamacpp"\n'
-        f'params = {{ model_path = "{bundled_model_path()}", n_ctx = {n_ctx}{", n_threads = " + str(threads) if threads else ""} }}\n'
+        f"params = {_toml_table({'model_path': str(bundled_model_path()), **engine_params})}\n"
     )
     proc = start_server(["--config", str(cfg)], port)
     try:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openclone.engines.base import Capabilities
+from openclone.engines.ggml_threads import make_threadpool
 from openclone.engines.local import Finished, Job, LocalEngine, TokenOut
 from openclone.engines.textstream import StopAwareText
 from openclone.errors import ConfigError, EngineError, UnsupportedParameter
@@ -45,6 +46,12 @@ class LlamaCppConfig(BaseModel):
     n_gpu_layers: int = 0
     flash_attn: Literal["auto", "on", "off"] = "auto"
     kv_unified: bool = Field(default=False, description="one KV pool shared by all slots")
+    thread_poll: int = Field(
+        default=-1,
+        ge=-1,
+        le=100,
+        description="ggml idle spin level; 0 frees the CPU between steps; -1: llama.cpp's own pool",
+    )
     max_queue: int = Field(default=256, ge=1)
     chat_template: str | None = None  # overrides the GGUF's own
 
@@ -101,6 +108,11 @@ class LlamaCppEngine(LocalEngine):
         cparams.n_threads_batch = threads
         cparams.no_perf = True
         self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=False)
+        self._pool = (
+            make_threadpool(self._ctx.ctx, threads, config.thread_poll)
+            if config.thread_poll >= 0
+            else None
+        )
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
         self._n_vocab = self._model.n_vocab()
@@ -348,6 +360,8 @@ class LlamaCppEngine(LocalEngine):
                 self._release(slot)
         self._c.llama_batch_free(self._batch)
         self._ctx.close()
+        if self._pool is not None:
+            self._pool.free()
         self._model.close()
 
     # ---- tokens → text, logprobs -----------------------------------------------------------
