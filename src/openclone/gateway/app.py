@@ -10,16 +10,19 @@ from fastapi import FastAPI
 from openclone import __version__
 from openclone.config import Settings
 from openclone.gateway import errors, routes_openai, routes_system
+from openclone.gateway.capture import CaptureSink
 from openclone.gateway.metrics import Metrics
 from openclone.gateway.router import Router
 from openclone.gateway.state import Gateway
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router = await Router.build(settings)
-        app.state.gateway = Gateway(settings=settings, router=router, metrics=Metrics(router))
+        app.state.gateway = Gateway(
+            settings=settings, router=router, metrics=Metrics(router), capture=capture
+        )
         router.start()
         try:
             yield

@@ -12,9 +12,9 @@ from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel
 
 from openclone.errors import APIError, EngineError
+from openclone.gateway.capture import Exchange, StreamAssembler, new_capture_id, submit_safely
 from openclone.gateway.router import Replica
 from openclone.gateway.state import Gateway
 from openclone.schema import (
@@ -59,8 +59,30 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
-def _json(model: BaseModel) -> Response:
-    return Response(model.model_dump_json(), media_type="application/json")
+def _exchange(
+    gw: Gateway,
+    request: Request,
+    req: ChatCompletionRequest | CompletionRequest,
+    endpoint: str,
+    capture_id: str,
+) -> Exchange:
+    train = request.headers.get("x-openclone-train")
+    caller = getattr(request.state, "caller", None)
+    return Exchange(
+        id=capture_id,
+        endpoint=endpoint,
+        model=req.model,
+        request=req.model_dump(exclude_none=True, by_alias=True),
+        response=None,
+        status=0,
+        latency_ms=0.0,
+        stream=req.stream,
+        tenant=getattr(caller, "tenant", None),
+        user=getattr(caller, "user", None) or req.user,
+        key_id=getattr(caller, "key_id", None),
+        conversation=request.headers.get("x-openclone-conversation"),
+        train=None if train is None else train.strip().lower() in ("1", "true", "yes", "on"),
+    )
 
 
 async def serve(
@@ -69,6 +91,9 @@ async def serve(
     endpoint = "chat" if isinstance(req, ChatCompletionRequest) else "completions"
     t0 = time.perf_counter()
     m = gw.metrics
+    capture_id = new_capture_id()
+    # The id lets a client attach feedback to what was captured.
+    headers = {"X-OpenClone-Capture-Id": capture_id} if gw.capture is not None else {}
     if not req.stream:
         call: Awaitable[tuple[ChatCompletion | Completion, Replica]]
         if isinstance(req, ChatCompletionRequest):
@@ -78,18 +103,29 @@ async def serve(
             text_req = req
             call = gw.router.call(req.model, lambda e: e.complete(text_req))
         try:
-            result, _replica = await _unless_disconnected(request, call)
+            result, replica = await _unless_disconnected(request, call)
         except ClientGone:
             m.disconnects.labels(req.model).inc()
             return Response(status_code=499)
         except APIError as exc:
             m.requests.labels(endpoint, req.model, str(exc.status_code)).inc()
             raise
+        elapsed = time.perf_counter() - t0
         m.requests.labels(endpoint, req.model, "200").inc()
-        m.latency.labels(endpoint, req.model).observe(time.perf_counter() - t0)
+        m.latency.labels(endpoint, req.model).observe(elapsed)
         if result.usage is not None:
             _count_usage(gw, req.model, result.usage)
-        return _json(result)
+        body = result.model_dump_json()
+        if gw.capture is not None:
+            ex = _exchange(gw, request, req, endpoint, capture_id)
+            ex.response, ex.status, ex.latency_ms = (
+                result.model_dump(exclude_none=True),
+                200,
+                elapsed * 1000,
+            )
+            ex.replica, ex.usage = replica.id, result.usage
+            submit_safely(gw.capture, ex)
+        return Response(body, media_type="application/json", headers=headers)
 
     # Ask the engine for usage always (for metrics and capture); hand it on only if asked.
     wants_usage = req.include_usage
@@ -102,19 +138,23 @@ async def serve(
     try:
         if isinstance(engine_req, ChatCompletionRequest):
             chat_stream = engine_req
-            it, _replica = await gw.router.stream(req.model, lambda e: e.stream(chat_stream))
+            it, replica = await gw.router.stream(req.model, lambda e: e.stream(chat_stream))
         else:
             text_stream = engine_req
-            it, _replica = await gw.router.stream(
+            it, replica = await gw.router.stream(
                 req.model, lambda e: e.stream_complete(text_stream)
             )
     except APIError as exc:
         m.requests.labels(endpoint, req.model, str(exc.status_code)).inc()
         raise
+    exchange = None
+    if gw.capture is not None:
+        exchange = _exchange(gw, request, req, endpoint, capture_id)
+        exchange.replica = replica.id
     return StreamingResponse(
-        _sse(gw, endpoint, req.model, it, wants_usage, t0),
+        _sse(gw, endpoint, req.model, it, wants_usage, t0, exchange),
         media_type="text/event-stream",
-        headers=_SSE_HEADERS,
+        headers={**_SSE_HEADERS, **headers},
     )
 
 
@@ -122,14 +162,18 @@ async def _sse(
     gw: Gateway,
     endpoint: str,
     model: str,
-    it: AsyncIterator[BaseModel],
+    it: AsyncIterator[ChatCompletionChunk | Completion],
     wants_usage: bool,
     t0: float,
+    exchange: Exchange | None,
 ) -> AsyncIterator[bytes]:
     m = gw.metrics
     status, first = "200", True
+    assembler = StreamAssembler() if exchange is not None else None
     try:
         async for chunk in it:
+            if assembler is not None:
+                assembler.add(chunk)
             usage: Usage | None = getattr(chunk, "usage", None)
             if usage is not None:
                 _count_usage(gw, model, usage)
@@ -155,8 +199,18 @@ async def _sse(
         yield b"data: " + json.dumps(err.to_dict()).encode() + b"\n\n"
     finally:
         await it.aclose()  # type: ignore[attr-defined]
+        elapsed = time.perf_counter() - t0
         m.requests.labels(endpoint, model, status).inc()
-        m.latency.labels(endpoint, model).observe(time.perf_counter() - t0)
+        m.latency.labels(endpoint, model).observe(elapsed)
+        if exchange is not None and assembler is not None:
+            exchange.status, exchange.latency_ms = int(status), elapsed * 1000
+            exchange.usage = assembler.usage
+            exchange.response = (
+                assembler.chat_body(model)
+                if endpoint == "chat"
+                else assembler.completion_body(model)
+            )
+            submit_safely(gw.capture, exchange)
 
 
 def _count_usage(gw: Gateway, model: str, usage: Usage) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from openclone.config import Settings
+from openclone.gateway.capture import CaptureSink
 from openclone.gateway.metrics import Metrics
 from openclone.gateway.router import Router
 
@@ -17,6 +18,7 @@ class Gateway:
     settings: Settings
     router: Router
     metrics: Metrics
+    capture: CaptureSink | None = None
 
 
 # async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop per request.

@@ -1,0 +1,122 @@
+"""The capture hook: every finished exchange is handed to a sink, which must never block.
+
+The gateway builds an :class:`Exchange` (request, response — a streamed one assembled —
+model, replica, usage, latency, caller) and calls ``sink.submit``. The store's writer is
+the production sink; with no sink configured the gateway skips the work entirely.
+Capture never slows or fails a request: a sink that raises is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from openclone.schema import ChatCompletionChunk, Completion, Usage
+
+log = logging.getLogger("openclone.capture")
+
+__all__ = ["CaptureSink", "Exchange", "StreamAssembler", "new_capture_id", "submit_safely"]
+
+
+def new_capture_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Exchange:
+    id: str
+    endpoint: str  # "chat" | "completions"
+    model: str
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    status: int
+    latency_ms: float
+    stream: bool
+    replica: str | None = None
+    usage: Usage | None = None
+    tenant: str | None = None
+    user: str | None = None
+    key_id: str | None = None
+    conversation: str | None = None  # X-OpenClone-Conversation
+    train: bool | None = None  # X-OpenClone-Train, when the request says
+    created: float = field(default_factory=time.time)
+
+
+class CaptureSink(Protocol):
+    def submit(self, exchange: Exchange) -> None:
+        """Queue the exchange; must return at once and never raise for a full queue."""
+        ...
+
+
+def submit_safely(sink: CaptureSink | None, exchange: Exchange) -> None:
+    if sink is None:
+        return
+    try:
+        sink.submit(exchange)
+    except Exception:  # capture must never fail the request it records
+        log.exception("capture sink failed; exchange %s not recorded", exchange.id)
+
+
+class StreamAssembler:
+    """Rebuilds a non-streaming response body from the chunks a client was sent."""
+
+    def __init__(self) -> None:
+        self._text: dict[int, list[str]] = {}
+        self._tools: dict[int, list[dict[str, Any]]] = {}
+        self._finish: dict[int, str | None] = {}
+        self.id: str | None = None
+        self.usage: Usage | None = None
+
+    def add(self, chunk: ChatCompletionChunk | Completion) -> None:
+        self.id = self.id or chunk.id
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices:
+            idx = choice.index
+            if isinstance(chunk, Completion):
+                text = choice.text  # type: ignore[union-attr]
+            else:
+                delta = choice.delta  # type: ignore[union-attr]
+                text = delta.content
+                if delta.tool_calls:
+                    self._tools.setdefault(idx, []).extend(delta.tool_calls)
+            if text:
+                self._text.setdefault(idx, []).append(text)
+            if choice.finish_reason:
+                self._finish[idx] = choice.finish_reason
+
+    def chat_body(self, model: str) -> dict[str, Any]:
+        choices = []
+        for idx in sorted(set(self._text) | set(self._tools) | set(self._finish)):
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": "".join(self._text.get(idx, [])) or None,
+            }
+            if idx in self._tools:
+                message["tool_calls"] = [
+                    {k: v for k, v in c.items() if k != "index"} for c in self._tools[idx]
+                ]
+            choices.append(
+                {"index": idx, "message": message, "finish_reason": self._finish.get(idx)}
+            )
+        return self._body("chat.completion", model, choices)
+
+    def completion_body(self, model: str) -> dict[str, Any]:
+        choices = [
+            {
+                "index": idx,
+                "text": "".join(self._text.get(idx, [])),
+                "finish_reason": self._finish.get(idx),
+            }
+            for idx in sorted(set(self._text) | set(self._finish))
+        ]
+        return self._body("text_completion", model, choices)
+
+    def _body(self, obj: str, model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "object": obj, "model": model, "choices": choices}
+        if self.usage is not None:
+            body["usage"] = self.usage.model_dump()
+        return body
