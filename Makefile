@@ -41,6 +41,7 @@ DATA ?= ../shared/data/sharegpt_prompts.jsonl
 bench: install
 	$(BIN)/python benchmarks/serve_overhead.py $(DATA)
 	$(BIN)/python benchmarks/gateway_overhead.py
+	$(BIN)/python benchmarks/dedupe.py $(DATA)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache benchmarks/results

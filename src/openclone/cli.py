@@ -18,6 +18,13 @@ app = typer.Typer(help="OpenClone: own your ChatGPT.", no_args_is_help=True, add
 console = Console()
 err = Console(stderr=True)
 
+def _mount() -> None:
+    # Sub-apps register here; each module keeps its own commands (the CLI stays thin).
+    from openclone.cli_data import data_app
+
+    app.add_typer(data_app, name="data", help="Datasets: near-duplicate filtering and formats.")
+
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="openclone.toml to read")]
 
 
@@ -113,6 +120,9 @@ def chat(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         pass
+
+
+_mount()
 
 
 def main() -> None:  # pragma: no cover - console entry for python -m

@@ -1,0 +1,21 @@
+"""Datasets: file formats and Alpaca's near-duplicate filter, exact and fast."""
+
+from openclone.data.dedupe import NearDuplicateFilter, dedupe, lcs_length, rouge_l, tokenize
+from openclone.data.formats import (
+    DatasetFormatError,
+    InstructionFile,
+    instruction_of,
+    read_instructions,
+)
+
+__all__ = [
+    "DatasetFormatError",
+    "InstructionFile",
+    "NearDuplicateFilter",
+    "dedupe",
+    "instruction_of",
+    "lcs_length",
+    "read_instructions",
+    "rouge_l",
+    "tokenize",
+]
