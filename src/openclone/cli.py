@@ -18,11 +18,17 @@ app = typer.Typer(help="OpenClone: own your ChatGPT.", no_args_is_help=True, add
 console = Console()
 err = Console(stderr=True)
 
+
 def _mount() -> None:
     # Sub-apps register here; each module keeps its own commands (the CLI stays thin).
     from openclone.cli_data import data_app
 
     app.add_typer(data_app, name="data", help="Datasets: near-duplicate filtering and formats.")
+    from openclone.cli_train import export_command, jobs_app, train_command
+
+    app.command("train")(train_command)
+    app.command("export")(export_command)
+    app.add_typer(jobs_app, name="jobs")
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="openclone.toml to read")]

@@ -33,6 +33,7 @@ from openclone.errors import (
     ContextLengthExceeded,
     EngineError,
     InvalidRequestError,
+    ModelNotFound,
     RateLimited,
     UnsupportedParameter,
 )
@@ -71,6 +72,7 @@ class GenParams:
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
     logit_bias: dict[int, float] | None = None
+    adapter: str | None = None  # ADAPTER of a BASE:ADAPTER request
 
 
 @dataclass
@@ -132,6 +134,10 @@ class LocalEngine(ABC):
 
         Must check ``job.cancelled`` between tokens and stop when it is set.
         """
+
+    def adapter_names(self) -> list[str]:
+        """Adapters a request may name as ``BASE:ADAPTER``; none unless a backend loads some."""
+        return []
 
     def close_sync(self) -> None:  # noqa: B027 - optional hook, most backends free on GC
         """Release the model (worker thread, after the last job)."""
@@ -208,6 +214,19 @@ class LocalEngine(ABC):
                 raise InvalidRequestError(
                     "logit_bias keys must be token ids", param="logit_bias"
                 ) from None
+        # The router sends BASE:ADAPTER here only when the catalog has no model of that exact
+        # name; a trained model is also served by its own name, which is its adapter's.
+        adapter = ""
+        if req.model != self.model_name:
+            known = self.adapter_names()
+            adapter = req.model if req.model in known else req.model.partition(":")[2]
+        if adapter and adapter not in self.adapter_names():
+            have = ", ".join(self.adapter_names()) or "none"
+            raise ModelNotFound(
+                f"The model '{req.model}' does not exist: model {self.model_name!r} has no "
+                f"adapter {adapter!r} (adapters: {have})",
+                param="model",
+            )
         return GenParams(
             max_tokens=limit if limit is not None else room,
             temperature=1.0 if req.temperature is None else req.temperature,
@@ -217,6 +236,7 @@ class LocalEngine(ABC):
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
             logit_bias=bias,
+            adapter=adapter or None,
         )
 
     def _chat_prompt(self, req: ChatCompletionRequest) -> tuple[list[int], GenParams, list[Any]]:

@@ -17,7 +17,16 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from openclone.engines.base import Capabilities
-from openclone.errors import APIError, ConfigError, EngineError
+from openclone.errors import (
+    APIError,
+    AuthenticationError,
+    ConfigError,
+    ContextLengthExceeded,
+    EngineError,
+    InvalidRequestError,
+    ModelNotFound,
+    PermissionDenied,
+)
 from openclone.schema import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -190,7 +199,14 @@ def _status_error(status: int, content: bytes) -> APIError:
         if status == 429:
             exc.error_type = "rate_limit_error"
         return exc
-    out = APIError(message, param=param, code=code)
+    # The caller gets the same error type it would get from a local engine.
+    cls: type[APIError] = {
+        400: ContextLengthExceeded if code == "context_length_exceeded" else InvalidRequestError,
+        401: AuthenticationError,
+        403: PermissionDenied,
+        404: ModelNotFound,
+    }.get(status, APIError)
+    out = cls(message, param=param, code=code)
     out.status_code = status
-    out.error_type = etype or "invalid_request_error"
+    out.error_type = etype or ("invalid_request_error" if cls is APIError else out.error_type)
     return out

@@ -11,6 +11,7 @@ from openclone import __version__
 from openclone.config import Settings
 from openclone.gateway import errors, routes_openai, routes_system
 from openclone.gateway.capture import CaptureSink
+from openclone.gateway.discovery import trained_models
 from openclone.gateway.metrics import Metrics
 from openclone.gateway.router import Router
 from openclone.gateway.state import Gateway
@@ -20,6 +21,7 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router = await Router.build(settings)
+        router.discoverers.append(trained_models)
         app.state.gateway = Gateway(
             settings=settings, router=router, metrics=Metrics(router), capture=capture
         )

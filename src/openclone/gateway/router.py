@@ -26,6 +26,10 @@ __all__ = ["ModelRoute", "Replica", "Router"]
 log = logging.getLogger("openclone.router")
 T = TypeVar("T")
 
+# Finds a model the catalog does not name (a trained adapter, a registry alias) and returns
+# its route, after adding it to the router; None when the name means nothing to it.
+Discoverer = Callable[["Router", str], Awaitable["ModelRoute | None"]]
+
 
 @dataclass
 class Replica:
@@ -85,6 +89,8 @@ class Router:
         self.routes = routes
         self.settings = settings
         self.default_model = settings.default_model
+        self.discoverers: list[Discoverer] = []
+        self._discovering: dict[str, asyncio.Lock] = {}
         self._prober: asyncio.Task[None] | None = None
 
     @classmethod
@@ -118,6 +124,35 @@ class Router:
             )
         return route
 
+    async def route_for(self, name: str) -> ModelRoute:
+        """``resolve``, and failing that the discoverers: models that appeared while serving."""
+        try:
+            return self.resolve(name)
+        except ModelNotFound:
+            if not self.discoverers:
+                raise
+        lock = self._discovering.setdefault(name, asyncio.Lock())
+        async with lock:  # concurrent first requests for a new model load it once
+            with contextlib.suppress(ModelNotFound):
+                return self.resolve(name)
+            for discover in self.discoverers:
+                route = await discover(self, name)
+                if route is not None:
+                    return route
+        raise ModelNotFound(
+            f"The model '{name}' does not exist or you do not have access to it.", param="model"
+        )
+
+    async def add_route(self, key: str, config: ModelConfig) -> ModelRoute:
+        """Create ``config``'s replicas (off the event loop) and serve them as ``key``."""
+        replicas = []
+        for i, (engine, params) in enumerate(config.replica_specs()):
+            eng = await asyncio.to_thread(create_engine, engine, config.name, params)
+            replicas.append(Replica(id=f"{config.name}#{i}", engine_name=engine, engine=eng))
+        route = ModelRoute(config, replicas)
+        self.routes[key] = route
+        return route
+
     def _pick(self, route: ModelRoute, tried: set[str]) -> Replica:
         now = time.monotonic()
         candidates = [r for r in route.replicas if r.id not in tried and r.healthy]
@@ -138,7 +173,7 @@ class Router:
 
     async def call(self, model: str, fn: Callable[[Engine], Awaitable[T]]) -> tuple[T, Replica]:
         """Run ``fn(engine)`` on a replica of ``model``, failing over on retryable errors."""
-        route = self.resolve(model)
+        route = await self.route_for(model)
         tried: set[str] = set()
         while True:
             replica = self._pick(route, tried)
@@ -169,7 +204,7 @@ class Router:
 
         The returned iterator yields that first item again and must be closed by the caller.
         """
-        route = self.resolve(model)
+        route = await self.route_for(model)
         tried: set[str] = set()
         while True:
             replica = self._pick(route, tried)
@@ -247,7 +282,8 @@ class Router:
             self._prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prober
-        for route in self.routes.values():
+        # A discovered route may sit under several names (NAME and BASE:NAME): close it once.
+        for route in {id(r): r for r in self.routes.values()}.values():
             for r in route.replicas:
                 try:
                     await r.engine.close()

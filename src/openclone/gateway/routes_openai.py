@@ -31,7 +31,7 @@ async def list_models(gw: GatewayDep) -> ModelList:
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, gw: GatewayDep) -> ModelCard:
-    gw.router.resolve(model_id)
+    await gw.router.route_for(model_id)
     return _card(gw, model_id)
 
 

@@ -1,0 +1,264 @@
+"""``openclone train``, ``openclone export`` and ``openclone jobs``: recipes over the library.
+
+The lead mounts them on the main app: ``app.command("train")(train_command)``,
+``app.command("export")(export_command)``, ``app.add_typer(jobs_app, name="jobs")``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from openclone.errors import OpenCloneError
+
+__all__ = ["export_command", "jobs_app", "train_command"]
+
+console = Console()
+err = Console(stderr=True)
+jobs_app = typer.Typer(help="Background jobs: list, logs, cancel, resume.", no_args_is_help=True)
+
+
+def _fail(exc: Exception, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code)
+
+
+def _resolve_base(base: str | None, settings_file: Path | None) -> tuple[str | None, str | None]:
+    """(path, catalog name): a path is used as is; a name is looked up in the catalog."""
+    from openclone.config import BUNDLED_MODEL_NAME, load_settings
+
+    if base is None or base == BUNDLED_MODEL_NAME:
+        return None, BUNDLED_MODEL_NAME
+    if Path(base).expanduser().exists():
+        return base, None
+    entry = load_settings(settings_file).model(base)
+    path = entry and (entry.params.get("model_path") or entry.params.get("model"))
+    if not path:
+        raise typer.BadParameter(
+            f"{base!r} is neither a path nor a catalog model with a model_path", param_hint="--base"
+        )
+    return str(path), base
+
+
+def _build_config(config: Path | None, resume: bool, **flags: Any) -> Any:
+    from openclone.train.config import TrainConfig, openclone_home
+
+    if resume and config is None:
+        # Resume the run exactly as it was configured (its saved train_config.json).
+        run_dir = flags.get("output_dir") or (
+            openclone_home() / "models" / flags["name"] if flags.get("name") else None
+        )
+        saved = Path(run_dir) / "train_config.json" if run_dir else None
+        if saved is None or not saved.is_file():
+            raise typer.BadParameter("--resume needs --name or --output of an earlier run")
+        data = json.loads(saved.read_text())
+        data.update({k: v for k, v in flags.items() if v is not None and k != "dataset"})
+        return TrainConfig.from_dict({**data, "resume": True})
+    if config is not None:
+        return TrainConfig.from_toml(config, **flags, resume=resume or None)
+    if flags.get("dataset") is None:
+        raise typer.BadParameter("--dataset is required (or --config with a dataset)")
+    return TrainConfig.from_dict(
+        {k: v for k, v in flags.items() if v is not None} | {"resume": resume}
+    )
+
+
+def _foreground(cfg: Any) -> None:
+    # Library progress bars (GGUF tensors, dataset maps) would fight with the Rich bar.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from openclone.train.sft import Progress as Event
+    from openclone.train.sft import SFTRunner
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task("loading", total=None, loss="")
+
+        def on_progress(p: Event) -> None:
+            loss = f"loss {p.loss:.4f}" if p.loss is not None else ""
+            bar.update(
+                task, description=p.phase, completed=p.step, total=p.total or None, loss=loss
+            )
+
+        runner = SFTRunner(cfg, on_progress=on_progress)
+
+        def on_sigint(signum: int, frame: FrameType | None) -> None:
+            # First Ctrl-C: checkpoint and stop; the second one interrupts at once.
+            err.print("[yellow]stopping after this step (Ctrl-C again to abort)…[/yellow]")
+            runner.request_stop()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            result = runner.run()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    if result.stopped:
+        err.print(
+            f"stopped at step {result.final_step}/{result.max_steps}; continue with "
+            f"[bold]openclone train --resume --name {result.name}[/bold]"
+        )
+        raise typer.Exit(130)
+    table = Table("", "", show_header=False)
+    table.add_row("model", f"{result.name} (serve as {cfg.base_name}:{result.name})")
+    table.add_row("adapter", str(result.adapter_dir))
+    for key in ("final_step", "train_loss", "eval_loss", "tokens_per_second", "wall_seconds"):
+        table.add_row(key, str(result.metrics.get(key)))
+    table.add_row("report", str(result.run_dir / "report"))
+    console.print(table)
+
+
+def train_command(
+    dataset: Annotated[Path | None, typer.Option(help="OpenAI chat JSONL to learn from")] = None,
+    name: Annotated[str | None, typer.Option(help="registry name of the result")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(help="HF model dir, .gguf file or catalog model (default: bundled)"),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="train.toml")] = None,
+    output: Annotated[Path | None, typer.Option(help="run directory")] = None,
+    epochs: Annotated[float | None, typer.Option(help="passes over the data")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="optimizer steps (overrides epochs)")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="peak learning rate")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="sequences per device per step")] = None,
+    max_length: Annotated[int | None, typer.Option(help="tokens per (packed) sequence")] = None,
+    eval_fraction: Annotated[float | None, typer.Option(help="share held out for eval")] = None,
+    save_steps: Annotated[int | None, typer.Option(help="checkpoint every N steps")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    cost_per_hour: Annotated[float | None, typer.Option(help="$/hour for the report")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue from the last checkpoint")
+    ] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="run as a background job")] = False,
+    settings: Annotated[Path | None, typer.Option(help="openclone.toml (for --base names)")] = None,
+) -> None:
+    """Fine-tune a base model with LoRA on a chat JSONL; the result is served by name."""
+    from openclone.jobs import start_job
+
+    try:
+        base_path, base_name = _resolve_base(base, settings)
+        flags = {
+            "dataset": dataset, "name": name, "base": base_path, "base_name": base_name,
+            "output_dir": output, "epochs": epochs, "max_steps": max_steps, "learning_rate": lr,
+            "lora_r": lora_r, "lora_alpha": lora_alpha, "batch_size": batch_size,
+            "max_length": max_length, "eval_fraction": eval_fraction, "save_steps": save_steps,
+            "seed": seed, "device": device, "cost_per_hour": cost_per_hour,
+        }  # fmt: skip
+        cfg = _build_config(config, resume, **flags)
+        if detach:
+            job = start_job("train", cfg.to_dict())
+            console.print(f"started job [bold]{job.id}[/bold] (model {cfg.run_name})")
+            console.print(
+                f"  openclone jobs logs {job.id} --follow   |   openclone jobs cancel {job.id}"
+            )
+            return
+        _foreground(cfg)
+    except OpenCloneError as exc:
+        raise _fail(exc) from None
+
+
+def export_command(
+    model: Annotated[str, typer.Argument(help="trained model name")],
+    merged: Annotated[bool, typer.Option("--merged", help="HF directory, adapter merged")] = False,
+    gguf: Annotated[bool, typer.Option("--gguf", help="GGUF file for llama.cpp/Ollama")] = False,
+    quant: Annotated[str, typer.Option(help="GGUF type: q8_0, f16, f32, bf16, q4_1…")] = "q8_0",
+    output: Annotated[Path | None, typer.Option(help="directory (default: the run's)")] = None,
+) -> None:
+    """Export a trained model: merged HF weights and/or a GGUF file."""
+    from openclone.train.export import export_model
+
+    try:
+        with err.status("merging and exporting…"):
+            result = export_model(model, merged=merged, gguf=gguf, quant=quant, output=output)
+    except OpenCloneError as exc:
+        raise _fail(exc) from None
+    if result.merged_dir:
+        console.print(f"merged HF model: {result.merged_dir}")
+    if result.gguf_path:
+        console.print(
+            f"GGUF: {result.gguf_path}  (serve: openclone serve --model {result.gguf_path})"
+        )
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """Jobs, newest first."""
+    from openclone.jobs import list_jobs
+
+    table = Table("id", "state", "progress", "message", "age")
+    for job in list_jobs():
+        progress = f"{job.step}/{job.total}" if job.total else ""
+        age = f"{(time.time() - job.created) / 60:.0f} min"
+        table.add_row(job.id, job.state, progress, job.error or job.message, age)
+    console.print(table)
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job_id: Annotated[str, typer.Argument(help="job id")],
+    tail: Annotated[int | None, typer.Option(help="last N lines only")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing until done")
+    ] = False,
+) -> None:
+    """Print a job's log."""
+    from openclone.jobs import get_job, job_logs
+
+    try:
+        text = job_logs(job_id, tail)
+        console.print(text, end="", markup=False, highlight=False)
+        seen = len(job_logs(job_id))
+        while follow and not get_job(job_id).done:
+            time.sleep(1)
+            now = job_logs(job_id)
+            console.print(now[seen:], end="", markup=False, highlight=False)
+            seen = len(now)
+    except OpenCloneError as exc:
+        raise _fail(exc) from None
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: Annotated[str, typer.Argument(help="job id")],
+    grace: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 30.0,
+) -> None:
+    """Stop a job: it checkpoints and exits (killed after --grace seconds)."""
+    from openclone.jobs import cancel_job
+
+    try:
+        status = cancel_job(job_id, grace)
+    except OpenCloneError as exc:
+        raise _fail(exc) from None
+    console.print(f"{job_id}: {status.state}")
+
+
+@jobs_app.command("resume")
+def jobs_resume(job_id: Annotated[str, typer.Argument(help="job id")]) -> None:
+    """Restart a failed or cancelled job from its last checkpoint."""
+    from openclone.jobs import resume_job
+
+    try:
+        status = resume_job(job_id)
+    except OpenCloneError as exc:
+        raise _fail(exc) from None
+    console.print(f"{job_id}: resumed (attempt {status.attempt})")

@@ -1,0 +1,223 @@
+"""Long work as subprocess jobs: start, watch, cancel, resume.
+
+A job is a directory ``$OPENCLONE_HOME/jobs/<id>/`` holding ``spec.json`` (what to run),
+``status.json`` (state, progress, pid) and ``log.txt`` (everything the worker prints), and a
+process ``python -m openclone.jobs.worker <dir>`` in its own session, so it outlives the
+command that started it and a Ctrl-C in that terminal does not reach it. The worker writes
+the status; this side writes it only before the worker starts and after it is gone. A job
+whose status says running but whose process is dead crashed, and is reported as failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from openclone.errors import InvalidRequestError
+from openclone.train.config import openclone_home
+
+__all__ = [
+    "FINAL_STATES",
+    "JobStatus",
+    "cancel_job",
+    "get_job",
+    "job_logs",
+    "jobs_dir",
+    "list_jobs",
+    "resume_job",
+    "start_job",
+    "wait_job",
+    "write_status",
+]
+
+State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass
+class JobStatus:
+    id: str
+    kind: str
+    state: State = "queued"
+    step: int = 0
+    total: int = 0
+    message: str = ""
+    pid: int | None = None
+    attempt: int = 1
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+def jobs_dir() -> Path:
+    return openclone_home() / "jobs"
+
+
+def _dir(job_id: str) -> Path:
+    path = jobs_dir() / job_id
+    if not job_id or "/" in job_id or not (path / "spec.json").is_file():
+        raise InvalidRequestError(
+            f"no job {job_id!r}; `openclone jobs list` shows them",
+            param="job",
+            code="job_not_found",
+        )
+    return path
+
+
+def write_status(job_dir: Path, status: JobStatus) -> None:
+    """Atomic: readers see the old status or the new one, never half of one."""
+    tmp = job_dir / f"status.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(asdict(status), indent=2), encoding="utf-8")
+    os.replace(tmp, job_dir / "status.json")
+
+
+def _read_status(job_dir: Path) -> JobStatus:
+    return JobStatus(**json.loads((job_dir / "status.json").read_text(encoding="utf-8")))
+
+
+def _alive(pid: int, job_id: str) -> bool:
+    """Is ``pid`` still this job's worker? Zombies and recycled pids count as dead."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if not proc.is_dir():  # no procfs (macOS): the signal check is all there is
+        return True
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X") and job_id.encode() in cmdline
+
+
+def get_job(job_id: str) -> JobStatus:
+    """The job's status; a running job whose process died is marked failed here."""
+    job_dir = _dir(job_id)
+    status = _read_status(job_dir)
+    if not status.done and status.pid is not None and not _alive(status.pid, job_id):
+        status.state = "failed"
+        status.error = "the worker process died without finishing (killed or crashed); resume it"
+        status.finished = time.time()
+        write_status(job_dir, status)
+    return status
+
+
+def list_jobs() -> list[JobStatus]:
+    """Every job, newest first."""
+    root = jobs_dir()
+    ids = [p.parent.name for p in root.glob("*/spec.json")] if root.is_dir() else []
+    return sorted((get_job(i) for i in ids), key=lambda s: s.created, reverse=True)
+
+
+def _launch(job_dir: Path, status: JobStatus) -> JobStatus:
+    with (job_dir / "log.txt").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "openclone.jobs.worker", str(job_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={
+                **os.environ,
+                "OPENCLONE_HOME": str(openclone_home()),
+                "PYTHONUNBUFFERED": "1",
+                "TQDM_DISABLE": "1",  # progress bars in a log file are noise; status has progress
+            },
+        )
+    status.pid = proc.pid
+    write_status(job_dir, status)
+    return status
+
+
+def start_job(kind: str, spec: dict[str, Any]) -> JobStatus:
+    """Create a job running ``kind`` (see ``openclone.jobs.worker.KINDS``) on ``spec``."""
+    from openclone.jobs.worker import KINDS
+
+    if kind not in KINDS:
+        raise InvalidRequestError(f"unknown job kind {kind!r}; known: {', '.join(sorted(KINDS))}")
+    job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    job_dir = jobs_dir() / job_id
+    job_dir.mkdir(parents=True)
+    (job_dir / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec}, indent=2))
+    return _launch(job_dir, JobStatus(id=job_id, kind=kind))
+
+
+def resume_job(job_id: str) -> JobStatus:
+    """Start a failed or cancelled job again; the worker continues from its last checkpoint."""
+    status = get_job(job_id)
+    if not status.done:
+        raise InvalidRequestError(f"job {job_id} is still {status.state}", param="job")
+    if status.state == "succeeded":
+        raise InvalidRequestError(f"job {job_id} already succeeded", param="job")
+    job_dir = _dir(job_id)
+    data = json.loads((job_dir / "spec.json").read_text())
+    data["resume"] = True
+    (job_dir / "spec.json").write_text(json.dumps(data, indent=2))
+    again = JobStatus(
+        id=job_id, kind=status.kind, attempt=status.attempt + 1, created=status.created
+    )
+    return _launch(job_dir, again)
+
+
+def cancel_job(job_id: str, grace: float = 30.0) -> JobStatus:
+    """SIGTERM (the worker checkpoints and stops), then SIGKILL after ``grace`` seconds."""
+    status = get_job(job_id)
+    if status.done or status.pid is None:
+        return status
+    try:
+        os.killpg(status.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return get_job(job_id)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(status.pid, job_id):
+        time.sleep(0.2)
+    if _alive(status.pid, job_id):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(status.pid, signal.SIGKILL)
+        while _alive(status.pid, job_id):
+            time.sleep(0.05)
+    status = _read_status(_dir(job_id))
+    if not status.done:  # killed before it could say so itself
+        status.state, status.finished = "cancelled", time.time()
+        write_status(_dir(job_id), status)
+    return status
+
+
+def job_logs(job_id: str, tail: int | None = None) -> str:
+    """The job's log text (its last ``tail`` lines when given)."""
+    path = _dir(job_id) / "log.txt"
+    text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    if tail is not None:
+        text = "".join(text.splitlines(keepends=True)[-tail:])
+    return text
+
+
+def wait_job(job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobStatus:
+    """Block until the job is done (or ``timeout`` passes); return its status."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = get_job(job_id)
+        if status.done or (deadline is not None and time.monotonic() >= deadline):
+            return status
+        time.sleep(poll)

@@ -1,0 +1,122 @@
+"""The job worker: ``python -m openclone.jobs.worker <job-dir>`` runs one job to its end.
+
+Job kinds live in :data:`KINDS`, a plain name -> function table; a kind gets its spec, a
+:class:`JobContext` for progress and stop requests, and whether this attempt resumes an
+earlier one, and returns a JSON-ready result. SIGTERM and SIGINT ask the kind to stop
+gracefully (training checkpoints first); the job then ends as ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from openclone.jobs.runner import JobStatus, write_status
+
+__all__ = ["KINDS", "JobContext", "main"]
+
+
+@dataclass
+class JobContext:
+    job_dir: Path
+    status: JobStatus
+    stop_requested: bool = False
+    _stop_hooks: list[Callable[[], None]] = field(default_factory=list)
+    _last_write: float = 0.0
+
+    def progress(self, step: int, total: int, message: str = "") -> None:
+        """Record progress; written at most every half second (steps can be fast)."""
+        self.status.step, self.status.total, self.status.message = step, total, message
+        now = time.monotonic()
+        if now - self._last_write >= 0.5 or (total and step >= total):
+            write_status(self.job_dir, self.status)
+            self._last_write = now
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when the job is asked to stop (at once if it already was)."""
+        self._stop_hooks.append(hook)
+        if self.stop_requested:
+            hook()
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+        for hook in self._stop_hooks:
+            hook()
+
+
+class Cancelled(Exception):
+    """Raised by a kind that stopped because it was asked to (its result, if any, in args)."""
+
+
+def _train(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]:
+    from openclone.train.config import TrainConfig
+    from openclone.train.sft import Progress, SFTRunner
+
+    config = TrainConfig.from_dict({**spec, "resume": resume or spec.get("resume", False)})
+
+    def on_progress(p: Progress) -> None:
+        loss = f" loss {p.loss:.4f}" if p.loss is not None else ""
+        ctx.progress(p.step, p.total, f"{p.phase}{loss}")
+
+    runner = SFTRunner(config, on_progress=on_progress)
+    ctx.on_stop(runner.request_stop)
+    result = runner.run()
+    out = {
+        "name": result.name,
+        "run_dir": str(result.run_dir),
+        "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
+        "final_step": result.final_step,
+        "max_steps": result.max_steps,
+        "metrics": result.metrics,
+    }
+    if result.stopped:
+        raise Cancelled(out)
+    return out
+
+
+KINDS: dict[str, Callable[[dict[str, Any], JobContext, bool], dict[str, Any]]] = {
+    "train": _train,
+}
+
+
+def main(job_dir: Path) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-eval INFO chatter
+    data = json.loads((job_dir / "spec.json").read_text())
+    status = JobStatus(**json.loads((job_dir / "status.json").read_text()))
+    status.state, status.started = "running", time.time()
+    ctx = JobContext(job_dir, status)
+    write_status(job_dir, status)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("openclone.jobs").info("signal %d: stopping after a checkpoint", signum)
+        ctx.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        status.result = KINDS[data["kind"]](data["spec"], ctx, bool(data.get("resume")))
+        status.state = "succeeded"
+    except Cancelled as exc:
+        status.state, status.result = "cancelled", exc.args[0] if exc.args else {}
+    except Exception as exc:  # the job's failure is its status; the traceback goes to the log
+        traceback.print_exc()
+        status.state, status.error = "failed", f"{type(exc).__name__}: {exc}"
+    status.finished = time.time()
+    write_status(job_dir, status)
+    return 0 if status.state == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))

@@ -1,0 +1,76 @@
+"""Records of trained models: ``$OPENCLONE_HOME/models/<name>/record.json``.
+
+One JSON file per trained adapter says what it is (base, dataset hash, config, metrics), so
+``openclone serve`` can offer it by name and as ``BASE:ADAPTER``. The model registry will
+take these over; until then this module is the whole API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openclone.errors import ModelNotFound
+from openclone.train.config import openclone_home
+
+__all__ = ["TrainedModel", "get_trained", "list_trained", "record_path", "save_record"]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    name: str  # the registry name; served as NAME and as BASE:NAME
+    base: str  # the base's catalog name
+    base_path: str  # the base's HF directory or .gguf file
+    adapter_path: str  # the PEFT adapter directory (adapter_model.safetensors)
+    dataset: str
+    dataset_sha256: str
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    @property
+    def served_as(self) -> str:
+        return f"{self.base}:{self.name}"
+
+
+def record_path(name: str, home: Path | None = None) -> Path:
+    return (home or openclone_home()) / "models" / name / "record.json"
+
+
+def save_record(model: TrainedModel) -> Path:
+    """Write atomically, so a reader never sees half a record."""
+    path = record_path(model.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(model), indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _load(path: Path) -> TrainedModel:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return TrainedModel(**data)
+
+
+def list_trained(home: Path | None = None) -> list[TrainedModel]:
+    """Every recorded model, newest first; unreadable records are skipped."""
+    out = []
+    for path in ((home or openclone_home()) / "models").glob("*/record.json"):
+        try:
+            out.append(_load(path))
+        except (OSError, ValueError, TypeError):
+            continue
+    return sorted(out, key=lambda m: m.created, reverse=True)
+
+
+def get_trained(name: str, home: Path | None = None) -> TrainedModel:
+    """The record for ``name``; ``ModelNotFound`` when there is none."""
+    path = record_path(name, home)
+    if not path.is_file():
+        known = ", ".join(m.name for m in list_trained(home)) or "none"
+        raise ModelNotFound(f"no trained model named {name!r} (trained models: {known})")
+    return _load(path)
