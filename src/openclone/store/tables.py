@@ -1,0 +1,185 @@
+"""The tables. Ids are text (uuid hex, or the capture id the gateway chose) so rows can be
+named in URLs, headers and erasure records alike; times are UTC epoch seconds (a float),
+which sort and compare the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    # Opt-in to training is off unless an admin turns it on, as the closed APIs now do.
+    consent_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    redact_mode: Mapped[str] = mapped_column(String(16), default="store")  # store|export|off
+    retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (Index("ix_users_tenant_name", "tenant_id", "name", unique=True),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(256))
+    consent: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: tenant's
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    scope: Mapped[str] = mapped_column(String(8))  # admin|user
+    created: Mapped[float] = mapped_column(Float, default=now)
+    revoked: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conv_owner", "tenant_id", "user_id", "updated"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    title: Mapped[str] = mapped_column(String(256), default="")
+    model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    system_prompt: Mapped[str] = mapped_column(Text, default="")
+    temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+    updated: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_msg_conv", "conversation_id", "position"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    capture_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Capture(Base):
+    __tablename__ = "captures"
+    __table_args__ = (
+        Index("ix_cap_tenant_created", "tenant_id", "created"),
+        Index("ix_cap_user", "user_id"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    endpoint: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(256))
+    replica: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    consent: Mapped[bool] = mapped_column(Boolean)
+    redactions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[float] = mapped_column(Float, default=now, index=True)
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    capture_id: Mapped[str] = mapped_column(
+        ForeignKey("captures.id", ondelete="CASCADE"), index=True
+    )
+    rating: Mapped[int] = mapped_column(Integer)  # +1 | -1
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Erasure(Base):
+    """What was erased, by whom, when — never the content."""
+
+    __tablename__ = "erasures"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    actor: Mapped[str] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(16))  # user|conversation|tenant|retention
+    target: Mapped[str] = mapped_column(String(256))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    capture_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    exports: Mapped[list[Any]] = mapped_column(JSON, default=list)  # exports that held them
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Export(Base):
+    __tablename__ = "exports"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(Integer)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actor: Mapped[str] = mapped_column(String(256))
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class ExportItem(Base):
+    """Lineage: which captures went into which export (kept after erasure: ids only)."""
+
+    __tablename__ = "export_items"
+    export_id: Mapped[str] = mapped_column(
+        ForeignKey("exports.id", ondelete="CASCADE"), primary_key=True
+    )
+    capture_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class Vote(Base):
+    """An arena verdict: a person's vote or a judge's."""
+
+    __tablename__ = "votes"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    model_a: Mapped[str] = mapped_column(String(256))
+    model_b: Mapped[str] = mapped_column(String(256))
+    winner: Mapped[str] = mapped_column(String(16))  # a|b|tie|both_bad
+    source: Mapped[str] = mapped_column(String(8), default="human")  # human|judge
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[float] = mapped_column(Float, default=now, index=True)
