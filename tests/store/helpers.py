@@ -40,7 +40,7 @@ def exchange(
                     "finish_reason": "stop",
                 }
             ],
-        },  # fmt: skip
+        },
         status=200,
         latency_ms=12.5,
         stream=False,
