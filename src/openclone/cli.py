@@ -29,6 +29,14 @@ def _mount() -> None:
     app.command("train")(train_command)
     app.command("export")(export_command)
     app.add_typer(jobs_app, name="jobs")
+    from openclone import cli_store
+
+    app.add_typer(cli_store.keys_app, name="keys")
+    app.add_typer(cli_store.tenants_app, name="tenants")
+    app.add_typer(cli_store.captures_app, name="captures")
+    app.add_typer(cli_store.retention_app, name="retention")
+    app.add_typer(cli_store.audit_app, name="audit")
+    app.command("erase")(cli_store.erase_command)
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="openclone.toml to read")]

@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     request_timeout: float = Field(default=600.0, gt=0)
     log_level: str = "info"
     config_file: Path | None = None
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; default: SQLite in home (openclone.db)"
+    )
+    capture: bool = Field(default=True, description="record exchanges in the store")
+    capture_queue: int = Field(default=10_000, ge=1, description="captures waiting to be written")
+    redactor: str | None = Field(
+        default=None, description="PII redactor: default (regex) or module:attr of your own"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import exchange
 from sqlalchemy import func, select
 
 from openclone.store import Store, open_store
@@ -17,6 +16,7 @@ from openclone.store.accounts import Principal, set_tenant_policy
 from openclone.store.conversations import get_conversation, list_conversations
 from openclone.store.tables import Capture
 from openclone.store.writer import CaptureWriter
+from store.helpers import exchange
 
 ANA = Principal("acme", "ana", None, "user")
 BOB = Principal("acme", "bob", None, "user")
@@ -90,7 +90,7 @@ import sys, time
 from openclone.store import open_store
 from openclone.store.writer import CaptureWriter
 sys.path.insert(0, sys.argv[2])
-from helpers import exchange
+from store.helpers import exchange
 writer = CaptureWriter(open_store(sys.argv[1]), flush_interval=0.01)
 i = 0
 while True:
@@ -104,7 +104,7 @@ while True:
 
 def test_kill_9_loses_no_committed_capture(store: Store, store_url: str) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, store_url, str(Path(__file__).parent)],
+        [sys.executable, "-c", _CHILD, store_url, str(Path(__file__).parent.parent)],
         env={**os.environ},
     )
     try:

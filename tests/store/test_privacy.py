@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import exchange
 from sqlalchemy import select
 
 from openclone.errors import InvalidRequestError
@@ -18,6 +17,7 @@ from openclone.store.export import CaptureFilter, export_captures, iter_captured
 from openclone.store.privacy import add_feedback, apply_retention, erase, erasures
 from openclone.store.tables import Capture, Feedback
 from openclone.store.writer import CaptureWriter
+from store.helpers import exchange
 
 ANA = Principal("acme", "ana", None, "user")
 BOB = Principal("acme", "bob", None, "user")

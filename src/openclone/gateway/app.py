@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,21 +16,38 @@ from openclone.gateway.discovery import trained_models
 from openclone.gateway.metrics import Metrics
 from openclone.gateway.router import Router
 from openclone.gateway.state import Gateway
+from openclone.store import open_store
+from openclone.store.writer import CaptureWriter
 
 
 def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        router = await Router.build(settings)
+        store = await asyncio.to_thread(open_store, settings.database_url, settings.home)
+        writer: CaptureWriter | None = None
+        sink = capture
+        if sink is None and settings.capture:
+            writer = sink = CaptureWriter(
+                store, max_queue=settings.capture_queue, redactor=settings.redactor
+            )
+        try:
+            router = await Router.build(settings)
+        except BaseException:
+            store.close()
+            raise
         router.discoverers.append(trained_models)
+        metrics = Metrics(router, writer)
         app.state.gateway = Gateway(
-            settings=settings, router=router, metrics=Metrics(router), capture=capture
+            settings=settings, router=router, metrics=metrics, capture=sink, store=store
         )
         router.start()
         try:
             yield
         finally:
             await router.close()
+            if writer is not None:
+                await asyncio.to_thread(writer.close)  # a clean shutdown loses no capture
+            store.close()
 
     app = FastAPI(title="OpenClone", version=__version__, lifespan=lifespan)
     errors.install(app)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from openclone.gateway.router import Router
+
+if TYPE_CHECKING:
+    from openclone.store.writer import CaptureWriter
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -37,8 +41,22 @@ class _ReplicaCollector(Collector):
         yield fails
 
 
+class _CaptureCollector(Collector):
+    def __init__(self, writer: CaptureWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        w = self.writer
+        yield CounterMetricFamily("openclone_captures_written", "captures committed", w.written)
+        yield CounterMetricFamily(
+            "openclone_captures_dropped", "captures dropped: the queue was full", w.dropped
+        )
+        yield CounterMetricFamily("openclone_captures_failed", "captures that failed", w.failed)
+        yield GaugeMetricFamily("openclone_capture_queue", "captures waiting", w.queued)
+
+
 class Metrics:
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, writer: CaptureWriter | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "openclone_requests",
@@ -73,3 +91,5 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_ReplicaCollector(router))
+        if writer is not None:
+            self.registry.register(_CaptureCollector(writer))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from openclone.gateway import serving
+from openclone.gateway.auth import caller
 from openclone.gateway.state import GatewayDep
 from openclone.schema import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[Depends(caller)])
 
 
 @router.post("/chat/completions")

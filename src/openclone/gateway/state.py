@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -12,6 +12,9 @@ from openclone.gateway.capture import CaptureSink
 from openclone.gateway.metrics import Metrics
 from openclone.gateway.router import Router
 
+if TYPE_CHECKING:
+    from openclone.store import Store
+
 
 @dataclass
 class Gateway:
@@ -19,6 +22,9 @@ class Gateway:
     router: Router
     metrics: Metrics
     capture: CaptureSink | None = None
+    store: Store | None = None
+    keys_exist: bool = False
+    keys_checked: float = 0.0  # monotonic time until which keys_exist is trusted
 
 
 # async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop per request.

@@ -39,7 +39,8 @@ class Principal:
         return self.scope == "admin"
 
 
-LOCAL = Principal(tenant="default", user="local", key_id=None, scope="admin")
+# The caller on loopback before any key exists; the person is the request's `user`, if any.
+LOCAL = Principal(tenant="default", user=None, key_id=None, scope="admin")
 
 
 def tenant_by_name(s: Session, name: str, create: bool = True) -> Tenant | None:

@@ -15,7 +15,15 @@ from openclone.store.audit import audit
 from openclone.store.db import Store
 from openclone.store.tables import ApiKey, Tenant, User, now
 
-__all__ = ["KeyInfo", "any_keys", "authenticate", "create_key", "list_keys", "revoke_key"]
+__all__ = [
+    "KeyInfo",
+    "any_keys",
+    "authenticate",
+    "cached_principal",
+    "create_key",
+    "list_keys",
+    "revoke_key",
+]
 
 _AUTH_TTL = 5.0  # seconds a gateway trusts a cached key; revocation elsewhere lands within it
 
@@ -103,15 +111,22 @@ def any_keys(store: Store) -> bool:
         return s.scalar(select(ApiKey.id).where(ApiKey.revoked.is_(None)).limit(1)) is not None
 
 
+def cached_principal(store: Store, token: str) -> tuple[bool, Principal | None]:
+    """(True, principal) when the cache knows the key: no database, safe on the event loop."""
+    with store.auth_lock:
+        hit = store.auth_cache.get(_hash(token))
+    if hit is not None and hit[0] > time.monotonic():
+        return True, hit[1]
+    return False, None
+
+
 def authenticate(store: Store, token: str) -> Principal | None:
     """The key's principal, or None for an unknown or revoked key."""
+    known, principal = cached_principal(store, token)
+    if known:
+        return principal
     digest = _hash(token)
     t = time.monotonic()
-    with store.auth_lock:
-        hit = store.auth_cache.get(digest)
-    if hit is not None and hit[0] > t:
-        principal: Principal | None = hit[1]
-        return principal
     with store.session() as s:
         row = s.execute(
             select(ApiKey, Tenant.name, User.name)
