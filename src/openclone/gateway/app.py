@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from openclone import __version__
 from openclone.config import Settings
-from openclone.gateway import errors, routes_openai, routes_system
+from openclone.gateway import errors, routes_openai, routes_system, routes_ui
 from openclone.gateway.capture import CaptureSink
 from openclone.gateway.discovery import trained_models
 from openclone.gateway.metrics import Metrics
@@ -53,4 +54,7 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
     errors.install(app)
     app.include_router(routes_openai.router)
     app.include_router(routes_system.router)
+    app.include_router(routes_ui.api)
+    app.include_router(routes_ui.page)
+    app.mount("/static", StaticFiles(directory=routes_ui.STATIC), name="static")
     return app

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from openclone.errors import APIError, InvalidRequestError
 from openclone.store.accounts import Principal, tenant_by_name, user_by_name
 from openclone.store.db import Store
-from openclone.store.tables import Capture, Conversation, Message, Tenant, User, now
+from openclone.store.tables import Capture, Conversation, Feedback, Message, Tenant, User, now
 
 __all__ = [
     "ConversationNotFound",
@@ -120,10 +120,20 @@ def list_conversations(
 def get_conversation(store: Store, who: Principal, conversation_id: str) -> ConversationView:
     with store.session() as s:
         c = _owned(s, who, conversation_id)
-        msgs = s.scalars(
-            select(Message).where(Message.conversation_id == c.id).order_by(Message.position)
+        msgs = list(
+            s.scalars(
+                select(Message).where(Message.conversation_id == c.id).order_by(Message.position)
+            )
         )
-        return _view(c, list(msgs))
+        view = _view(c, msgs)
+        ids = [m.capture_id for m in msgs if m.capture_id]
+        if ids:  # the person's own thumbs, so the page shows what they chose
+            q = select(Feedback.capture_id, Feedback.rating).where(Feedback.capture_id.in_(ids))
+            rated = {cid: r for cid, r in s.execute(q)}
+            for m in view.messages:
+                if m["capture_id"] in rated:
+                    m["rating"] = rated[m["capture_id"]]
+        return view
 
 
 def update_conversation(

@@ -1,0 +1,1 @@
+"""Evaluation: pairwise judging, win rates with confidence intervals, arena ratings."""

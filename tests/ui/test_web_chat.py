@@ -1,0 +1,209 @@
+"""The web chat in a real browser (Debian's Chromium, headless) against a real server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import BUNDLED, Server, start_server, stop_server
+from sqlalchemy import select
+
+from openclone.gateway.capture import Exchange, new_capture_id
+from openclone.store import open_store
+from openclone.store.tables import Feedback, Vote
+from openclone.store.writer import CaptureWriter
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+OUT = Path(__file__).resolve().parents[2] / "test-output" / "ui"
+
+
+def _chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, Path]]:
+    workdir = tmp_path_factory.mktemp("ui")
+    config = f"""
+default_model = "{BUNDLED}"
+[[models]]
+name = "{BUNDLED}"
+params = {{ n_ctx = 2048, n_parallel = 2 }}
+[[models]]
+name = "smollm2-twin"
+params = {{ n_ctx = 2048, n_parallel = 2 }}
+"""
+    home = workdir / "home"
+    key = subprocess.run(
+        [sys.executable, "-m", "openclone", "keys", "create", "--tenant", "acme", "--user", "ana"],
+        env={**os.environ, "OPENCLONE_HOME": str(home)},
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()[-1]  # fmt: skip
+    server = start_server(config, workdir)
+    yield server, key, home
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _plant_script_answer(home: Path) -> str:
+    """An answer containing markup, as a model could write it, in ana's history."""
+    store = open_store(None, home)
+    writer = CaptureWriter(store)
+    conv = "planted-" + new_capture_id()[:8]
+    writer.submit(
+        Exchange(
+            id=new_capture_id(),
+            endpoint="chat",
+            model=BUNDLED,
+            request={"messages": [{"role": "user", "content": "Show me markup"}]},
+            response={
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": "<script>window.pwned = 1</script><img src=x onerror='window.pwned=2'>",
+                        },
+                    }
+                ]
+            },
+            status=200,
+            latency_ms=1,
+            stream=False,
+            tenant="acme",
+            user="ana",
+            conversation=conv,
+        )  # fmt: skip
+    )
+    writer.close()
+    store.close()
+    return conv
+
+
+def test_chat_history_feedback_safety_and_arena(
+    site: tuple[Server, str, Path], browser: object
+) -> None:
+    server, key, home = site
+    OUT.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1200, "height": 800})  # type: ignore[attr-defined]
+    dialogs: list[str] = []
+
+    def answer(dialog: object) -> None:
+        msg = dialog.message  # type: ignore[attr-defined]
+        dialogs.append(msg)
+        if msg.startswith("New name"):
+            dialog.accept("Greetings chat")  # type: ignore[attr-defined]
+        elif msg.startswith("What was wrong"):
+            dialog.accept("too short")  # type: ignore[attr-defined]
+        else:
+            dialog.accept()  # type: ignore[attr-defined]
+
+    page.on("dialog", answer)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text))
+    page.on("pageerror", lambda e: console.append(str(e)))
+    page.goto(server.url + "/")
+    page.fill("#key-input", key)
+    page.click("#signin-form button[type=submit]")
+    page.wait_for_selector("#app:not([hidden])")
+    assert "ana" in page.inner_text("#who")
+
+    # Send a message; the streamed reply appears.
+    page.fill("#prompt", "Hello! Who are you?")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => { const b = document.querySelectorAll('#messages .bubble.assistant'); "
+        "return b.length && b[b.length-1].textContent.trim().length > 0 && "
+        "document.querySelector('#stop').hidden }",
+        timeout=60_000,
+    )
+    page.screenshot(path=str(OUT / "chat.png"))
+
+    # Thumbs down with a comment is stored with the capture.
+    page.click(".msg.assistant .down")
+    page.wait_for_selector(".msg.assistant .down[aria-pressed=true]")
+
+    # Reload: the conversation is still there; rename it.
+    page.reload()
+    page.wait_for_selector("#conversations li")
+    assert "Hello! Who are you?" in page.inner_text("#conversations")
+    page.click("#conversations li .rename")
+    page.wait_for_function(
+        "() => document.querySelector('#conversations').innerText.includes('Greetings chat')"
+    )
+
+    # A model answer with markup is shown as text and never runs.
+    _plant_script_answer(home)
+    page.reload()
+    page.wait_for_selector("#conversations li")
+    page.click("#conversations li .title >> text=Show me markup")
+    page.wait_for_selector("#messages .bubble.assistant")
+    assert "<script>window.pwned = 1</script>" in page.inner_text("#messages .bubble.assistant")
+    assert page.evaluate("() => window.pwned") is None
+
+    # Delete the renamed conversation.
+    page.click("#conversations li:has-text('Greetings chat') .delete")
+    page.wait_for_function(
+        "() => !document.querySelector('#conversations').innerText.includes('Greetings chat')"
+    )
+
+    # Arena: two anonymous answers, a vote, names revealed, the leaderboard.
+    page.click(".views button[data-view=arena]")
+    page.fill("#arena-prompt", "Write a haiku about the sea.")
+    page.click("#arena-form button[type=submit]")
+    page.wait_for_selector("#arena-vote:not([hidden])", timeout=90_000)
+    page.screenshot(path=str(OUT / "arena.png"))
+    page.click("#arena-vote button[data-winner=a]")
+    page.wait_for_function(
+        "() => document.querySelector('#arena-reveal').textContent.includes('Model A was')"
+    )
+    page.click(".views button[data-view=leaderboard]")
+    page.wait_for_selector("#leaderboard tbody tr:nth-child(2)")
+    board = page.inner_text("#leaderboard")
+    assert BUNDLED in board and "smollm2-twin" in board
+    page.screenshot(path=str(OUT / "leaderboard.png"))
+
+    # At phone width the page still works (the sidebar opens from the menu button).
+    page.set_viewport_size({"width": 390, "height": 800})
+    right = "() => document.querySelector('#sidebar').getBoundingClientRect().right"
+    page.wait_for_timeout(400)
+    assert page.evaluate(right) <= 0  # off-screen until the menu button opens it
+    page.click("#open-sidebar")
+    page.wait_for_timeout(400)  # the sidebar slides in
+    assert page.evaluate(right) > 0
+    page.screenshot(path=str(OUT / "phone-menu.png"))
+    page.click("#close-sidebar")
+    page.screenshot(path=str(OUT / "phone.png"))
+    page.close()
+
+    store = open_store(None, home)
+    with store.session() as s:
+        fb = list(s.scalars(select(Feedback)))
+        votes = list(s.scalars(select(Vote)))
+    store.close()
+    assert not [c for c in console if "Error" in c], console
+    assert [(f.rating, f.comment) for f in fb] == [(-1, "too short")]
+    assert len(votes) == 1 and votes[0].winner == "a"
+    assert {votes[0].model_a, votes[0].model_b} == {BUNDLED, "smollm2-twin"}
