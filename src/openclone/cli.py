@@ -37,6 +37,11 @@ def _mount() -> None:
     app.add_typer(cli_store.retention_app, name="retention")
     app.add_typer(cli_store.audit_app, name="audit")
     app.command("erase")(cli_store.erase_command)
+    from openclone import cli_registry
+
+    app.add_typer(cli_registry.registry_app, name="registry")
+    app.command("promote")(cli_registry.promote_command)
+    app.command("rollback")(cli_registry.rollback_command)
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="openclone.toml to read")]

@@ -10,6 +10,7 @@ and raise the errors of :mod:`openclone.errors` (``RateLimited`` on 429, a retry
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -40,12 +41,25 @@ class RouterClient:
 
     @classmethod
     async def start(cls, settings: Settings) -> RouterClient:
+        from openclone.gateway.discovery import registry_models, trained_models
+        from openclone.registry.versions import resolution_map
+        from openclone.store import open_store
+
         router = await Router.build(settings)
+        store = await asyncio.to_thread(open_store, settings.database_url, settings.home)
+        try:  # registry names (NAME, NAME@N) resolve as they do in the gateway
+            router.aliases, router.engine_specs = await asyncio.to_thread(resolution_map, store)
+        finally:
+            store.close()
+        router.discoverers += [registry_models, trained_models]
         router.start()
         return cls(router)
 
     async def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
-        result, _ = await self.router.call(req.model, lambda engine: engine.chat(req))
+        shown, target = self.router.pin(req.model)
+        routed = req if target == req.model else req.model_copy(update={"model": target})
+        result, _ = await self.router.call(target, lambda engine: engine.chat(routed))
+        result.model = shown
         return result
 
     def models(self) -> list[str]:

@@ -16,7 +16,7 @@ from openclone.config import ModelConfig
 from openclone.errors import ModelNotFound
 from openclone.gateway.router import ModelRoute, Router
 
-__all__ = ["trained_models"]
+__all__ = ["registry_models", "trained_models"]
 
 log = logging.getLogger("openclone.discovery")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -55,3 +55,14 @@ async def trained_models(router: Router, name: str) -> ModelRoute | None:
     router.routes[adapter] = route
     router.routes[f"{record.base}:{adapter}"] = route
     return route
+
+
+async def registry_models(router: Router, name: str) -> ModelRoute | None:
+    """A registry version that brings its own engine (a GGUF file, an HF directory)."""
+    spec = router.engine_specs.get(name)
+    if spec is None:
+        return None
+    config = ModelConfig(
+        name=name, engine=spec.get("engine", "llamacpp"), params=dict(spec.get("params", {}))
+    )
+    return await router.add_route(name, config)

@@ -90,6 +90,10 @@ class Router:
         self.settings = settings
         self.default_model = settings.default_model
         self.discoverers: list[Discoverer] = []
+        # Registry names, replaced whole on each refresh (so a promotion is atomic):
+        # requested name -> (pinned NAME@N shown to clients, the model that serves it).
+        self.aliases: dict[str, tuple[str, str]] = {}
+        self.engine_specs: dict[str, dict[str, Any]] = {}  # NAME@N -> {"engine", "params"}
         self._discovering: dict[str, asyncio.Lock] = {}
         self._prober: asyncio.Task[None] | None = None
 
@@ -123,6 +127,11 @@ class Router:
                 f"The model '{name}' does not exist or you do not have access to it.", param="model"
             )
         return route
+
+    def pin(self, name: str) -> tuple[str, str]:
+        """(the name to show, the model to route to): a registry alias or ``NAME@N`` resolves
+        to its version; any other name is itself."""
+        return self.aliases.get(name) or (name, name)
 
     async def route_for(self, name: str) -> ModelRoute:
         """``resolve``, and failing that the discoverers: models that appeared while serving."""

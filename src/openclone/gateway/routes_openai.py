@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from openclone.errors import ModelNotFound
 from openclone.gateway import serving
 from openclone.gateway.auth import caller
 from openclone.gateway.state import GatewayDep
@@ -27,17 +28,22 @@ async def completions(body: CompletionRequest, request: Request, gw: GatewayDep)
 
 @router.get("/models")
 async def list_models(gw: GatewayDep) -> ModelList:
-    return ModelList(data=[_card(gw, name) for name in gw.router.routes])
+    names = [n for n in gw.router.routes if "+" not in n]  # "+adapters" engines are internal
+    names += [n for n in gw.router.aliases if n not in gw.router.routes]
+    return ModelList(data=[_card(gw, name) for name in names])
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, gw: GatewayDep) -> ModelCard:
-    await gw.router.route_for(model_id)
+    await gw.router.route_for(gw.router.pin(model_id)[1])
     return _card(gw, model_id)
 
 
 def _card(gw: GatewayDep, name: str) -> ModelCard:
-    route = gw.router.resolve(name)
+    try:
+        route = gw.router.resolve(gw.router.pin(name)[1])
+    except ModelNotFound:  # a registry version not loaded yet: it loads on first use
+        return ModelCard(id=name, engine="registry", replicas=[])
     return ModelCard(
         id=name,
         engine=route.config.engine,

@@ -90,6 +90,11 @@ async def serve(
 ) -> Response:
     endpoint = "chat" if isinstance(req, ChatCompletionRequest) else "completions"
     t0 = time.perf_counter()
+    shown, target = gw.router.pin(req.model)
+    if target != req.model:
+        # The engine sees the model that serves the version; the client and the capture
+        # see the pinned version (as OpenAI answers "gpt-4o" with a dated snapshot).
+        req = req.model_copy(update={"model": target})
     m = gw.metrics
     capture_id = new_capture_id()
     # The id lets a client attach feedback to what was captured.
@@ -115,9 +120,11 @@ async def serve(
         m.latency.labels(endpoint, req.model).observe(elapsed)
         if result.usage is not None:
             _count_usage(gw, req.model, result.usage)
+        result.model = shown
         body = result.model_dump_json()
         if gw.capture is not None:
             ex = _exchange(gw, request, req, endpoint, capture_id)
+            ex.model = shown
             ex.response, ex.status, ex.latency_ms = (
                 result.model_dump(exclude_none=True),
                 200,
@@ -150,9 +157,9 @@ async def serve(
     exchange = None
     if gw.capture is not None:
         exchange = _exchange(gw, request, req, endpoint, capture_id)
-        exchange.replica = replica.id
+        exchange.replica, exchange.model = replica.id, shown
     return StreamingResponse(
-        _sse(gw, endpoint, req.model, it, wants_usage, t0, exchange),
+        _sse(gw, endpoint, req.model, it, wants_usage, t0, exchange, shown),
         media_type="text/event-stream",
         headers={**_SSE_HEADERS, **headers},
     )
@@ -166,7 +173,9 @@ async def _sse(
     wants_usage: bool,
     t0: float,
     exchange: Exchange | None,
+    shown: str,
 ) -> AsyncIterator[bytes]:
+    renamed = shown != model
     m = gw.metrics
     status, first = "200", True
     assembler = StreamAssembler() if exchange is not None else None
@@ -182,6 +191,8 @@ async def _sse(
             if first:
                 m.ttft.labels(model).observe(time.perf_counter() - t0)
                 first = False
+            if renamed:
+                chunk.model = shown
             yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
         yield _DONE
     except APIError as exc:
@@ -206,9 +217,9 @@ async def _sse(
             exchange.status, exchange.latency_ms = int(status), elapsed * 1000
             exchange.usage = assembler.usage
             exchange.response = (
-                assembler.chat_body(model)
+                assembler.chat_body(shown)
                 if endpoint == "chat"
-                else assembler.completion_body(model)
+                else assembler.completion_body(shown)
             )
             submit_safely(gw.capture, exchange)
 

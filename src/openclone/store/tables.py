@@ -183,3 +183,44 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created: Mapped[float] = mapped_column(Float, default=now, index=True)
+
+
+class ModelVersion(Base):
+    """An immutable registry version: what ``NAME@VERSION`` serves, and where it came from."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (Index("ix_versions_name_version", "name", "version", unique=True),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(String(256))  # a model name the router serves
+    engine: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # or a spec
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="candidate")
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Alias(Base):
+    """``NAME`` (the alias clients use) points at one version; history allows rollback."""
+
+    __tablename__ = "aliases"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    previous: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    updated: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Decision(Base):
+    """Every promotion, refusal and rollback, with its evidence."""
+
+    __tablename__ = "decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))  # promote|refuse|rollback|archive
+    reason: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    actor: Mapped[str] = mapped_column(String(256))
+    created: Mapped[float] = mapped_column(Float, default=now)

@@ -1,0 +1,169 @@
+"""Registry commands: versions, aliases, gated promotion, rollback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from openclone.cli_store import ConfigOpt, _store
+
+__all__ = ["promote_command", "registry_app", "rollback_command"]
+
+console = Console()
+err = Console(stderr=True)
+registry_app = typer.Typer(help="Model registry: versions, aliases, lineage.", no_args_is_help=True)
+
+
+def _report(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"cannot read the eval report {path}: {exc}") from None
+    return data
+
+
+@registry_app.command("register")
+def register_command(
+    name: Annotated[str, typer.Argument(help="registry name, e.g. support-bot")],
+    target: Annotated[
+        str | None, typer.Option(help="a model the server serves (catalog or trained name)")
+    ] = None,
+    gguf: Annotated[Path | None, typer.Option(help="or a GGUF file, served by llama.cpp")] = None,
+    lineage: Annotated[str | None, typer.Option(help="JSON: base, dataset hashes, parent…")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Register a new immutable version; prints NAME@VERSION."""
+    from openclone.registry.versions import register
+
+    engine = {"engine": "llamacpp", "params": {"model_path": str(gguf.resolve())}} if gguf else None
+    try:
+        extra = json.loads(lineage) if lineage else {}
+    except ValueError as exc:
+        raise typer.BadParameter(f"--lineage is not JSON: {exc}") from None
+    if target:
+        extra = {**_trained_lineage(target), **extra}
+    with _store(config) as store:
+        info = register(store, name, target, engine=engine, lineage=extra)
+    print(info.pinned)
+
+
+def _trained_lineage(target: str) -> dict[str, Any]:
+    """A trained model's record (base, dataset hash, config) becomes the version's lineage."""
+    from openclone.errors import ModelNotFound
+    from openclone.train.records import get_trained
+
+    try:
+        rec = get_trained(target.rpartition(":")[2])
+    except ModelNotFound:
+        return {}
+    return {"base": rec.base, "dataset": rec.dataset, "dataset_sha256": rec.dataset_sha256,
+            "adapter": rec.adapter_path, "training": rec.config, "train_metrics": rec.metrics}  # fmt: skip
+
+
+@registry_app.command("list")
+def list_command(
+    name: Annotated[str | None, typer.Argument()] = None, config: ConfigOpt = None
+) -> None:
+    from openclone.registry.versions import list_versions
+
+    with _store(config) as store:
+        rows = list_versions(store, name)
+    table = Table("version", "serves", "status", "alias", "created")
+    for v in rows:
+        when = dt.datetime.fromtimestamp(v.created).strftime("%Y-%m-%d %H:%M")
+        table.add_row(v.pinned, v.target, v.status, v.name if v.aliased else "", when)
+    console.print(table)
+
+
+@registry_app.command("show")
+def show_command(
+    name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], config: ConfigOpt = None
+) -> None:
+    from openclone.registry.versions import decisions, get_version
+
+    base, _, ver = name.partition("@")
+    with _store(config) as store:
+        v = get_version(store, base, int(ver) if ver else None)
+        history = decisions(store, base)
+    console.print_json(
+        json.dumps({**v.__dict__, "pinned": v.pinned, "decisions": history}, default=str)
+    )
+
+
+@registry_app.command("alias")
+def alias_command(
+    name: Annotated[str, typer.Argument()],
+    version: Annotated[int, typer.Argument()],
+    config: ConfigOpt = None,
+) -> None:
+    """Point NAME at VERSION without the gate (use promote for live traffic)."""
+    from openclone.registry.versions import set_alias
+
+    with _store(config) as store:
+        set_alias(store, name, version)
+    console.print(f"{name} -> {name}@{version}")
+
+
+@registry_app.command("archive")
+def archive_command(
+    name: Annotated[str, typer.Argument()],
+    version: Annotated[int, typer.Argument()],
+    config: ConfigOpt = None,
+) -> None:
+    from openclone.registry.versions import archive
+
+    with _store(config) as store:
+        archive(store, name, version)
+    console.print(f"archived {name}@{version}")
+
+
+def promote_command(
+    name: Annotated[str, typer.Argument()],
+    version: Annotated[int, typer.Argument()],
+    vs_champion: Annotated[
+        Path | None, typer.Option(help="eval report: candidate vs the champion")
+    ] = None,
+    vs_teacher: Annotated[
+        Path | None, typer.Option(help="eval report: candidate vs the teacher")
+    ] = None,
+    teacher_margin: Annotated[
+        float, typer.Option(help="allowed shortfall against the teacher")
+    ] = 0.05,
+    force: Annotated[
+        bool, typer.Option("--force", help="promote even if the gate refuses")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Make NAME@VERSION serve NAME, if the evidence allows; every decision is recorded."""
+    from openclone.registry.versions import PromotionRefused, promote
+
+    with _store(config) as store:
+        try:
+            result = promote(
+                store, name, version, vs_champion=_report(vs_champion), vs_teacher=_report(vs_teacher),
+                teacher_margin=teacher_margin, force=force,
+            )  # fmt: skip
+        except PromotionRefused as exc:
+            err.print(
+                f"[red]refused:[/red] {'; '.join(exc.result.reasons)} (recorded; --force overrides)"
+            )
+            raise typer.Exit(1) from None
+    note = f" (forced past: {'; '.join(result.reasons)})" if result.reasons else ""
+    console.print(f"{name} -> {name}@{version}{note}")
+
+
+def rollback_command(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Point NAME back at the version it served before."""
+    from openclone.registry.versions import rollback
+
+    with _store(config) as store:
+        back = rollback(store, name)
+    console.print(f"{name} -> {name}@{back}")

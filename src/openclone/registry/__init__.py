@@ -1,0 +1,1 @@
+"""The model registry: immutable versions with lineage, aliases, gated promotion, rollback."""

@@ -1,0 +1,60 @@
+"""The promotion gate: what evidence a candidate needs before it takes live traffic.
+
+A candidate is refused when its judged win rate against the current champion is
+significantly below 50% (the 95% interval lies wholly below it), or when its win rate
+against the teacher is below ``(1 - teacher_margin) * 50%`` — "within 5% of the teacher"
+means a win rate of at least 47.5% against it. The first champion of a name needs no
+evidence; every later promotion needs an evaluation against the champion, unless forced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GateResult", "check"]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    ok: bool
+    reasons: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: report.get(k) for k in ("candidate", "reference", "win_rate", "ci_low", "ci_high", "n")
+    }
+
+
+def check(
+    has_champion: bool,
+    vs_champion: dict[str, Any] | None,
+    vs_teacher: dict[str, Any] | None,
+    teacher_margin: float = 0.05,
+) -> GateResult:
+    reasons: list[str] = []
+    evidence: dict[str, Any] = {}
+    if vs_champion is not None:
+        evidence["vs_champion"] = _summary(vs_champion)
+        high = vs_champion.get("ci_high")
+        if high is None or not isinstance(high, (int, float)):
+            reasons.append("the champion report has no confidence interval (ci_high)")
+        elif high < 0.5:
+            reasons.append(
+                f"win rate against the champion is significantly below 50% "
+                f"({vs_champion.get('win_rate'):.1%}, 95% CI up to {high:.1%})"
+            )
+    elif has_champion:
+        reasons.append("no evaluation against the current champion (run `openclone eval`)")
+    if vs_teacher is not None:
+        evidence["vs_teacher"] = _summary(vs_teacher)
+        need = 0.5 * (1 - teacher_margin)
+        rate = vs_teacher.get("win_rate")
+        if not isinstance(rate, (int, float)) or rate < need:
+            reasons.append(
+                f"win rate against the teacher {rate!r} is below {need:.1%} "
+                f"(within {teacher_margin:.0%} of the teacher)"
+            )
+    return GateResult(not reasons, reasons, evidence)
