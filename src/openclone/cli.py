@@ -42,6 +42,11 @@ def _mount() -> None:
     app.add_typer(cli_registry.registry_app, name="registry")
     app.command("promote")(cli_registry.promote_command)
     app.command("rollback")(cli_registry.rollback_command)
+    from openclone import cli_eval
+
+    app.command("eval")(cli_eval.eval_command)
+    app.add_typer(cli_eval.arena_app, name="arena")
+    app.command("watch")(cli_eval.watch_command)
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="openclone.toml to read")]

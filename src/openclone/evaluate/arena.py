@@ -1,4 +1,4 @@
-"""Arena ratings: Bradley–Terry maximum likelihood over battles, with bootstrap intervals.
+"""Arena ratings: Bradley-Terry maximum likelihood over battles, with bootstrap intervals.
 
 A battle is two models answering one prompt and a verdict: ``a``, ``b``, ``tie`` or
 ``both_bad`` (a tie for the ratings, as in Chatbot Arena). Its ``source`` keeps human votes
@@ -147,7 +147,12 @@ def read_battles(path: Path) -> list[Battle]:
             if missing:
                 raise ValueError(f"missing {', '.join(missing)}")
             out.append(
-                Battle(str(row["model_a"]), str(row["model_b"]), str(winner), row.get("source", "human"))
+                Battle(
+                    str(row["model_a"]),
+                    str(row["model_b"]),
+                    str(winner),
+                    row.get("source", "human"),
+                )
             )
         except ValueError as exc:
             raise DatasetFormatError(f"{path}, line {number}: {exc}") from exc

@@ -5,30 +5,65 @@ B. Judges favour one position (often the first); a verdict counts only when it s
 swap: the same winner both times is a win, anything else a tie. A call whose verdict cannot
 be read is *unparsed*; the pair then has no outcome (it is missing, never guessed), since
 one order alone would keep the position bias the swap is there to cancel.
+
+The judge ends its reply with ``VERDICT: A``, ``VERDICT: B`` or ``VERDICT: TIE``. With
+``json_format`` it answers ``{"verdict": ..., "reason": ...}`` instead, enforced by the
+judge's engine through ``response_format`` when it supports JSON schemas: that makes small
+local judges, which often ramble past the verdict line, usable. The parser reads both.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from openclone.schema import ChatMessage
+from openclone.schema import ChatMessage, JSONSchemaFormat, ResponseFormat
 
-__all__ = ["JUDGE_SYSTEM", "Verdict", "combine", "judge_messages", "parse_verdict", "score_of"]
+__all__ = [
+    "JUDGE_SYSTEM",
+    "JUDGE_SYSTEM_JSON",
+    "VERDICT_SCHEMA",
+    "Verdict",
+    "combine",
+    "judge_messages",
+    "parse_verdict",
+    "score_of",
+    "verdict_format",
+]
 
 Verdict = Literal["A", "B", "TIE"]
 
-JUDGE_SYSTEM = """\
+_CRITERIA = """\
 You grade answers for OpenClone. You will see a user's prompt and two answers to it, \
 labelled A and B. Decide which answer serves the user better: is it correct, does it do \
 what was asked, is it clear and well organised? A longer answer is not better for being \
 longer, and the order the answers are shown in means nothing. If neither is better, say \
 it is a tie.
+"""
 
+JUDGE_SYSTEM = (
+    _CRITERIA
+    + """
 Write at most three sentences of reasoning. Then end with a line on its own, exactly one of:
 VERDICT: A
 VERDICT: B
 VERDICT: TIE"""
+)
+
+JUDGE_SYSTEM_JSON = (
+    _CRITERIA
+    + """
+Reply with one JSON object and nothing else: {"verdict": "A" or "B" or "TIE", \
+"reason": one short sentence}."""
+)
+
+# For judges whose engine enforces a JSON schema (llama.cpp grammars, vLLM, OpenAI):
+# the verdict comes first, so a reply cut off by max_tokens still carries it.
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"verdict": {"enum": ["A", "B", "TIE"]}, "reason": {"type": "string"}},
+    "required": ["verdict", "reason"],
+}
 
 _TEMPLATE = """\
 <prompt>
@@ -43,14 +78,31 @@ _TEMPLATE = """\
 {b}
 </answer_b>
 
-Which answer is better? Reason briefly, then finish with VERDICT: A, VERDICT: B or VERDICT: TIE \
-on the last line."""
+"""
+_ASK = {
+    False: "Which answer is better? Reason briefly, then finish with VERDICT: A, VERDICT: B or "
+    "VERDICT: TIE on the last line.",
+    True: 'Which answer is better? Reply with {"verdict": ..., "reason": ...}.',
+}
 
 
-def judge_messages(prompt: str, answer_a: str, answer_b: str) -> list[ChatMessage]:
-    """The chat sent to the judge for one order of one pair."""
+def judge_messages(
+    prompt: str, answer_a: str, answer_b: str, json_format: bool = False
+) -> list[ChatMessage]:
+    """The chat sent to the judge for one order of one pair (``json_format``: ask for
+    :data:`VERDICT_SCHEMA` instead of the final verdict line)."""
     user = _TEMPLATE.format(prompt=prompt.strip(), a=answer_a.strip(), b=answer_b.strip())
-    return [ChatMessage(role="system", content=JUDGE_SYSTEM), ChatMessage(role="user", content=user)]
+    return [
+        ChatMessage(role="system", content=JUDGE_SYSTEM_JSON if json_format else JUDGE_SYSTEM),
+        ChatMessage(role="user", content=user + _ASK[json_format]),
+    ]
+
+
+def verdict_format() -> ResponseFormat:
+    """The ``response_format`` that makes a judge's engine emit :data:`VERDICT_SCHEMA`."""
+    return ResponseFormat(
+        type="json_schema", json_schema=JSONSchemaFormat(name="verdict", schema=VERDICT_SCHEMA)
+    )
 
 
 # ---- parsing ---------------------------------------------------------------------------
@@ -58,9 +110,10 @@ def judge_messages(prompt: str, answer_a: str, answer_b: str) -> list[ChatMessag
 _LABEL = r"(?:answer|response|assistant|option|model)?\s*"
 _CHOICE = r"(A|B|TIE|TIED|DRAW|EQUAL|NEITHER|BOTH)"
 _FAMILIES = [
-    # "VERDICT: A", "**Verdict:** [[B]]", "Final verdict - tie", "verdict is answer A"
+    # "VERDICT: A", "**Verdict:** [[B]]", "Final verdict - tie", "verdict is answer A",
+    # and the JSON form {"verdict": "A"}
     re.compile(
-        rf"\b(?:final\s+)?verdict\b\s*(?:is\b)?\s*[:=\-–—]?\s*[\[\(\"'<]*\s*{_LABEL}{_CHOICE}\b",
+        rf"\b(?:final\s+)?verdict\b[\"']?\s*(?:is\b)?\s*[:=\-\u2013\u2014]?\s*[\[\(\"'<]*\s*{_LABEL}{_CHOICE}\b",
         re.IGNORECASE,
     ),
     # MT-Bench's "[[A]]", "[[B]]", "[[C]]" (C is its tie)
@@ -95,7 +148,9 @@ def parse_verdict(text: str | None) -> Verdict | None:
     plain = re.sub(r"[*_`#]", "", text)  # markdown emphasis and headings around the verdict
     plain = re.sub(r"\ban?\s+(tie|draw)\b", r"\1", plain, flags=re.IGNORECASE)  # "a tie" is no A
     for family in _FAMILIES:
-        found = {_normalise(next((g for g in m.groups() if g), None)) for m in family.finditer(plain)}
+        found = {
+            _normalise(next((g for g in m.groups() if g), None)) for m in family.finditer(plain)
+        }
         if found:
             return found.pop() if len(found) == 1 else None
     lines = [line for line in plain.splitlines() if line.strip()]

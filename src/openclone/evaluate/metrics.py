@@ -42,4 +42,7 @@ def exact_match(prediction: str, reference: str) -> float:
 
 
 def reference_metrics(prediction: str, reference: str) -> dict[str, float]:
-    return {"rouge_l": rouge_l(prediction, reference), "exact_match": exact_match(prediction, reference)}
+    return {
+        "rouge_l": rouge_l(prediction, reference),
+        "exact_match": exact_match(prediction, reference),
+    }

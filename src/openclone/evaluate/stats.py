@@ -1,4 +1,4 @@
-"""The numbers behind a verdict: win rates, bootstrap intervals, length control, Bradley–Terry.
+"""The numbers behind a verdict: win rates, bootstrap intervals, length control, Bradley-Terry.
 
 Scores are from the candidate's side: 1 a win, 0 a loss, 0.5 a tie. Every random draw comes
 from a seeded ``numpy`` generator, so a report can be recomputed exactly.
@@ -11,11 +11,14 @@ preference on the length difference,
 
 ``sd`` being the standard deviation of the differences, and report ``sigmoid(b0)``: the win
 rate the same judge would give if both answers were equally long. AlpacaEval's GLM also has
-per-instruction difficulty terms; with one candidate–reference pair they cancel, so the
-model here keeps only the intercept and the length term. Ties are soft targets (0.5). A
-small ridge penalty keeps the fit finite when the outcomes are separable (all wins, say).
+per-instruction difficulty terms; with one candidate-reference pair they cancel, so the
+model here keeps only the intercept and the length term. Ties are soft targets (0.5).
+A ridge penalty on the length slope (``ridge``, one pseudo-observation's worth) keeps the
+extrapolation to equal lengths from swinging wildly on small sets where one model is
+nearly always longer; a token penalty on the intercept keeps it finite when the outcomes
+are separable (all wins, say). On a few hundred prompts the penalty is negligible.
 
-Bradley–Terry: P(i beats j) = sigmoid(θi − θj), fitted by maximum likelihood with Newton's
+Bradley-Terry: P(i beats j) = sigmoid(θi - θj), fitted by maximum likelihood with Newton's
 method on per-pair counts; a tie is half a win for each side. Every model also plays one
 virtual tie against a fixed opponent at θ = 0 (``prior`` games): a weak prior that keeps an
 unbeaten or winless model finite, makes the problem well posed when the battle graph is
@@ -25,6 +28,7 @@ disconnected, and pulls models with few battles toward the middle.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -77,13 +81,14 @@ def _sigmoid(x: Floats) -> Floats:
     return out
 
 
-def _logistic_fit(x: Floats, y: Floats, ridge: float, iterations: int = 100) -> Floats:
-    """Weights of logit P(y) = X·w by Newton's method (IRLS) with soft targets and a ridge."""
+def _logistic_fit(x: Floats, y: Floats, ridge: Floats, iterations: int = 100) -> Floats:
+    """Weights of logit P(y) = X·w by Newton's method (IRLS) with soft targets and a ridge
+    (one penalty per weight)."""
     w = np.zeros(x.shape[1])
     for _ in range(iterations):
         p = _sigmoid(x @ w)
         grad = x.T @ (y - p) - ridge * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + ridge * np.eye(x.shape[1])
+        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(ridge)
         delta = np.linalg.solve(hess, grad)
         w = w + delta
         if np.max(np.abs(delta)) < 1e-10:
@@ -96,7 +101,7 @@ def lc_win_rate(
     candidate_lengths: ArrayLike,
     reference_lengths: ArrayLike,
     *,
-    ridge: float = 1e-3,
+    ridge: float = 1.0,
 ) -> float | None:
     """The win rate predicted at equal answer lengths (see the module doc); ``None`` if empty."""
     y = np.asarray(scores, dtype=float)
@@ -109,11 +114,12 @@ def lc_win_rate(
     # Equal lengths everywhere leave nothing to control for: the slope stays at 0.
     feature = np.tanh(diff / sd) if sd > 0 else np.zeros_like(diff)
     x = np.column_stack([np.ones_like(feature), feature])
-    w = _logistic_fit(x, y, ridge)
+    # The intercept gets only a token penalty (it is the answer); the slope gets ``ridge``.
+    w = _logistic_fit(x, y, np.array([1e-3, ridge]))
     return float(_sigmoid(np.array([w[0]]))[0])
 
 
-# ---- Bradley–Terry ---------------------------------------------------------------------
+# ---- Bradley-Terry ---------------------------------------------------------------------
 
 
 def bt_strengths(
@@ -137,7 +143,9 @@ def bt_strengths(
     games = np.zeros((n_models, n_models))
     np.add.at(games, (a, b), w)
     np.add.at(games, (b, a), w)
-    won = np.bincount(a, w * scores, n_models) + np.bincount(b, w * (1 - scores), n_models)
+    won = np.zeros(n_models)
+    np.add.at(won, a, w * scores)
+    np.add.at(won, b, w * (1 - scores))
     won += prior * 0.5  # the virtual tie
     theta = np.zeros(n_models)
     for _ in range(iterations):

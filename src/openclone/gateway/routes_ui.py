@@ -288,7 +288,9 @@ async def battle_side(
 
 
 @api.get("/arena/leaderboard")
-async def arena_leaderboard(gw: GatewayDep, source: str = "human") -> list[dict[str, Any]]:
+async def arena_leaderboard(
+    gw: GatewayDep, source: Literal["human", "judge", "all"] = "human"
+) -> list[dict[str, Any]]:
     store = _store(gw)
     battles = await asyncio.to_thread(load_battles, store)
     rows = await asyncio.to_thread(leaderboard, battles, source)
