@@ -1,10 +1,17 @@
-"""A throw-away PostgreSQL server for the tests: installed from Debian if absent, run as the
-``postgres`` user (PostgreSQL refuses root) in a temporary directory, on a loopback port."""
+"""A throw-away PostgreSQL server for the tests.
+
+Installed from Debian packages when absent (``apt-get install postgresql``), started with
+``initdb``/``pg_ctl`` in a temporary directory, listening on 127.0.0.1 only, on a free
+port, with trust authentication. PostgreSQL refuses to run as root, so as root the server
+runs as the ``postgres`` system user (created if missing). Durability is off (``fsync``,
+``full_page_writes``): the data is thrown away anyway, and tests run faster.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,53 +20,78 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
+__all__ = ["PgServer", "find_bindir", "start_postgres"]
+
 
 @dataclass
 class PgServer:
     port: int
-    datadir: Path
+    root: Path  # owns datadir, the socket and the log
     bindir: Path
     run_as: list[str]
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
-    def psql(self, sql: str) -> None:
-        subprocess.run(
-            [*self.run_as, str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port),
-             "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql],
-            check=True, capture_output=True,
-        )  # fmt: skip
+    def execute(self, sql: str, database: str = "postgres") -> list[tuple[object, ...]]:
+        """Run one statement outside a transaction (CREATE/DROP DATABASE need that)."""
+        conninfo = f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"
+        with psycopg.connect(conninfo, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(sql.encode())
+            return list(cur.fetchall()) if cur.description else []
+
+    def database_dir(self, database: str) -> Path:
+        """Where the database's tables, indexes and TOAST live (not the shared WAL)."""
+        rows = self.execute(f"SELECT oid FROM pg_database WHERE datname = '{database}'")
+        return self.datadir / "base" / str(rows[0][0])
 
     def stop(self) -> None:
         subprocess.run(
             [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
-             "stop"],
+             "-w", "stop"],
             capture_output=True,
         )  # fmt: skip
-        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _bindir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+def _version(path: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", path.split("/postgresql/")[1].split("/")[0]))
+
+
+def find_bindir() -> Path | None:
+    """PostgreSQL's server programs: Debian's versioned directory, else ``initdb`` on PATH."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version)
     if found:
         return Path(found[-1]).parent
-    which = shutil.which("initdb")
+    which = shutil.which("initdb")  # e.g. /usr/local/bin/initdb, a link into the real one
     return Path(which).resolve().parent if which else None
 
 
 def _install() -> Path:
-    bindir = _bindir()
+    bindir = find_bindir()
     if bindir is None:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
-            check=True, env=env,
-        )  # fmt: skip
-        bindir = _bindir()
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
+                check=True, env=env, capture_output=True,
+            )  # fmt: skip
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            raise RuntimeError(
+                "PostgreSQL is not installed and `apt-get install postgresql` failed: "
+                f"{exc} {detail.decode(errors='replace')[-2000:]}"
+            ) from exc
+        bindir = find_bindir()
     if bindir is None:
-        raise RuntimeError("PostgreSQL is not installed and apt-get could not install it")
+        raise RuntimeError("apt-get installed postgresql but initdb is nowhere to be found")
     return bindir
 
 
@@ -69,36 +101,45 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _run(cmd: list[str], what: str) -> None:
+    done = subprocess.run(cmd, capture_output=True)
+    if done.returncode:
+        out = (done.stdout + done.stderr).decode(errors="replace")
+        raise RuntimeError(f"{what} failed ({done.returncode}):\n{out[-4000:]}")
+
+
 def start_postgres() -> PgServer:
     bindir = _install()
     root = Path(tempfile.mkdtemp(prefix="openclone-pg-"))
-    datadir = root / "data"
     run_as: list[str] = []
     if os.geteuid() == 0:
         if subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
-            subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
-        shutil.chown(root, "postgres")
+            _run(["useradd", "--system", "--no-create-home", "postgres"], "useradd postgres")
+        shutil.chown(root, "postgres", "postgres")
         os.chmod(root, 0o700)
         run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*run_as, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
-         "--no-sync", "-E", "UTF8"],
-        check=True, capture_output=True,
+    server = PgServer(_free_port(), root, bindir, run_as)
+    _run(
+        [*run_as, str(bindir / "initdb"), "-D", str(server.datadir), "-U", "postgres",
+         "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+        "initdb",
     )  # fmt: skip
-    port = _free_port()
-    opts = f"-h 127.0.0.1 -p {port} -k {root} -F -c fsync=off -c full_page_writes=off"
-    subprocess.run(
-        [*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-o", opts, "-l",
-         str(root / "log"), "-w", "-t", "60", "start"],
-        check=True, capture_output=True,
+    opts = (
+        f"-h 127.0.0.1 -p {server.port} -k {root} -c fsync=off -c full_page_writes=off "
+        "-c synchronous_commit=off -c max_connections=200"
+    )
+    _run(
+        [*run_as, str(bindir / "pg_ctl"), "-D", str(server.datadir), "-o", opts,
+         "-l", str(root / "log"), "-w", "-t", "60", "start"],
+        "pg_ctl start",
     )  # fmt: skip
-    server = PgServer(port, datadir, bindir, run_as)
     deadline = time.monotonic() + 30
     while True:
         try:
-            server.psql("SELECT 1")
+            server.execute("SELECT 1")
             return server
-        except subprocess.CalledProcessError:
+        except psycopg.OperationalError:
             if time.monotonic() > deadline:
+                server.stop()
                 raise
-            time.sleep(0.2)
+            time.sleep(0.1)

@@ -37,6 +37,9 @@ def _mount() -> None:
     app.add_typer(cli_store.retention_app, name="retention")
     app.add_typer(cli_store.audit_app, name="audit")
     app.command("erase")(cli_store.erase_command)
+    from openclone.cli_distill import mount as mount_distill
+
+    mount_distill(app)
     from openclone import cli_registry
 
     app.add_typer(cli_registry.registry_app, name="registry")

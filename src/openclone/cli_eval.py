@@ -185,7 +185,7 @@ def _record(settings: Settings, report: EvalReport) -> None:
     battles = battles_of(report)
     if not battles:
         return
-    store = open_store(settings.database_url, settings.home)
+    store = open_store(settings)
     try:
         for battle in battles:
             record_battle(store, battle)
@@ -273,7 +273,7 @@ def _store_battles(settings: Settings) -> list[Battle]:
     from openclone.store import open_store
     from openclone.store.votes import load_battles
 
-    store = open_store(settings.database_url, settings.home)
+    store = open_store(settings)
     try:
         return load_battles(store)
     finally:

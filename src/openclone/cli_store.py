@@ -1,4 +1,9 @@
-"""Store commands: keys, tenants, erasure, retention, capture export, audit."""
+"""Store commands: keys, tenants, erasure, retention, capture export and list, audit.
+
+Each command opens the store named by the settings (``--config``, ``OPENCLONE_*``), calls
+one library function and prints its result; a mistake (an unknown key, tenant, filter)
+is one line on stderr and a non-zero exit, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,24 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from openclone.config import load_settings
 from openclone.errors import OpenCloneError
 from openclone.store import Store, open_store
 
-__all__ = ["audit_app", "captures_app", "erase_command", "keys_app", "retention_app", "tenants_app"]
+__all__ = [
+    "audit_app",
+    "captures_app",
+    "erase_command",
+    "keys_app",
+    "retention_app",
+    "tenants_app",
+]
 
 console = Console()
 err = Console(stderr=True)
@@ -30,22 +42,24 @@ captures_app = typer.Typer(help="Captured completions: list, export.", no_args_i
 retention_app = typer.Typer(
     help="Retention: erase captures past their tenant's limit.", no_args_is_help=True
 )
-audit_app = typer.Typer(help="The audit log of admin actions.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log of admin actions, and erasures.", no_args_is_help=True)
+
+
+def _fail(message: object, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
 
 
 @contextmanager
 def _store(config: Path | None) -> Iterator[Store]:
     try:
-        settings = load_settings(config)
-        store = open_store(settings.database_url, settings.home)
+        store = open_store(load_settings(config))
     except OpenCloneError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail(exc, 2)
     try:
         yield store
     except OpenCloneError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        _fail(exc)
     finally:
         store.close()
 
@@ -54,57 +68,68 @@ def _when(t: float | None) -> str:
     return "" if t is None else dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
 
 
-def _day(value: str | None, flag: str) -> float | None:
+def _date(value: str | None, flag: str) -> float | None:
     if value is None:
         return None
     try:
         return dt.datetime.fromisoformat(value).timestamp()
     except ValueError:
         raise typer.BadParameter(
-            f"expected a date like 2026-01-31, got {value!r}", param_hint=flag
+            f"expected a date like 2026-01-31 (or 2026-01-31T08:00), got {value!r}",
+            param_hint=flag,
         ) from None
+
+
+def _choice(value: str | None, allowed: tuple[str, ...], flag: str) -> str | None:
+    if value is not None and value not in allowed:
+        raise typer.BadParameter(f"one of {', '.join(allowed)}, not {value!r}", param_hint=flag)
+    return value
 
 
 @keys_app.command("create")
 def keys_create(
-    tenant: Annotated[str, typer.Option(help="tenant the key belongs to")],
+    tenant: Annotated[str, typer.Option(help="tenant the key belongs to (created if new)")],
     user: Annotated[
         str | None, typer.Option(help="the person; omit for a key serving many")
     ] = None,
     admin: Annotated[bool, typer.Option("--admin", help="an admin key")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Create a key; it is printed once, alone on the last line."""
+    """Create a key; it is printed once, alone on the last line of the output."""
     from openclone.store.keys import create_key
 
     with _store(config) as store:
         info, token = create_key(store, tenant, user, admin)
-    err.print(
-        f"key {info.id} ({info.scope}) for {tenant}{'/' + user if user else ''}; store it now, it is not shown again:"
-    )
+    who = f"{tenant}/{user}" if user else tenant
+    err.print(f"key {info.id} ({info.scope}) for {who}; store it now, it is not shown again:")
     print(token)
 
 
 @keys_app.command("list")
 def keys_list(
-    tenant: Annotated[str | None, typer.Option()] = None, config: ConfigOpt = None
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's keys")] = None,
+    config: ConfigOpt = None,
 ) -> None:
+    """Every key, revoked ones too (the plaintext is never shown again)."""
     from openclone.store.keys import list_keys
 
     with _store(config) as store:
         keys = list_keys(store, tenant)
-    table = Table("id", "prefix", "tenant", "user", "scope", "created", "revoked")
+    table = Table("tenant", "user", "scope", "created", "last used", "revoked")
+    # The prefix (unique, what `keys revoke` takes) must survive a narrow terminal whole.
+    table.columns.insert(0, Column("key", no_wrap=True))
     for k in keys:
-        table.add_row(
-            k.id, k.prefix, k.tenant, k.user or "", k.scope, _when(k.created), _when(k.revoked)
-        )
-    console.print(table)
+        table.add_row(k.prefix, k.tenant, k.user or "", k.scope, _when(k.created),
+                      _when(k.last_used), _when(k.revoked))  # fmt: skip
+    console.print(table if keys else "no keys")
 
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key: Annotated[str, typer.Argument(help="key id or prefix")], config: ConfigOpt = None
+    key: Annotated[str, typer.Argument(help="key id or the prefix shown in `keys list`")],
+    config: ConfigOpt = None,
 ) -> None:
+    """Revoke a key; gateways stop accepting it within seconds."""
     from openclone.store.keys import revoke_key
 
     with _store(config) as store:
@@ -114,29 +139,48 @@ def keys_revoke(
 
 @tenants_app.command("set")
 def tenants_set(
-    tenant: Annotated[str, typer.Argument()],
-    consent: Annotated[str | None, typer.Option(help="on|off: default opt-in to training")] = None,
+    tenant: Annotated[str, typer.Argument(help="tenant name (created if new)")],
+    consent: Annotated[
+        str | None, typer.Option(help="on|off: the default opt-in to training")
+    ] = None,
     redact: Annotated[
         str | None, typer.Option(help="store|export|off: when PII is redacted")
     ] = None,
     retention_days: Annotated[
-        int | None, typer.Option(help="erase captures older than this")
+        int | None, typer.Option(help="erase captures older than this many days")
     ] = None,
+    no_retention: Annotated[bool, typer.Option("--no-retention", help="keep forever")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    from openclone.store.accounts import set_tenant_policy
+    """Set a tenant's consent default, redaction and retention (audited)."""
+    from openclone.store.accounts import REDACT_MODES, set_tenant_policy
 
-    if consent not in (None, "on", "off"):
-        raise typer.BadParameter("on or off", param_hint="--consent")
+    _choice(consent, ("on", "off"), "--consent")
+    _choice(redact, REDACT_MODES, "--redact")
     with _store(config) as store:
         t = set_tenant_policy(
             store, tenant, actor="cli", consent=None if consent is None else consent == "on",
-            redact=redact, retention_days=retention_days,
+            redact=redact, retention_days=retention_days, clear_retention=no_retention,
         )  # fmt: skip
     console.print(
         f"{t.name}: consent {'on' if t.consent_default else 'off'}, redact {t.redact_mode}, "
-        f"retention {t.retention_days or 'none'}"
+        f"retention {f'{t.retention_days} days' if t.retention_days else 'none'}"
     )
+
+
+@tenants_app.command("list")
+def tenants_list(config: ConfigOpt = None) -> None:
+    """Tenants and their policies."""
+    from openclone.store.accounts import list_tenants
+
+    with _store(config) as store:
+        tenants = list_tenants(store)
+    table = Table("tenant", "consent", "redact", "retention", "users", "live keys", "created")
+    for t in tenants:
+        table.add_row(t.name, "on" if t.consent_default else "off", t.redact_mode,
+                      f"{t.retention_days} days" if t.retention_days else "none",
+                      str(t.users), str(t.keys), _when(t.created))  # fmt: skip
+    console.print(table if tenants else "no tenants")
 
 
 def erase_command(
@@ -149,25 +193,28 @@ def erase_command(
     """Erase a person, a conversation or a tenant — for real, and recorded."""
     from openclone.store.privacy import erase
 
-    what = (
-        f"conversation {conversation}"
-        if conversation
-        else (f"user {user} of {tenant}" if user else f"tenant {tenant}")
-    )
     if not (user or tenant or conversation):
-        err.print(
-            "[red]error:[/red] say what to erase: --user U --tenant T, --conversation ID or --tenant T"
-        )
-        raise typer.Exit(2)
-    if not yes and not typer.confirm(f"Erase everything of {what}? This cannot be undone"):
+        _fail("say what to erase: --user U --tenant T, --conversation ID or --tenant T", 2)
+    if user and not tenant:
+        _fail("--user needs the person's --tenant", 2)
+    if conversation:
+        what = f"conversation {conversation}"
+    else:
+        what = f"user {user} of tenant {tenant}" if user else f"tenant {tenant} (everything in it)"
+    if not yes and not typer.confirm(f"Erase {what}? This cannot be undone", err=True):
+        err.print("nothing erased")
         raise typer.Exit(1)
     with _store(config) as store:
         result = erase(store, actor="cli", tenant=tenant, user=user, conversation=conversation)
-    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v) or "nothing stored"
     console.print(f"erased {what}: {counts} (erasure {result.id})")
+    if not result.compacted:
+        err.print("[yellow]warning:[/yellow] the database could not be compacted afterwards "
+                  "(see the log); deleted bytes may linger until it is")  # fmt: skip
     if result.exports:
         console.print(
-            f"rewrote {len(result.exports)} export(s) that held the data: {', '.join(result.exports)}"
+            f"rewrote the {len(result.exports)} export(s) that held it: {', '.join(result.exports)}"
+            "; `openclone audit erasures` lists them and the models trained on them"
         )
 
 
@@ -178,73 +225,100 @@ def captures_export(
     model: Annotated[str | None, typer.Option()] = None,
     since: Annotated[str | None, typer.Option(help="from this date (ISO)")] = None,
     until: Annotated[str | None, typer.Option(help="before this date (ISO)")] = None,
-    feedback: Annotated[str | None, typer.Option(help="up|down: only rated answers")] = None,
+    feedback: Annotated[str | None, typer.Option(help="up|down: only answers rated so")] = None,
     min_chars: Annotated[int, typer.Option(help="skip shorter conversations")] = 0,
     config: ConfigOpt = None,
 ) -> None:
     """Export consented captures as training data (consent is not optional)."""
     from openclone.store.export import CaptureFilter, export_captures
 
-    f = CaptureFilter(
-        tenant, model, _day(since, "--since"), _day(until, "--until"), feedback, min_chars
-    )
+    _choice(feedback, ("up", "down"), "--feedback")
     with _store(config) as store:
+        f = CaptureFilter(
+            tenant, model, _date(since, "--since"), _date(until, "--until"), feedback, min_chars
+        )
         result = export_captures(store, out, f, actor="cli")
     skipped = ", ".join(f"{v} {k}" for k, v in result.skipped.items()) or "none"
-    console.print(
-        f"wrote {result.rows} rows to {out} (sha256 {result.sha256[:16]}…, export {result.id}); skipped: {skipped}"
-    )
+    console.print(f"wrote {result.rows} rows to {result.path}", highlight=False)
+    console.print(f"sha256 {result.sha256}, export {result.id}; skipped: {skipped}")
 
 
 @captures_app.command("list")
 def captures_list(
     tenant: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option()] = 20,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
     config: ConfigOpt = None,
 ) -> None:
-    from sqlalchemy import select
+    """The newest captures: who, which model, how it went (not their text)."""
+    from openclone.store.export import list_captures
 
-    from openclone.store.tables import Capture, Tenant, User
-
-    with _store(config) as store, store.session() as s:
-        q = (
-            select(Capture, Tenant.name, User.name)
-            .join(Tenant, Capture.tenant_id == Tenant.id)
-            .outerjoin(User, Capture.user_id == User.id)
-            .order_by(Capture.created.desc())
-            .limit(limit)
-        )
-        if tenant:
-            q = q.where(Tenant.name == tenant)
-        table = Table("id", "time", "tenant", "user", "model", "status", "tokens", "ms", "consent")
-        for c, t, u in s.execute(q):
-            tokens = f"{c.prompt_tokens or 0}+{c.completion_tokens or 0}"
-            table.add_row(c.id[:12], _when(c.created), t, u or "", c.model, str(c.status), tokens,
-                          f"{c.latency_ms:.0f}", "yes" if c.consent else "no")  # fmt: skip
-    console.print(table)
+    with _store(config) as store:
+        rows = list_captures(store, tenant, limit)
+    table = Table("id", "time", "tenant", "user", "model", "status", "tokens", "ms", "consent",
+                  "redacted")  # fmt: skip
+    for c in rows:
+        tokens = f"{c.prompt_tokens or 0}+{c.completion_tokens or 0}"
+        redacted = ", ".join(f"{n} {k}" for k, n in c.redactions.items())
+        table.add_row(c.id[:12], _when(c.created), c.tenant, c.user or "", c.model, str(c.status),
+                      tokens, f"{c.latency_ms:.0f}", "yes" if c.consent else "no", redacted)  # fmt: skip
+    console.print(table if rows else "no captures")
 
 
 @retention_app.command("apply")
 def retention_apply(config: ConfigOpt = None) -> None:
+    """Erase what is past each tenant's retention (run it daily, e.g. from cron)."""
     from openclone.store.privacy import apply_retention
 
     with _store(config) as store:
         results = apply_retention(store, actor="cli")
     for r in results:
-        console.print(f"{r.target}: erased {r.counts.get('captures', 0)} captures")
+        console.print(
+            f"{r.target}: erased {r.counts.get('captures', 0)} captures and "
+            f"{r.counts.get('conversations', 0)} conversations (erasure {r.id})"
+        )
     if not results:
         console.print("nothing past its retention")
 
 
 @audit_app.command("list")
-def audit_list(limit: Annotated[int, typer.Option()] = 50, config: ConfigOpt = None) -> None:
+def audit_list(
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    action: Annotated[str | None, typer.Option(help="e.g. key, erase, export")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Admin actions, newest first."""
     from openclone.store.audit import list_audit
 
     with _store(config) as store:
-        entries = list_audit(store, limit)
+        entries = list_audit(store, limit, action=action)
     table = Table("time", "actor", "action", "detail")
     for e in entries:
-        table.add_row(
-            _when(e.created), e.actor, e.action, ", ".join(f"{k}={v}" for k, v in e.detail.items())
-        )
-    console.print(table)
+        detail = ", ".join(f"{k}={v}" for k, v in e.detail.items())
+        table.add_row(_when(e.created), e.actor, e.action, detail)
+    console.print(table if entries else "the audit log is empty")
+
+
+@audit_app.command("erasures")
+def audit_erasures(
+    since: Annotated[str | None, typer.Option(help="from this date (ISO)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Erasures, the exports that held erased data, and the models trained on those."""
+    from openclone.store.lineage import affected_exports, affected_models, erasures_since
+
+    start = _date(since, "--since")
+    with _store(config) as store:
+        records = erasures_since(store, start)
+        exports = affected_exports(store, start)
+        models = affected_models(store, start)
+    table = Table("time", "actor", "kind", "target", "erased", "exports")
+    for e in records:
+        erased = ", ".join(f"{v} {k}" for k, v in e.counts.items() if v)
+        table.add_row(_when(e.created), e.actor, e.kind, e.target, erased, str(len(e.exports)))
+    console.print(table if records else "no erasures")
+    for x in exports:
+        state = "rewritten" if x.on_disk else "not on disk: find and delete its copies"
+        console.print(f"export {x.id} {x.path} ({state}); held sha256 {', '.join(x.held)}",
+                      highlight=False)  # fmt: skip
+    for m in models:
+        console.print(f"model {m.name}@{m.version} was trained on {m.dataset_sha256}: retrain it")

@@ -46,7 +46,7 @@ class RouterClient:
         from openclone.store import open_store
 
         router = await Router.build(settings)
-        store = await asyncio.to_thread(open_store, settings.database_url, settings.home)
+        store = await asyncio.to_thread(open_store, settings)
         try:  # registry names (NAME, NAME@N) resolve as they do in the gateway
             router.aliases, router.engine_specs = await asyncio.to_thread(resolution_map, store)
         finally:

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     redactor: str | None = Field(
         default=None, description="PII redactor: default (regex) or module:attr of your own"
     )
+    erase_vacuum_full: bool = Field(
+        default=True,
+        description="PostgreSQL: VACUUM FULL the tables an erasure touched, so no dead tuple "
+        "keeps erased text (locks those tables while it runs); off: plain VACUUM",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -93,18 +93,27 @@ def test_truncation_keeps_the_start_and_drops_rows_with_nothing_to_learn(
     assert split.target_tokens == sum(1 for x in split.rows[0]["labels"] if x != IGNORE_INDEX)
 
 
-def test_eval_split_is_seeded_and_never_empty_or_total(tmp_path: Path) -> None:
+def test_eval_split_matches_evals_held_out_rule_and_is_never_empty_or_total(
+    tmp_path: Path,
+) -> None:
+    from openclone.evaluate.sets import split_rows
+
     records = [
         {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
-        for i in range(10)
+        for i in range(40)
     ]
     convs = read_chat_jsonl(_write(tmp_path / "d.jsonl", *records))
-    train, held = split_eval(convs, 0.2, seed=1)
-    assert len(train) == 8 and len(held) == 2
-    assert split_eval(convs, 0.2, seed=1) == (train, held)
-    assert split_eval(convs, 0.2, seed=2) != (train, held)
-    assert len(split_eval(convs[:2], 0.01, seed=1)[1]) == 1
-    assert split_eval(convs, 0.0, seed=1) == (convs, [])
+    train, held = split_eval(convs, 0.2)
+    _, eval_held = split_rows(records, 0.2)
+    # `openclone eval --split-of` grades exactly the prompts training held out.
+    assert [c.messages[0]["content"] for c in held] == [
+        r["messages"][0]["content"] for r in eval_held
+    ]
+    assert held and train and len(train) + len(held) == 40
+    assert split_eval(list(reversed(convs)), 0.2)[1] == list(reversed(held))  # order-free
+    assert len(split_eval(convs[:2], 0.01)[1]) == 1
+    assert len(split_eval(convs[:2], 0.99)[0]) == 1
+    assert split_eval(convs, 0.0) == (convs, [])
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -95,7 +94,7 @@ def _plant_script_answer(home: Path) -> str:
             tenant="acme",
             user="ana",
             conversation=conv,
-        )  # fmt: skip
+        )
     )
     writer.close()
     store.close()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-
-import logging
 
 from openclone import __version__
 from openclone.config import Settings
@@ -22,14 +21,13 @@ from openclone.gateway.state import Gateway
 from openclone.store import Store, open_store
 from openclone.store.writer import CaptureWriter
 
-
 log = logging.getLogger("openclone.gateway")
 
 
 def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await asyncio.to_thread(open_store, settings.database_url, settings.home)
+        store = await asyncio.to_thread(open_store, settings)
         writer: CaptureWriter | None = None
         sink = capture
         if sink is None and settings.capture:

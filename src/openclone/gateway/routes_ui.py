@@ -94,9 +94,12 @@ async def erase_me(who: CallerDep, gw: GatewayDep) -> dict[str, Any]:
         for c in convs:
             await asyncio.to_thread(erase, store, actor="self", conversation=c.id)
         return {"erased": {"conversations": len(convs)}}
-    result = await asyncio.to_thread(
-        erase, store, actor=f"{who.tenant}/{who.user}", tenant=who.tenant, user=who.user
-    )
+    try:
+        result = await asyncio.to_thread(
+            erase, store, actor=f"{who.tenant}/{who.user}", tenant=who.tenant, user=who.user
+        )
+    except InvalidRequestError:
+        return {"erased": {}}  # nothing stored about this person yet
     return {"erased": result.counts}
 
 

@@ -1,9 +1,18 @@
 """The store: tenants, keys, conversations, captures, feedback, erasures, exports, audit.
 
 SQLAlchemy 2 over SQLite (a WAL file in ``OPENCLONE_HOME``) or PostgreSQL (by URL), with
-Alembic migrations applied on open. The gateway writes captures through
-:class:`~openclone.store.writer.CaptureWriter`; everything else is a function of
-:class:`~openclone.store.db.Store`.
+Alembic migrations applied on open. Every function takes the :class:`Store` first:
+
+- ``db``: :func:`open_store`, ``migrate``/``downgrade``
+- ``keys``: ``create_key``, ``list_keys``, ``revoke_key``, ``authenticate``, ``any_keys``
+- ``accounts``: ``Principal``, consent (``set_tenant_policy``, ``set_user_consent``,
+  ``user_consent``), ``list_tenants``
+- ``writer``: ``CaptureWriter``, the gateway's capture sink
+- ``conversations``: the chat UI's conversations, scoped to their owner
+- ``privacy``: ``add_feedback``, ``erase``, ``apply_retention``
+- ``export``: ``export_captures``, ``iter_captured_prompts``, ``list_captures``
+- ``lineage``: ``erasures_since``, ``affected_exports``, ``affected_models``
+- ``audit``: ``list_audit``
 """
 
 from openclone.store.db import Store, open_store

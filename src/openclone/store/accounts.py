@@ -4,25 +4,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from openclone.errors import InvalidRequestError
 from openclone.store.audit import audit
 from openclone.store.db import Store
-from openclone.store.tables import Tenant, User
+from openclone.store.tables import ApiKey, Tenant, User
 
 __all__ = [
+    "LOCAL",
+    "REDACT_MODES",
     "Principal",
+    "TenantInfo",
     "effective_consent",
+    "ensure_tenant",
+    "ensure_user",
+    "find_tenant",
+    "find_user",
     "get_tenant",
+    "list_tenants",
     "set_tenant_policy",
     "set_user_consent",
-    "tenant_by_name",
-    "user_by_name",
+    "user_consent",
 ]
 
 REDACT_MODES = ("store", "export", "off")
+TENANT_NAME_MAX = 128
+USER_NAME_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -43,19 +52,49 @@ class Principal:
 LOCAL = Principal(tenant="default", user=None, key_id=None, scope="admin")
 
 
-def tenant_by_name(s: Session, name: str, create: bool = True) -> Tenant | None:
-    tenant = s.scalar(select(Tenant).where(Tenant.name == name))
-    if tenant is None and create:
-        tenant = Tenant(name=name)
+@dataclass(frozen=True)
+class TenantInfo:
+    name: str
+    consent_default: bool
+    redact_mode: str
+    retention_days: int | None
+    users: int
+    keys: int
+    created: float
+
+
+def _check_name(name: str, what: str, longest: int) -> str:
+    if not name or not name.strip():
+        raise InvalidRequestError(f"a {what} name cannot be empty", param=what)
+    if len(name) > longest:
+        raise InvalidRequestError(
+            f"a {what} name is at most {longest} characters, got {len(name)}", param=what
+        )
+    return name
+
+
+def find_tenant(s: Session, name: str) -> Tenant | None:
+    return s.scalar(select(Tenant).where(Tenant.name == name))
+
+
+def ensure_tenant(s: Session, name: str) -> Tenant:
+    """The tenant called ``name``, created (consent off, redaction at store) if new."""
+    tenant = find_tenant(s, name)
+    if tenant is None:
+        tenant = Tenant(name=_check_name(name, "tenant", TENANT_NAME_MAX))
         s.add(tenant)
         s.flush()
     return tenant
 
 
-def user_by_name(s: Session, tenant: Tenant, name: str, create: bool = True) -> User | None:
-    user = s.scalar(select(User).where(User.tenant_id == tenant.id, User.name == name))
-    if user is None and create:
-        user = User(tenant_id=tenant.id, name=name)
+def find_user(s: Session, tenant: Tenant, name: str) -> User | None:
+    return s.scalar(select(User).where(User.tenant_id == tenant.id, User.name == name))
+
+
+def ensure_user(s: Session, tenant: Tenant, name: str) -> User:
+    user = find_user(s, tenant, name)
+    if user is None:
+        user = User(tenant_id=tenant.id, name=_check_name(name, "user", USER_NAME_MAX))
         s.add(user)
         s.flush()
     return user
@@ -63,10 +102,32 @@ def user_by_name(s: Session, tenant: Tenant, name: str, create: bool = True) -> 
 
 def get_tenant(store: Store, name: str) -> Tenant:
     with store.session() as s:
-        tenant = tenant_by_name(s, name, create=False)
+        tenant = find_tenant(s, name)
         if tenant is None:
             raise InvalidRequestError(f"no tenant named {name!r}", param="tenant")
         return tenant
+
+
+def list_tenants(store: Store) -> list[TenantInfo]:
+    with store.session() as s:
+        users = select(User.tenant_id, func.count().label("n")).group_by(User.tenant_id).subquery()
+        keys = (
+            select(ApiKey.tenant_id, func.count().label("n"))
+            .where(ApiKey.revoked.is_(None))
+            .group_by(ApiKey.tenant_id)
+            .subquery()
+        )
+        q = (
+            select(Tenant, users.c.n, keys.c.n)
+            .outerjoin(users, users.c.tenant_id == Tenant.id)
+            .outerjoin(keys, keys.c.tenant_id == Tenant.id)
+            .order_by(Tenant.name)
+        )
+        return [
+            TenantInfo(t.name, t.consent_default, t.redact_mode, t.retention_days,
+                       nu or 0, nk or 0, t.created)
+            for t, nu, nk in s.execute(q)
+        ]  # fmt: skip
 
 
 def set_tenant_policy(
@@ -79,15 +140,16 @@ def set_tenant_policy(
     retention_days: int | None = None,
     clear_retention: bool = False,
 ) -> Tenant:
+    """Change what is given (creating the tenant if new); the change is audited."""
     if redact is not None and redact not in REDACT_MODES:
         raise InvalidRequestError(
-            f"redact mode must be one of {', '.join(REDACT_MODES)}, not {redact!r}"
+            f"redact mode must be one of {', '.join(REDACT_MODES)}, not {redact!r}",
+            param="redact",
         )
     if retention_days is not None and retention_days < 1:
-        raise InvalidRequestError("retention must be at least 1 day")
+        raise InvalidRequestError("retention must be at least 1 day", param="retention_days")
     with store.session() as s:
-        tenant = tenant_by_name(s, name)
-        assert tenant is not None
+        tenant = ensure_tenant(s, name)
         changes: dict[str, object] = {}
         if consent is not None:
             tenant.consent_default = changes["consent_default"] = consent
@@ -104,19 +166,18 @@ def set_user_consent(
 ) -> None:
     """A person's own choice; ``None`` goes back to the tenant's default."""
     with store.session() as s:
-        t = tenant_by_name(s, tenant)
-        assert t is not None
-        u = user_by_name(s, t, user)
-        assert u is not None
+        u = ensure_user(s, ensure_tenant(s, tenant), user)
         u.consent = consent
         audit(s, actor, "user.consent", tenant=tenant, user=user, consent=consent)
 
 
 def user_consent(store: Store, tenant: str, user: str | None) -> bool:
+    """Whether this person's captures may be trained on, absent a per-request choice."""
     with store.session() as s:
-        t = tenant_by_name(s, tenant)
-        assert t is not None
-        u = user_by_name(s, t, user, create=False) if user else None
+        t = find_tenant(s, tenant)
+        if t is None:
+            return False  # a tenant not seen yet has the default: off
+        u = find_user(s, t, user) if user else None
         return effective_consent(t, u, None)
 
 

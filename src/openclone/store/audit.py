@@ -14,11 +14,21 @@ __all__ = ["audit", "list_audit"]
 
 
 def audit(s: Session, actor: str, action: str, **detail: Any) -> None:
-    """Record in the caller's transaction, so the action and its record commit together."""
+    """Record in the caller's transaction, so the action and its record commit together.
+
+    ``detail`` names things (ids, tenant and user names, counts), never captured text.
+    """
     s.add(AuditEntry(actor=actor, action=action, detail=detail))
 
 
-def list_audit(store: Store, limit: int = 100) -> list[AuditEntry]:
+def list_audit(
+    store: Store, limit: int = 100, *, action: str | None = None, since: float | None = None
+) -> list[AuditEntry]:
+    """Newest first; ``action`` matches exactly or as a prefix (``key`` finds ``key.*``)."""
     with store.session() as s:
-        rows = s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit))
-        return list(rows)
+        q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+        if action:
+            q = q.where((AuditEntry.action == action) | AuditEntry.action.startswith(action + "."))
+        if since is not None:
+            q = q.where(AuditEntry.created >= since)
+        return list(s.scalars(q))

@@ -1,7 +1,9 @@
 """Conversations of the chat UI and of API clients that name one (``X-OpenClone-Conversation``).
 
 Every function is scoped by owner (tenant and user): another person's conversation is
-"not found", never shown or changed.
+"not found", never shown or changed. Conversation ids are global; the UI's are uuids, and
+an API client naming one should pick a unique name too (a name someone else already owns
+is not shared: the capture is kept, the conversation is not appended to).
 """
 
 from __future__ import annotations
@@ -14,23 +16,30 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from openclone.errors import APIError, InvalidRequestError
-from openclone.store.accounts import Principal, tenant_by_name, user_by_name
+from openclone.store.accounts import Principal, ensure_tenant, ensure_user, find_tenant, find_user
 from openclone.store.db import Store
+from openclone.store.scrub import clean_text
 from openclone.store.tables import Capture, Conversation, Feedback, Message, Tenant, User, now
 
 __all__ = [
+    "CONVERSATION_ID_MAX",
     "ConversationNotFound",
     "ConversationView",
     "append_exchange",
+    "claim_conversation",
     "create_conversation",
     "delete_conversation",
     "get_conversation",
     "list_conversations",
+    "owned_capture",
+    "search_conversations",
     "truncate_conversation",
     "update_conversation",
 ]
 
 log = logging.getLogger("openclone.store")
+CONVERSATION_ID_MAX = 64
+TITLE_MAX = 256
 
 
 class ConversationNotFound(APIError):
@@ -57,22 +66,32 @@ def _view(c: Conversation, messages: list[Message] | None = None) -> Conversatio
     return ConversationView(
         c.id, c.title, c.model, c.system_prompt, c.temperature, c.created, c.updated,
         [
-            {"role": m.role, "content": m.content, "capture_id": m.capture_id, "model": m.model}
+            {"position": m.position, "role": m.role, "content": m.content,
+             "capture_id": m.capture_id, "model": m.model}
             for m in messages or []
         ],
     )  # fmt: skip
 
 
-def _owner(s: Session, who: Principal) -> tuple[Tenant, User | None]:
-    tenant = tenant_by_name(s, who.tenant)
-    assert tenant is not None
-    return tenant, user_by_name(s, tenant, who.user) if who.user else None
+def _owner(s: Session, who: Principal) -> tuple[Tenant, User | None] | None:
+    """The caller's rows, or None when they have never been seen (so they own nothing)."""
+    tenant = find_tenant(s, who.tenant)
+    if tenant is None:
+        return None
+    if who.user is None:
+        return tenant, None
+    user = find_user(s, tenant, who.user)
+    return None if user is None else (tenant, user)
+
+
+def _is_owner(c: Conversation | Capture, tenant: Tenant, user: User | None) -> bool:
+    return c.tenant_id == tenant.id and c.user_id == (user.id if user else None)
 
 
 def _owned(s: Session, who: Principal, conversation_id: str) -> Conversation:
-    tenant, user = _owner(s, who)
+    owner = _owner(s, who)
     c = s.get(Conversation, conversation_id)
-    if c is None or c.tenant_id != tenant.id or c.user_id != (user.id if user else None):
+    if owner is None or c is None or not _is_owner(c, *owner):
         raise ConversationNotFound(f"no conversation {conversation_id!r}", param="id")
     return c
 
@@ -86,14 +105,16 @@ def create_conversation(
     system_prompt: str = "",
     temperature: float | None = None,
 ) -> ConversationView:
+    _check_temperature(temperature)
     with store.session() as s:
-        tenant, user = _owner(s, who)
+        tenant = ensure_tenant(s, who.tenant)
+        user = ensure_user(s, tenant, who.user) if who.user is not None else None
         c = Conversation(
             tenant_id=tenant.id,
             user_id=user.id if user else None,
-            title=title[:256],
+            title=clean_text(title)[:TITLE_MAX],
             model=model,
-            system_prompt=system_prompt,
+            system_prompt=clean_text(system_prompt),
             temperature=temperature,
         )
         s.add(c)
@@ -104,20 +125,39 @@ def create_conversation(
 def list_conversations(
     store: Store, who: Principal, query: str | None = None, limit: int = 200
 ) -> list[ConversationView]:
-    """Newest first; ``query`` matches titles and message text (case-insensitive)."""
+    """The caller's conversations, most recently used first (without their messages);
+    ``query`` keeps those whose title or any message contains it, ignoring case."""
     with store.session() as s:
-        tenant, user = _owner(s, who)
+        owner = _owner(s, who)
+        if owner is None:
+            return []
+        tenant, user = owner
         mine = Conversation.user_id == user.id if user else Conversation.user_id.is_(None)
         q = select(Conversation).where(Conversation.tenant_id == tenant.id, mine)
         if query:
-            like = f"%{query.lower()}%"
-            hits = select(Message.conversation_id).where(func.lower(Message.content).like(like))
-            q = q.where(or_(func.lower(Conversation.title).like(like), Conversation.id.in_(hits)))
+            needle = query.lower()
+            hits = select(Message.conversation_id).where(
+                func.lower(Message.content).contains(needle, autoescape=True)
+            )
+            q = q.where(
+                or_(
+                    func.lower(Conversation.title).contains(needle, autoescape=True),
+                    Conversation.id.in_(hits),
+                )
+            )
         rows = s.scalars(q.order_by(Conversation.updated.desc()).limit(limit))
         return [_view(c) for c in rows]
 
 
+def search_conversations(
+    store: Store, who: Principal, query: str, limit: int = 200
+) -> list[ConversationView]:
+    """The caller's conversations whose title or messages contain ``query``."""
+    return list_conversations(store, who, query, limit)
+
+
 def get_conversation(store: Store, who: Principal, conversation_id: str) -> ConversationView:
+    """One of the caller's conversations with its messages and the caller's ratings."""
     with store.session() as s:
         c = _owned(s, who, conversation_id)
         msgs = list(
@@ -136,24 +176,39 @@ def get_conversation(store: Store, who: Principal, conversation_id: str) -> Conv
         return view
 
 
+def _check_temperature(t: float | None) -> None:
+    if t is not None and not 0 <= t <= 2:
+        raise InvalidRequestError("temperature must be between 0 and 2", param="temperature")
+
+
 def update_conversation(
     store: Store, who: Principal, conversation_id: str, **changes: Any
 ) -> ConversationView:
+    """Rename, or set the model, system prompt or temperature (``None`` clears the last)."""
     allowed = {"title", "model", "system_prompt", "temperature"}
     if bad := set(changes) - allowed:
-        raise InvalidRequestError(f"cannot change {', '.join(sorted(bad))}")
-    if (t := changes.get("temperature")) is not None and not 0 <= t <= 2:
-        raise InvalidRequestError("temperature must be between 0 and 2", param="temperature")
+        raise InvalidRequestError(
+            f"cannot change {', '.join(sorted(bad))}; only {', '.join(sorted(allowed))}"
+        )
+    _check_temperature(changes.get("temperature"))
+    for k in ("title", "system_prompt"):
+        if k in changes and not isinstance(changes[k], str):
+            raise InvalidRequestError(f"{k} must be text", param=k)
     with store.session() as s:
         c = _owned(s, who, conversation_id)
         for k, v in changes.items():
-            setattr(c, k, v[:256] if k == "title" and isinstance(v, str) else v)
+            if isinstance(v, str):
+                v = clean_text(v)[:TITLE_MAX] if k == "title" else clean_text(v)
+            setattr(c, k, v)
         c.updated = now()
         return _view(c)
 
 
 def truncate_conversation(store: Store, who: Principal, conversation_id: str, keep: int) -> None:
-    """Keep the first ``keep`` messages (edit and resend, regenerate)."""
+    """Keep the first ``keep`` messages, i.e. drop every position ``>= keep`` (edit and
+    resend, regenerate). The dropped answers' captures stay (erasure removes those)."""
+    if keep < 0:
+        raise InvalidRequestError("keep must be 0 or more", param="keep")
     with store.session() as s:
         c = _owned(s, who, conversation_id)
         s.execute(delete(Message).where(Message.conversation_id == c.id, Message.position >= keep))
@@ -171,17 +226,42 @@ def delete_conversation(store: Store, who: Principal, conversation_id: str) -> N
 
 def _text(content: Any) -> str:
     if isinstance(content, str):
-        return content
+        return clean_text(content)
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return clean_text(
+            "".join(p.get("text", "") for p in content if isinstance(p, dict) and
+                    isinstance(p.get("text"), str))
+        )  # fmt: skip
     return ""
+
+
+def claim_conversation(
+    s: Session, tenant: Tenant, user: User | None, conversation_id: str, *, create: bool
+) -> Conversation | None:
+    """The named conversation if it is this person's (created when new and ``create``);
+    None when someone else owns it or the id is unusable."""
+    if not conversation_id or len(conversation_id) > CONVERSATION_ID_MAX:
+        log.warning("conversation id of %d characters ignored (at most %d)",
+                    len(conversation_id), CONVERSATION_ID_MAX)  # fmt: skip
+        return None
+    c = s.get(Conversation, conversation_id)
+    if c is None:
+        if not create:
+            return None
+        c = Conversation(id=conversation_id, tenant_id=tenant.id, user_id=user.id if user else None)
+        s.add(c)
+        s.flush()
+        return c
+    if not _is_owner(c, tenant, user):
+        log.warning("an exchange names conversation %r of another person; not appended",
+                    conversation_id)  # fmt: skip
+        return None
+    return c
 
 
 def append_exchange(
     s: Session,
-    tenant: Tenant,
-    user: User | None,
-    conversation_id: str,
+    c: Conversation,
     capture_id: str,
     request: dict[str, Any],
     response: dict[str, Any] | None,
@@ -189,21 +269,13 @@ def append_exchange(
 ) -> None:
     """Make the conversation hold the request's turns plus the answer (the client sends the
     whole history each time, so an edit or a regenerate simply replaces the tail)."""
-    c = s.get(Conversation, conversation_id)
-    if c is None:
-        c = Conversation(id=conversation_id, tenant_id=tenant.id, user_id=user.id if user else None)
-        s.add(c)
-        s.flush()
-    elif c.tenant_id != tenant.id or c.user_id != (user.id if user else None):
-        log.warning("capture %s names another person's conversation; not appended", capture_id)
-        return
+    messages = [m for m in request.get("messages", []) if isinstance(m, dict)]
     turns = [
-        (m.get("role", "user"), _text(m.get("content")))
-        for m in request.get("messages", [])
-        if isinstance(m, dict) and m.get("role") in ("user", "assistant")
-    ]
+        (m["role"], _text(m.get("content"))) for m in messages if m.get("role") in ("user", "assistant")
+    ]  # fmt: skip
     choices = (response or {}).get("choices") or []
-    answer = _text((choices[0].get("message") or {}).get("content")) if choices else ""
+    first = choices[0] if choices and isinstance(choices[0], dict) else {}
+    answer = _text((first.get("message") or {}).get("content"))
     existing = list(
         s.scalars(select(Message).where(Message.conversation_id == c.id).order_by(Message.position))
     )
@@ -218,32 +290,22 @@ def append_exchange(
         s.add(Message(conversation_id=c.id, position=i, role=role, content=content))
     s.add(
         Message(
-            conversation_id=c.id,
-            position=len(turns),
-            role="assistant",
-            content=answer,
-            model=model,
-            capture_id=capture_id,
+            conversation_id=c.id, position=len(turns), role="assistant", content=answer,
+            model=model, capture_id=capture_id,
         )
-    )
+    )  # fmt: skip
     if not c.title and turns:
         c.title = next((t for r, t in turns if r == "user"), "")[:80]
     c.model = model
     c.updated = now()
-    if system := next(
-        (
-            m
-            for m in request.get("messages", [])
-            if isinstance(m, dict) and m.get("role") == "system"
-        ),
-        None,
-    ):
+    if system := next((m for m in messages if m.get("role") == "system"), None):
         c.system_prompt = _text(system.get("content"))
 
 
 def owned_capture(s: Session, who: Principal, capture_id: str) -> Capture:
-    tenant, user = _owner(s, who)
+    """One of the caller's captured answers, else :class:`ConversationNotFound`."""
+    owner = _owner(s, who)
     cap = s.get(Capture, capture_id)
-    if cap is None or cap.tenant_id != tenant.id or cap.user_id != (user.id if user else None):
+    if owner is None or cap is None or not _is_owner(cap, *owner):
         raise ConversationNotFound(f"no answer {capture_id!r} of yours", param="capture_id")
     return cap

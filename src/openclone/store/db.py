@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from openclone.errors import ConfigError
 
-__all__ = ["Store", "open_store", "sqlite_url"]
+if TYPE_CHECKING:
+    from openclone.config import Settings
+
+__all__ = ["Store", "downgrade", "migrate", "open_store", "sqlite_url"]
 
 log = logging.getLogger("openclone.store")
 _MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = 7216482  # any constant: the PostgreSQL advisory lock the migrators share
 
 
 def sqlite_url(home: Path) -> str:
@@ -27,12 +32,22 @@ def sqlite_url(home: Path) -> str:
 
 
 class Store:
-    """One database. Thread-safe: every call opens its own short session."""
+    """One database. Thread-safe: every call opens its own short session.
 
-    def __init__(self, engine: Engine) -> None:
+    ``vacuum_full`` (PostgreSQL only): after an erasure, rewrite the touched tables with
+    ``VACUUM FULL``. A plain ``VACUUM`` frees dead tuples but can leave their bytes in the
+    page's free space (measured: the most recently inserted row of a page survives it), so
+    only a rewrite keeps the promise that erased text is gone from the database files. It
+    takes an exclusive lock on those tables while it runs; set it off to trade that promise
+    for availability on very large stores.
+    """
+
+    def __init__(self, engine: Engine, *, vacuum_full: bool = True) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self.vacuum_full = vacuum_full
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # The API key cache lives with the store so a revoke through it is seen at once.
         self.auth_cache: dict[str, tuple[float, Any]] = {}
         self.auth_lock = threading.Lock()
 
@@ -42,27 +57,48 @@ class Store:
         with self._sessions() as s, s.begin():
             yield s
 
-    @property
-    def sqlite_files(self) -> list[Path]:
-        """The database file and its WAL (for erasure checks); empty for PostgreSQL."""
-        if not self.is_sqlite or not self.engine.url.database:
-            return []
-        db = Path(self.engine.url.database)
-        return [p for p in (db, db.with_name(db.name + "-wal")) if p.exists()]
-
-    def compact(self, tables: list[str]) -> None:
+    def compact(self, tables: list[str]) -> bool:
         """Make deleted text unrecoverable from the database files.
 
-        SQLite: ``secure_delete`` zeroes freed pages, but the WAL still holds the old page
-        images until a checkpoint truncates it. PostgreSQL keeps dead tuples until VACUUM.
+        SQLite: ``secure_delete`` zeroes freed cells and pages, but the WAL still holds the
+        page images written before the delete until a checkpoint copies the new pages back
+        and truncates it. PostgreSQL keeps dead tuples until VACUUM (see ``vacuum_full``);
+        its WAL segments (``pg_wal``) and any backups are outside what a store can rewrite.
+
+        Returns False (and logs why) when that could not be done now.
         """
         if self.is_sqlite:
-            with self.engine.connect() as c:
-                c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        else:
+            return self._checkpoint()
+        verb = "VACUUM FULL" if self.vacuum_full else "VACUUM"
+        try:
+            # VACUUM cannot run inside a transaction block. A long transaction elsewhere
+            # would make VACUUM FULL wait for its lock without end: give up after a while.
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-                for t in tables:
-                    c.exec_driver_sql(f"VACUUM {t}")
+                c.exec_driver_sql("SET lock_timeout = '60s'")
+                try:
+                    for t in tables:
+                        c.exec_driver_sql(f"{verb} {t}")
+                finally:
+                    c.exec_driver_sql("RESET lock_timeout")  # the pool reuses the connection
+        except SQLAlchemyError:
+            log.exception("%s after an erasure failed; run it by hand on %s", verb, tables)
+            return False
+        return True
+
+    def _checkpoint(self, timeout: float = 10.0) -> bool:
+        # A reader in the middle of a transaction (the capture writer, a request) keeps the
+        # checkpoint from finishing; it reports busy and we try again shortly.
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.engine.connect() as c:
+                busy, _, _ = c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            if not busy:
+                return True
+            if time.monotonic() > deadline:
+                log.warning("WAL checkpoint still busy after %.0fs; erased text may stay in "
+                            "the WAL until the next checkpoint", timeout)  # fmt: skip
+                return False
+            time.sleep(0.05)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -71,18 +107,24 @@ class Store:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers never wait for the capture writer
-    cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at each checkpoint
+    # WAL + NORMAL: a commit survives a process crash (kill -9), only an OS crash or power
+    # loss can take the last commits; FULL would fsync every capture batch.
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA secure_delete=ON")  # erased text is zeroed, not left in free pages
     cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
 
 
-def open_store(url: str | None = None, home: Path | None = None, migrate: bool = True) -> Store:
-    """Open (creating and migrating) the store at ``url``, else SQLite in ``home``."""
+def _resolve(target: Settings | str | None, home: Path | None) -> tuple[URL, bool]:
+    vacuum_full = True
+    if target is not None and not isinstance(target, str):
+        url, home, vacuum_full = target.database_url, target.home, target.erase_vacuum_full
+    else:
+        url = target
     if url is None:
         if home is None:
-            raise ConfigError("open_store needs a database URL or a home directory")
+            raise ConfigError("open_store needs settings, a database URL or a home directory")
         home.mkdir(parents=True, exist_ok=True)
         url = sqlite_url(home)
     try:
@@ -91,35 +133,86 @@ def open_store(url: str | None = None, home: Path | None = None, migrate: bool =
         raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"the store runs on SQLite or PostgreSQL, not {backend!r} ({url!r})")
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            # Every thread (the capture writer, request handlers) needs the same database.
+            raise ConfigError("the store needs an SQLite file, not an in-memory database")
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return parsed, vacuum_full
+
+
+def open_store(
+    target: Settings | str | None = None, home: Path | None = None, *, migrate: bool = True
+) -> Store:
+    """Open the store and bring its schema to the newest revision.
+
+    ``target`` is the :class:`~openclone.config.Settings` (``database_url``, else SQLite in
+    ``home``) or a database URL; with neither, ``home`` names the SQLite directory.
+    """
+    url, vacuum_full = _resolve(target, home)
     kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
+    if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
-    engine = create_engine(parsed, **kwargs)
+    engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    store = Store(engine)
+    store = Store(engine, vacuum_full=vacuum_full)
     try:
         if migrate:
-            migrate_to_head(store)
+            _run_migrations(store, "upgrade", "head")
     except OperationalError as exc:
         engine.dispose()
-        raise ConfigError(
-            f"cannot open the store at {parsed.render_as_string(hide_password=True)}: {exc.orig}"
-        ) from exc
+        where = url.render_as_string(hide_password=True)
+        raise ConfigError(f"cannot open the store at {where}: {exc.orig}") from exc
     return store
 
 
-def migrate_to_head(store: Store) -> None:
+def migrate(store: Store, revision: str = "head") -> None:
+    """Upgrade the schema to ``revision`` (``open_store`` already goes to head)."""
+    _run_migrations(store, "upgrade", revision)
+
+
+def downgrade(store: Store, revision: str) -> None:
+    """Downgrade the schema to ``revision`` (``"base"``: no tables at all)."""
+    _run_migrations(store, "downgrade", revision)
+
+
+def _run_migrations(store: Store, direction: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with store.engine.begin() as conn:
-        if store.engine.dialect.name == "postgresql":
-            # Several gateways may start at once: one migrates, the others wait for it.
-            conn.execute(text("SELECT pg_advisory_xact_lock(7216482)"))
+    # Several processes (gateway replicas, a CLI command) may open a new store at once:
+    # exactly one migrates while the others wait, then they find the schema at head.
+    with _migration_lock(store), store.engine.begin() as conn:
+        if not store.is_sqlite:
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        getattr(command, direction)(cfg, revision)
+
+
+@contextmanager
+def _migration_lock(store: Store) -> Iterator[None]:
+    """SQLite: an exclusive lock on a file beside the database.
+
+    pysqlite runs DDL outside a transaction, so the database's own lock cannot make two
+    migrators take turns; a second one would try to create the tables again.
+    """
+    if not store.is_sqlite or not store.engine.url.database:
+        yield
+        return
+    import fcntl
+
+    lock = Path(store.engine.url.database).with_suffix(".migrate-lock")
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

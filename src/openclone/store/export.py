@@ -1,8 +1,18 @@
 """Captures out as training data: OpenAI chat fine-tuning JSONL, consented captures only.
 
-Each row is ``{"messages": [...], "metadata": {"capture_id", "model", "created"}}``; the
+Each row is ``{"messages": [...], "metadata": {"capture_id", "model", "created"}}`` (plus
+``"tools"`` when the request offered tools): the request's messages and the answer. The
 metadata lets an erasure find and remove the row later. Each export is recorded with its
-file's sha256 and the capture ids that went in (lineage).
+file's sha256, its filters and the capture ids that went in (lineage), and audited.
+
+What never gets in: a capture without consent (not a filter option — this feeds training),
+a failed exchange (status other than 200), a legacy text completion, a capture without an
+answer. Redaction: a tenant redacting at ``export`` gets redacted here; ``store`` tenants'
+captures were redacted before they were written.
+
+Boilerplate: when at least ``BOILERPLATE_MIN_ROWS`` rows are exported and one system prompt
+opens more than ``BOILERPLATE_SHARE`` of them, that system prompt is an application's
+fixed preamble, not something to learn from, and is removed from every row that has it.
 """
 
 from __future__ import annotations
@@ -12,41 +22,67 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
 from openclone.errors import InvalidRequestError
+from openclone.store.accounts import find_tenant
 from openclone.store.audit import audit
 from openclone.store.db import Store
-from openclone.store.redact import Redactor, load_redactor
-from openclone.store.tables import Capture, Export, ExportItem, Feedback, Tenant
-from openclone.store.writer import redact_exchange
+from openclone.store.scrub import redact_exchange, resolve_redactor
+from openclone.store.tables import Capture, Export, ExportItem, Feedback, Tenant, User
 
-__all__ = ["CaptureFilter", "ExportResult", "export_captures", "iter_captured_prompts"]
+if TYPE_CHECKING:
+    from openclone.store.scrub import RedactorLike
 
-BOILERPLATE_SHARE = 0.5  # a system prompt on more than half the rows is boilerplate…
-BOILERPLATE_MIN_ROWS = 10  # …once there are enough rows to tell
+__all__ = [
+    "BOILERPLATE_MIN_ROWS",
+    "BOILERPLATE_SHARE",
+    "CaptureFilter",
+    "CaptureInfo",
+    "ExportResult",
+    "export_captures",
+    "file_sha256",
+    "iter_captured_prompts",
+    "list_captures",
+]
+
+BOILERPLATE_SHARE = 0.5
+BOILERPLATE_MIN_ROWS = 10
 
 
 @dataclass(frozen=True)
 class CaptureFilter:
+    """Which captures: all filters combine; times are epoch seconds, ``until`` exclusive."""
+
     tenant: str | None = None
     model: str | None = None
     since: float | None = None
     until: float | None = None
-    feedback: str | None = None  # up|down
-    min_chars: int = 0
+    feedback: str | None = None  # up|down: only answers rated so
+    min_chars: int = 0  # the whole conversation, answer included
+
+    def __post_init__(self) -> None:
+        if self.feedback not in (None, "up", "down"):
+            raise InvalidRequestError(
+                f"the feedback filter is 'up' or 'down', not {self.feedback!r}", param="feedback"
+            )
+        if self.min_chars < 0:
+            raise InvalidRequestError("min_chars must be 0 or more", param="min_chars")
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise InvalidRequestError("until must come after since", param="until")
 
     def query(self) -> Select[Capture, str]:
-        # Consent is not a filter option: only consented captures can reach training data.
+        # Consent is not an option here: only consented captures can reach training data.
         q = (
             select(Capture, Tenant.redact_mode)
             .join(Tenant, Capture.tenant_id == Tenant.id)
             .where(Capture.consent.is_(True), Capture.status == 200, Capture.endpoint == "chat")
-            .order_by(Capture.created)
+            .order_by(Capture.created, Capture.id)
         )
         if self.tenant:
             q = q.where(Tenant.name == self.tenant)
@@ -57,13 +93,15 @@ class CaptureFilter:
         if self.until is not None:
             q = q.where(Capture.created < self.until)
         if self.feedback is not None:
-            if self.feedback not in ("up", "down"):
-                raise InvalidRequestError("feedback filter must be 'up' or 'down'")
             rating = 1 if self.feedback == "up" else -1
             q = q.where(
                 Capture.id.in_(select(Feedback.capture_id).where(Feedback.rating == rating))
             )
         return q
+
+    def check(self, s: Session) -> None:
+        if self.tenant and find_tenant(s, self.tenant) is None:
+            raise InvalidRequestError(f"no tenant named {self.tenant!r}", param="tenant")
 
 
 @dataclass(frozen=True)
@@ -72,23 +110,43 @@ class ExportResult:
     path: Path
     rows: int
     sha256: str
-    skipped: dict[str, int]
+    skipped: dict[str, int]  # reason -> rows (and boilerplate prompts removed)
 
 
-def _conversation(cap: Capture, mode: str, redactor: Redactor) -> list[dict[str, Any]] | None:
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _chat(cap: Capture, mode: str, redactor: RedactorLike) -> dict[str, Any] | None:
     request, response = cap.request, cap.response
     if mode == "export":
         request, response, _ = redact_exchange(request, response, redactor)
     messages = [dict(m) for m in request.get("messages", []) if isinstance(m, dict)]
     choices = (response or {}).get("choices") or []
-    if not messages or not choices or not isinstance(choices[0].get("message"), dict):
+    message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
+    if not messages or not isinstance(message, dict):
         return None
-    answer = {k: v for k, v in choices[0]["message"].items() if v is not None}
-    return [*messages, answer]
+    answer = {k: v for k, v in message.items() if v is not None}
+    if not answer.get("content") and not answer.get("tool_calls"):
+        return None
+    row: dict[str, Any] = {"messages": [*messages, answer]}
+    if isinstance(request.get("tools"), list) and request["tools"]:
+        row["tools"] = request["tools"]
+    return row
 
 
 def _chars(messages: list[dict[str, Any]]) -> int:
     return sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
+
+
+def _system(row: dict[str, Any]) -> str | None:
+    first = row["messages"][0]
+    content = first.get("content")
+    return content if first.get("role") == "system" and isinstance(content, str) else None
 
 
 def export_captures(
@@ -97,62 +155,117 @@ def export_captures(
     filters: CaptureFilter | None = None,
     *,
     actor: str = "cli",
-    redactor: Redactor | str | None = None,
+    redactor: RedactorLike | str | None = None,
 ) -> ExportResult:
+    """Write the consented captures matching ``filters`` to ``out`` and record the export."""
     f = filters or CaptureFilter()
-    red = redactor if callable(redactor) else load_redactor(redactor)
-    rows: list[tuple[Capture, list[dict[str, Any]]]] = []
-    skipped: Counter[str] = Counter()
-    with store.session() as s:
-        for cap, mode in s.execute(f.query()):
-            conv = _conversation(cap, mode, red)
-            if conv is None:
-                skipped["no answer"] += 1
-            elif _chars(conv) < f.min_chars:
-                skipped["too short"] += 1
-            else:
-                rows.append((cap, conv))
-    systems = Counter(
-        m["content"] for _, conv in rows for m in conv[:1] if m.get("role") == "system"
-    )
-    boiler = {
-        text for text, n in systems.items()
-        if len(rows) >= BOILERPLATE_MIN_ROWS and n > BOILERPLATE_SHARE * len(rows)
-    }  # fmt: skip
+    red = resolve_redactor(redactor)
+    out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for cap, conv in rows:
-            if conv[0].get("role") == "system" and conv[0].get("content") in boiler:
-                conv = conv[1:]
-                skipped["boilerplate system prompts removed"] += 1
-            meta = {"capture_id": cap.id, "model": cap.model, "created": cap.created}
-            fh.write(json.dumps({"messages": conv, "metadata": meta}, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    draft = out.with_name(out.name + ".draft")
+    skipped: Counter[str] = Counter()
+    systems: Counter[str] = Counter()
+    ids: list[str] = []
+    # Pass one streams the rows to a draft and counts system prompts; pass two removes the
+    # boilerplate. Nothing but ids is held in memory, whatever the size of the store.
+    with store.session() as s, draft.open("w", encoding="utf-8") as fh:
+        f.check(s)
+        for cap, mode in s.execute(f.query().execution_options(yield_per=500)):
+            row = _chat(cap, mode, red)
+            if row is None:
+                skipped["no answer"] += 1
+                continue
+            if _chars(row["messages"]) < f.min_chars:
+                skipped["too short"] += 1
+                continue
+            row["metadata"] = {"capture_id": cap.id, "model": cap.model, "created": cap.created}
+            if (system := _system(row)) is not None:
+                systems[system] += 1
+            ids.append(cap.id)
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    boilerplate = {
+        text for text, n in systems.items()
+        if len(ids) >= BOILERPLATE_MIN_ROWS and n > BOILERPLATE_SHARE * len(ids)
+    }  # fmt: skip
+    final = out.with_name(out.name + ".tmp")
+    with draft.open(encoding="utf-8") as src, final.open("w", encoding="utf-8") as dst:
+        for line in src:
+            if boilerplate:
+                row = json.loads(line)
+                if _system(row) in boilerplate:
+                    row["messages"] = row["messages"][1:]
+                    skipped["boilerplate system prompts removed"] += 1
+                    line = json.dumps(row, ensure_ascii=False) + "\n"
+            dst.write(line)
+    draft.unlink()
+    os.replace(final, out)
+    digest = file_sha256(out)
     with store.session() as s:
         export = Export(
-            path=str(out.resolve()), sha256=digest, rows=len(rows),
-            filters={k: v for k, v in f.__dict__.items() if v not in (None, 0)}, actor=actor,
+            path=str(out), sha256=digest, hashes=[digest], rows=len(ids), actor=actor,
+            filters={k: v for k, v in asdict(f).items() if v not in (None, 0)},
         )  # fmt: skip
         s.add(export)
         s.flush()
-        s.add_all(ExportItem(export_id=export.id, capture_id=cap.id) for cap, _ in rows)
-        audit(s, actor, "export", export=export.id, rows=len(rows), sha256=digest)
-        return ExportResult(export.id, out, len(rows), digest, dict(skipped))
+        s.add_all(ExportItem(export_id=export.id, capture_id=cid) for cid in ids)
+        audit(s, actor, "export", export=export.id, path=str(out), rows=len(ids),
+              sha256=digest, filters=export.filters)  # fmt: skip
+        return ExportResult(export.id, out, len(ids), digest, dict(skipped))
 
 
 def iter_captured_prompts(
-    store: Store, filters: CaptureFilter | None = None
+    store: Store,
+    filters: CaptureFilter | None = None,
+    *,
+    redactor: RedactorLike | str | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """The consented prompts (messages without the answer), for distillation."""
+    """The consented prompts (the request's messages, without the answer), for distilling
+    new answers from a teacher; same filters and redaction as :func:`export_captures`."""
     f = filters or CaptureFilter()
-    red = load_redactor(None)
+    red = resolve_redactor(redactor)
     with store.session() as s:
-        for cap, mode in s.execute(f.query()):
+        f.check(s)
+        for cap, mode in s.execute(f.query().execution_options(yield_per=500)):
             request = cap.request
             if mode == "export":
                 request, _, _ = redact_exchange(request, None, red)
             messages = [dict(m) for m in request.get("messages", []) if isinstance(m, dict)]
             if messages and _chars(messages) >= f.min_chars:
                 yield messages
+
+
+@dataclass(frozen=True)
+class CaptureInfo:
+    id: str
+    created: float
+    tenant: str
+    user: str | None
+    model: str
+    replica: str | None
+    status: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: float
+    consent: bool
+    redactions: dict[str, int]
+
+
+def list_captures(store: Store, tenant: str | None = None, limit: int = 20) -> list[CaptureInfo]:
+    """The newest captures (their metadata, not their text)."""
+    with store.session() as s:
+        if tenant is not None and find_tenant(s, tenant) is None:
+            raise InvalidRequestError(f"no tenant named {tenant!r}", param="tenant")
+        q = (
+            select(Capture, Tenant.name, User.name)
+            .join(Tenant, Capture.tenant_id == Tenant.id)
+            .outerjoin(User, Capture.user_id == User.id)
+            .order_by(Capture.created.desc())
+            .limit(limit)
+        )
+        if tenant is not None:
+            q = q.where(Tenant.name == tenant)
+        return [
+            CaptureInfo(c.id, c.created, t, u, c.model, c.replica, c.status, c.prompt_tokens,
+                        c.completion_tokens, c.latency_ms, c.consent, dict(c.redactions or {}))
+            for c, t, u in s.execute(q)
+        ]  # fmt: skip

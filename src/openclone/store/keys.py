@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from openclone.errors import InvalidRequestError
-from openclone.store.accounts import Principal, tenant_by_name, user_by_name
+from openclone.store.accounts import Principal, ensure_tenant, ensure_user, find_tenant
 from openclone.store.audit import audit
 from openclone.store.db import Store
 from openclone.store.tables import ApiKey, Tenant, User, now
 
 __all__ = [
+    "AUTH_TTL",
     "KeyInfo",
     "any_keys",
     "authenticate",
@@ -25,7 +28,10 @@ __all__ = [
     "revoke_key",
 ]
 
-_AUTH_TTL = 5.0  # seconds a gateway trusts a cached key; revocation elsewhere lands within it
+log = logging.getLogger("openclone.store")
+AUTH_TTL = 5.0  # seconds a gateway trusts a cached key; a revoke elsewhere lands within it
+_CACHE_MAX = 10_000
+PREFIX_LEN = 10  # "oc-" and 7 characters: enough to tell keys apart in a list
 
 
 @dataclass(frozen=True)
@@ -37,25 +43,36 @@ class KeyInfo:
     scope: str
     created: float
     revoked: float | None
+    last_used: float | None = None
 
 
 def _hash(token: str) -> str:
     # Keys are 256 random bits, so a plain SHA-256 cannot be brute-forced; a slow password
-    # hash would only add latency to every request.
+    # hash (bcrypt, argon2) exists for low-entropy secrets and would only add latency to
+    # every request.
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _info(k: ApiKey, tenant: str, user: str | None) -> KeyInfo:
+    return KeyInfo(k.id, k.prefix, tenant, user, k.scope, k.created, k.revoked, k.last_used)
 
 
 def create_key(
     store: Store, tenant: str, user: str | None = None, admin: bool = False, *, actor: str = "cli"
 ) -> tuple[KeyInfo, str]:
-    """A new key; the plaintext is returned once and never stored."""
-    token = "oc-" + secrets.token_urlsafe(32)
+    """A new key for ``tenant`` (and ``user``), both created if new.
+
+    Returns the record and the plaintext, which is never stored: show it once.
+    """
     with store.session() as s:
-        t = tenant_by_name(s, tenant)
-        assert t is not None
-        u = user_by_name(s, t, user) if user else None
+        while True:  # a prefix names one key, so it alone can revoke it
+            token = "oc-" + secrets.token_urlsafe(32)
+            if s.scalar(select(ApiKey.id).where(ApiKey.prefix == token[:PREFIX_LEN])) is None:
+                break
+        t = ensure_tenant(s, tenant)
+        u = ensure_user(s, t, user) if user is not None else None
         key = ApiKey(
-            prefix=token[:10],
+            prefix=token[:PREFIX_LEN],
             hash=_hash(token),
             tenant_id=t.id,
             user_id=u.id if u else None,
@@ -63,13 +80,16 @@ def create_key(
         )
         s.add(key)
         s.flush()
-        audit(s, actor, "key.create", key=key.id, tenant=tenant, user=user, scope=key.scope)
-        info = KeyInfo(key.id, key.prefix, tenant, user, key.scope, key.created, None)
-    return info, token
+        audit(s, actor, "key.create", key=key.prefix, id=key.id, tenant=tenant, user=user,
+              scope=key.scope)  # fmt: skip
+        return _info(key, tenant, user), token
 
 
 def list_keys(store: Store, tenant: str | None = None) -> list[KeyInfo]:
+    """Every key (revoked ones too), oldest first; only ``tenant``'s when given."""
     with store.session() as s:
+        if tenant is not None and find_tenant(s, tenant) is None:
+            raise InvalidRequestError(f"no tenant named {tenant!r}", param="tenant")
         q = (
             select(ApiKey, Tenant.name, User.name)
             .join(Tenant, ApiKey.tenant_id == Tenant.id)
@@ -78,41 +98,45 @@ def list_keys(store: Store, tenant: str | None = None) -> list[KeyInfo]:
         )
         if tenant is not None:
             q = q.where(Tenant.name == tenant)
-        return [
-            KeyInfo(k.id, k.prefix, t, u, k.scope, k.created, k.revoked) for k, t, u in s.execute(q)
-        ]
+        return [_info(k, t, u) for k, t, u in s.execute(q)]
 
 
 def revoke_key(store: Store, key: str, *, actor: str = "cli") -> KeyInfo:
-    """Revoke by id or by the prefix shown in lists."""
+    """Revoke by id or by the prefix shown in lists; this store forgets it at once."""
     with store.session() as s:
-        rows = list(s.scalars(select(ApiKey).where((ApiKey.id == key) | (ApiKey.prefix == key))))
+        rows = s.execute(
+            select(ApiKey, Tenant.name, User.name)
+            .join(Tenant, ApiKey.tenant_id == Tenant.id)
+            .outerjoin(User, ApiKey.user_id == User.id)
+            .where((ApiKey.id == key) | (ApiKey.prefix == key))
+        ).all()
         if not rows:
-            raise InvalidRequestError(f"no API key with id or prefix {key!r}")
+            raise InvalidRequestError(
+                f"no API key with id or prefix {key!r} (see `openclone keys list`)", param="key"
+            )
         if len(rows) > 1:
             raise InvalidRequestError(f"{key!r} matches {len(rows)} keys; use the key id")
-        k = rows[0]
+        k, tenant, user = rows[0]
         if k.revoked is None:
             k.revoked = now()
-        audit(s, actor, "key.revoke", key=k.id)
-        tenant = s.get(Tenant, k.tenant_id)
-        user = s.get(User, k.user_id) if k.user_id else None
-        info = KeyInfo(
-            k.id, k.prefix, tenant.name if tenant else "?", user.name if user else None,
-            k.scope, k.created, k.revoked,
-        )  # fmt: skip
+        audit(s, actor, "key.revoke", key=k.prefix, id=k.id, tenant=tenant, user=user)
+        info = _info(k, tenant, user)
     with store.auth_lock:
         store.auth_cache.clear()
     return info
 
 
 def any_keys(store: Store) -> bool:
+    """Whether any key is live (on loopback, keys become required once one exists)."""
     with store.session() as s:
         return s.scalar(select(ApiKey.id).where(ApiKey.revoked.is_(None)).limit(1)) is not None
 
 
 def cached_principal(store: Store, token: str) -> tuple[bool, Principal | None]:
-    """(True, principal) when the cache knows the key: no database, safe on the event loop."""
+    """(True, principal) when the cache knows the key: no database, safe on the event loop.
+
+    A known-bad key is cached too (as ``None``), so guessing costs no database work.
+    """
     with store.auth_lock:
         hit = store.auth_cache.get(_hash(token))
     if hit is not None and hit[0] > time.monotonic():
@@ -121,7 +145,10 @@ def cached_principal(store: Store, token: str) -> tuple[bool, Principal | None]:
 
 
 def authenticate(store: Store, token: str) -> Principal | None:
-    """The key's principal, or None for an unknown or revoked key."""
+    """The key's principal, or None for an unknown or revoked key.
+
+    Blocking (one query on a cache miss): call it from a worker thread.
+    """
     known, principal = cached_principal(store, token)
     if known:
         return principal
@@ -129,17 +156,27 @@ def authenticate(store: Store, token: str) -> Principal | None:
     t = time.monotonic()
     with store.session() as s:
         row = s.execute(
-            select(ApiKey, Tenant.name, User.name)
+            select(ApiKey.id, ApiKey.scope, Tenant.name, User.name)
             .join(Tenant, ApiKey.tenant_id == Tenant.id)
             .outerjoin(User, ApiKey.user_id == User.id)
             .where(ApiKey.hash == digest, ApiKey.revoked.is_(None))
         ).first()
-    principal = None
     if row is not None:
-        key, tenant, user = row
-        principal = Principal(tenant=tenant, user=user, key_id=key.id, scope=key.scope)
+        key_id, scope, tenant, user = row
+        principal = Principal(tenant=tenant, user=user, key_id=key_id, scope=scope)
+        _touch(store, key_id)
     with store.auth_lock:
-        if len(store.auth_cache) > 10_000:
+        if len(store.auth_cache) >= _CACHE_MAX:
             store.auth_cache.clear()
-        store.auth_cache[digest] = (t + _AUTH_TTL, principal)
+        store.auth_cache[digest] = (t + AUTH_TTL, principal)
     return principal
+
+
+def _touch(store: Store, key_id: str) -> None:
+    # Once per cache miss, i.e. at most once per TTL per gateway. Best effort: a busy
+    # database must not turn a valid key into a failed request.
+    try:
+        with store.session() as s:
+            s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used=now()))
+    except SQLAlchemyError:
+        log.warning("could not record the use of key %s", key_id, exc_info=True)

@@ -1,28 +1,33 @@
 """Feedback, erasure and retention.
 
-Erasure deletes for real: the rows go, SQLite's freed pages are zeroed (``secure_delete``)
-and its WAL truncated, PostgreSQL's dead tuples vacuumed, and recorded export files lose the
-erased rows. What remains is the erasure record — who, what kind, which capture ids, which
-exports held them — never the content, so every dataset built from erased data is listed.
+Erasure deletes for real: the rows go, SQLite's freed space is zeroed (``secure_delete``)
+and its WAL checkpointed and truncated, PostgreSQL's touched tables vacuumed (``VACUUM
+FULL`` by default, see :class:`~openclone.store.db.Store`), and recorded export files
+still on disk lose the erased rows. What remains is the erasure record — who, what kind,
+which capture ids, which exports and dataset hashes held them — never the content, so
+every dataset and model built from erased data can be listed
+(:mod:`openclone.store.lineage`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Delete, Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from openclone.errors import InvalidRequestError
-from openclone.store.accounts import Principal, tenant_by_name, user_by_name
+from openclone.store.accounts import Principal, find_tenant, find_user
 from openclone.store.audit import audit
 from openclone.store.conversations import owned_capture
 from openclone.store.db import Store
+from openclone.store.export import file_sha256
 from openclone.store.tables import (
     ApiKey,
     Capture,
@@ -37,9 +42,11 @@ from openclone.store.tables import (
     now,
 )
 
-__all__ = ["ErasureResult", "add_feedback", "apply_retention", "erase", "erasures"]
+__all__ = ["ErasureResult", "add_feedback", "apply_retention", "erase"]
 
+log = logging.getLogger("openclone.store")
 _TOUCHED = ["captures", "messages", "conversations", "feedback", "users", "api_keys"]
+DAY = 86400.0
 
 
 def add_feedback(
@@ -51,16 +58,34 @@ def add_feedback(
     with store.session() as s:
         cap = owned_capture(s, who, capture_id)
         s.execute(delete(Feedback).where(Feedback.capture_id == cap.id))
-        s.add(Feedback(capture_id=cap.id, rating=rating, comment=comment[:4000]))
+        s.add(
+            Feedback(capture_id=cap.id, user_id=cap.user_id, rating=rating, comment=comment[:4000])
+        )
 
 
 @dataclass(frozen=True)
 class ErasureResult:
     id: str
-    kind: str
+    kind: str  # user|conversation|tenant|retention
     target: str
     counts: dict[str, int]
     exports: list[str]  # ids of exports that held erased captures (their files are rewritten)
+    datasets: list[str] = field(default_factory=list)  # every hash those files had
+    # False when the database could not be compacted afterwards (logged): the rows are gone
+    # but their bytes may linger in free space until the next erasure or VACUUM succeeds.
+    compacted: bool = True
+
+
+@dataclass
+class _Scope:
+    """What one erasure removes, as queries (no id lists: a tenant may have millions)."""
+
+    kind: str
+    target: str
+    captures: Select[str]
+    conversations: Select[str] | None = None
+    user: User | None = None
+    tenant: Tenant | None = None  # the whole tenant goes
 
 
 def erase(
@@ -70,84 +95,149 @@ def erase(
     tenant: str | None = None,
     user: str | None = None,
     conversation: str | None = None,
-    capture_ids: list[str] | None = None,
-    kind: str | None = None,
 ) -> ErasureResult:
-    """Erase a person (``tenant`` + ``user``), a conversation, a whole tenant, or captures."""
-    with store.session() as s:
-        t = tenant_by_name(s, tenant, create=False) if tenant else None
+    """Erase a person (``tenant`` + ``user``), a conversation (in ``tenant``, if given) or
+    a whole tenant: captures, messages, conversations, feedback, and for a person or a
+    tenant their keys and user rows too."""
+
+    def scope(s: Session) -> _Scope:
+        t = find_tenant(s, tenant) if tenant else None
         if tenant and t is None:
             raise InvalidRequestError(f"no tenant named {tenant!r}", param="tenant")
         if conversation:
             conv = s.get(Conversation, conversation)
-            if conv is None:
-                raise InvalidRequestError(f"no conversation {conversation!r}")
-            caps = select(Capture.id).where(Capture.conversation_id == conversation)
-            convs = select(Conversation.id).where(Conversation.id == conversation)
-            users = None
-            what, target = "conversation", conversation
-        elif user:
+            if conv is None or (t is not None and conv.tenant_id != t.id):
+                raise InvalidRequestError(f"no conversation {conversation!r}", param="conversation")
+            return _Scope(
+                "conversation", conversation,
+                select(Capture.id).where(Capture.conversation_id == conv.id),
+                select(Conversation.id).where(Conversation.id == conv.id),
+            )  # fmt: skip
+        if user:
             if t is None:
                 raise InvalidRequestError("erasing a user needs their tenant", param="tenant")
-            u = user_by_name(s, t, user, create=False)
+            u = find_user(s, t, user)
             if u is None:
-                raise InvalidRequestError(f"no user {user!r} in tenant {tenant!r}")
-            caps = select(Capture.id).where(Capture.user_id == u.id)
-            convs = select(Conversation.id).where(Conversation.user_id == u.id)
-            users = [u.id]
-            what, target = "user", f"{tenant}/{user}"
-        elif t is not None and capture_ids is None:
-            caps = select(Capture.id).where(Capture.tenant_id == t.id)
-            convs = select(Conversation.id).where(Conversation.tenant_id == t.id)
-            users = list(s.scalars(select(User.id).where(User.tenant_id == t.id)))
-            what, target = "tenant", t.name
-        elif capture_ids is not None:
-            caps = select(Capture.id).where(Capture.id.in_(capture_ids))
-            convs = None
-            users = None
-            what, target = kind or "captures", tenant or "*"
-        else:
-            raise InvalidRequestError("say what to erase: --user, --conversation or --tenant")
-        ids = list(s.scalars(caps))
-        conv_ids = list(s.scalars(convs)) if convs is not None else []
-        counts = _delete(s, ids, conv_ids, users, t if what == "tenant" else None)
-        export_ids = sorted(
-            set(s.scalars(select(ExportItem.export_id).where(ExportItem.capture_id.in_(ids))))
-        ) if ids else []  # fmt: skip
+                raise InvalidRequestError(f"no user {user!r} in tenant {tenant!r}", param="user")
+            return _Scope(
+                "user", f"{t.name}/{u.name}",
+                select(Capture.id).where(Capture.user_id == u.id),
+                select(Conversation.id).where(Conversation.user_id == u.id),
+                user=u,
+            )  # fmt: skip
+        if t is not None:
+            return _Scope(
+                "tenant", t.name,
+                select(Capture.id).where(Capture.tenant_id == t.id),
+                select(Conversation.id).where(Conversation.tenant_id == t.id),
+                tenant=t,
+            )  # fmt: skip
+        raise InvalidRequestError(
+            "say what to erase: a user (with a tenant), a conversation or a tenant"
+        )
+
+    return _erase(store, actor, scope)
+
+
+def apply_retention(
+    store: Store, *, actor: str = "retention", at: float | None = None
+) -> list[ErasureResult]:
+    """Erase, per tenant with ``retention_days``, the captures older than that and the
+    conversations unused for that long, through the same path as :func:`erase`.
+
+    A conversation still in use keeps its messages (they are the person's chat history,
+    which they can delete themselves); the captures behind its old answers are erased.
+    """
+    at = now() if at is None else at
+    with store.session() as s:
+        tenants = list(s.execute(
+            select(Tenant.name, Tenant.id, Tenant.retention_days)
+            .where(Tenant.retention_days.is_not(None)).order_by(Tenant.name)
+        ))  # fmt: skip
+    results = []
+    for name, tid, days in tenants:
+        cutoff = at - (days or 0) * DAY
+        caps = select(Capture.id).where(Capture.tenant_id == tid, Capture.created < cutoff)
+        convs = select(Conversation.id).where(
+            Conversation.tenant_id == tid, Conversation.updated < cutoff
+        )
+        with store.session() as s:
+            due = s.scalar(select(caps.exists())) or s.scalar(select(convs.exists()))
+        if due:
+            results.append(_erase(store, actor, _Scope("retention", name, caps, convs)))
+    return results
+
+
+def _erase(store: Store, actor: str, what: _Scope | Callable[[Session], _Scope]) -> ErasureResult:
+    with store.session() as s:
+        scope = what if isinstance(what, _Scope) else what(s)
+        ids = list(s.scalars(scope.captures))
+        exports = list(
+            s.scalars(
+                select(Export).where(
+                    Export.id.in_(
+                        select(ExportItem.export_id).where(
+                            ExportItem.capture_id.in_(scope.captures)
+                        )
+                    )
+                )
+            )
+        )
+        counts = _delete(s, scope)
+        datasets = sorted({h for ex in exports for h in (ex.hashes or [ex.sha256])})
+        erased = set(ids)
+        for ex in exports:
+            _scrub_export(ex, erased)
         record = Erasure(
-            actor=actor, kind=kind or what, target=target, counts=counts,
-            capture_ids=ids, exports=export_ids,
+            actor=actor, kind=scope.kind, target=scope.target, counts=counts,
+            capture_ids=ids, exports=[ex.id for ex in exports], datasets=datasets,
         )  # fmt: skip
         s.add(record)
-        audit(s, actor, "erase", kind=kind or what, target=target, **counts)
-        exports = [s.get(Export, e) for e in export_ids]
-        for ex in exports:
-            if ex is not None:
-                _scrub_export(ex, set(ids))
-        result = ErasureResult(record.id, record.kind, target, counts, export_ids)
-    store.compact(_TOUCHED)
-    return result
+        s.flush()
+        audit(s, actor, "erase", erasure=record.id, kind=scope.kind, target=scope.target,
+              exports=record.exports, **counts)  # fmt: skip
+    with store.auth_lock:  # a deleted key must stop working here at once, like a revoked one
+        store.auth_cache.clear()
+    compacted = store.compact(_TOUCHED)
+    return ErasureResult(
+        record.id, scope.kind, scope.target, counts, record.exports, datasets, compacted
+    )
 
 
-def _delete(
-    s: Session, caps: list[str], convs: list[str], users: list[str] | None, tenant: Tenant | None
-) -> dict[str, int]:
-    counts = {"captures": len(caps), "conversations": len(convs)}
-    if caps:
-        s.execute(delete(Feedback).where(Feedback.capture_id.in_(caps)))
-        s.execute(delete(Message).where(Message.capture_id.in_(caps)))
-        s.execute(delete(Capture).where(Capture.id.in_(caps)))
-    if convs:
-        res = s.execute(delete(Message).where(Message.conversation_id.in_(convs)))
-        counts["messages"] = res.rowcount  # type: ignore[attr-defined]
-        s.execute(delete(Conversation).where(Conversation.id.in_(convs)))
-    if users:
-        s.execute(delete(ApiKey).where(ApiKey.user_id.in_(users)))
-        s.execute(delete(User).where(User.id.in_(users)))
-        counts["users"] = len(users)
-    if tenant is not None:
-        s.execute(delete(ApiKey).where(ApiKey.tenant_id == tenant.id))
-        s.delete(tenant)
+_BULK = {"synchronize_session": False}  # no ORM objects of these rows are loaded
+
+
+def _count(s: Session, stmt: Delete) -> int:
+    return int(s.execute(stmt, execution_options=_BULK).rowcount)  # type: ignore[attr-defined]
+
+
+def _delete(s: Session, scope: _Scope) -> dict[str, int]:
+    caps = scope.captures
+    counts: dict[str, int] = {}
+    counts["feedback"] = _count(s, delete(Feedback).where(Feedback.capture_id.in_(caps)))
+    # A message keeps its text when its conversation stays (retention of an active one);
+    # it only forgets which capture it came from.
+    s.execute(
+        update(Message).where(Message.capture_id.in_(caps)).values(capture_id=None),
+        execution_options=_BULK,
+    )
+    counts["captures"] = _count(s, delete(Capture).where(Capture.id.in_(caps)))
+    if scope.conversations is not None:
+        convs = scope.conversations
+        counts["messages"] = _count(s, delete(Message).where(Message.conversation_id.in_(convs)))
+        counts["conversations"] = _count(s, delete(Conversation).where(Conversation.id.in_(convs)))
+    if scope.user is not None:
+        counts["keys"] = _count(s, delete(ApiKey).where(ApiKey.user_id == scope.user.id))
+        s.execute(
+            delete(Feedback).where(Feedback.user_id == scope.user.id), execution_options=_BULK
+        )
+        s.delete(scope.user)
+        counts["users"] = 1
+    if scope.tenant is not None:
+        tid = scope.tenant.id
+        counts["keys"] = _count(s, delete(ApiKey).where(ApiKey.tenant_id == tid))
+        counts["users"] = _count(s, delete(User).where(User.tenant_id == tid))
+        s.delete(scope.tenant)
     return counts
 
 
@@ -155,56 +245,27 @@ def _scrub_export(export: Export, erased: set[str]) -> None:
     """Rewrite a recorded export file without the erased captures' rows."""
     path = Path(export.path)
     if not path.is_file():
+        return  # deleted, or moved: what it held is listed through the erasure record
+    if file_sha256(path) != export.sha256:
+        # Something else was written there since (a later export to the same path has its
+        # own record); this file is not the export we made.
+        log.warning("export %s: %s changed since it was written; not rewritten", export.id, path)
         return
     kept: list[str] = []
     with path.open(encoding="utf-8") as f:
         for line in f:
-            try:
-                cid = json.loads(line).get("metadata", {}).get("capture_id")
-            except (ValueError, AttributeError):
-                cid = None
-            if cid not in erased:
+            if _capture_id(line) not in erased:
                 kept.append(line)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(path.name + ".erasing")
     tmp.write_text("".join(kept), encoding="utf-8")
     os.replace(tmp, path)
-    export.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    export.sha256 = file_sha256(path)
+    export.hashes = [*(export.hashes or []), export.sha256]
     export.rows = len(kept)
 
 
-def apply_retention(
-    store: Store, *, actor: str = "retention", at: float | None = None
-) -> list[ErasureResult]:
-    """Erase captures older than each tenant's ``retention_days``, through ``erase``."""
-    at = at or now()
-    results = []
-    with store.session() as s:
-        tenants = list(s.execute(select(Tenant.name, Tenant.id, Tenant.retention_days).where(
-            Tenant.retention_days.is_not(None)
-        )))  # fmt: skip
-    for name, tid, days in tenants:
-        with store.session() as s:
-            old = list(
-                s.scalars(
-                    select(Capture.id).where(
-                        Capture.tenant_id == tid, Capture.created < at - (days or 0) * 86400
-                    )
-                )
-            )
-        if old:
-            results.append(
-                erase(store, actor=actor, tenant=name, capture_ids=old, kind="retention")
-            )
-    return results
-
-
-def erasures(store: Store, limit: int = 100) -> list[dict[str, Any]]:
-    """Erasure records, newest first: what was erased and which exports held it."""
-    with store.session() as s:
-        rows = s.scalars(select(Erasure).order_by(Erasure.created.desc()).limit(limit))
-        return [
-            {"id": e.id, "actor": e.actor, "kind": e.kind, "target": e.target,
-             "counts": e.counts, "captures": len(e.capture_ids), "exports": e.exports,
-             "created": e.created}
-            for e in rows
-        ]  # fmt: skip
+def _capture_id(line: str) -> Any:
+    try:
+        return json.loads(line).get("metadata", {}).get("capture_id")
+    except (ValueError, AttributeError):
+        return None

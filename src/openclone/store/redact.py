@@ -1,11 +1,35 @@
 """PII redaction: typed placeholders (``[EMAIL]``, ``[CARD]``, …) and a count of what went.
 
-Detectors run in a fixed order, each over the text the earlier ones left: secrets first
-(a key may contain digit runs that look like a phone number), then e-mail, IBAN and card
-numbers (checksummed, so an order number is left alone), national ids, IP addresses and
-phone numbers last (the loosest pattern). Placeholders contain no digits or ``@``, so
-redacting twice changes nothing. The default is regular expressions; a stronger detector
-(Presidio, an NER model) plugs in through :func:`load_redactor` as ``module:attr``.
+Detectors run one after another, each over the text the earlier ones left, in this order:
+
+1. ``SECRET``: PEM private keys, JWTs, vendor keys (OpenAI/Anthropic ``sk-``, Stripe, AWS
+   ``AKIA``/``ASIA``, GitHub ``ghp_``/``github_pat_``, Slack ``xox?-``, Google ``AIza``),
+   passwords in URLs, ``password=…``/``api_key: …``/``token=…`` assignments (only the value
+   goes) and ``Bearer`` tokens. First, because keys are full of digit runs and ``@``.
+2. ``EMAIL``: a local part may hold a phone or card number.
+3. ``IBAN`` (country length and mod-97 checked): its groups of four look like a card or phone.
+4. ``NATIONAL_ID``: US SSN (``ddd-dd-dddd``, invalid areas 000/666/9xx excluded), UK National
+   Insurance number, French NIR/INSEE (15 digits, key checked), Spanish DNI/NIE (letter
+   checked). An SSN is phone-shaped and a NIR is card-length.
+5. ``CARD``: 13-19 digits, plain or grouped by spaces/dashes, Luhn-checked, first digit 2-6.
+6. ``IP``: IPv6 (compressed and IPv4-mapped forms too), then IPv4; dotted quads look like
+   dot-separated phone numbers.
+7. ``PHONE`` last, the loosest: ``+`` international numbers, numbers grouped by spaces, dots,
+   dashes or an area code in parentheses, 7-15 digits; bare digit runs only with a leading
+   ``0`` (``07700900123``) or right after a word such as "phone" or "tel".
+
+A pattern finds candidates; a check decides (checksums, dates, ranges). Every pattern is
+anchored at the start of a token, so a rejected candidate is retried one character later
+without going quadratic, and none has nested unbounded repetition: one linear pass per
+detector. Placeholders contain no digits or ``@`` and are never counted twice, so redacting
+redacted text changes nothing.
+
+Decisions a reader might not guess: a dotted quad with valid octets is an IP address even
+when it could be a version (``1.2.3.4`` goes; ``version 1.2.3.4`` and ``v1.2.3.4`` stay);
+loopback, unspecified, multicast and reserved addresses (``127.0.0.1``, ``0.0.0.0``,
+``255.255.255.0``) identify no one and stay. Everything this misses is listed in the README
+("Redaction: known limitations"); a stronger detector (Presidio, an NER model) plugs in
+through :func:`load_redactor` as ``module:attr``.
 """
 
 from __future__ import annotations
@@ -13,13 +37,14 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from openclone.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_DETECTORS",
     "Detector",
     "RedactionResult",
     "Redactor",
@@ -29,212 +54,593 @@ __all__ = [
     "redact_messages",
 ]
 
+Span = tuple[int, int]
+
 
 @dataclass(frozen=True)
 class RedactionResult:
     text: str
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # kind -> how many were replaced
 
 
 class Redactor(Protocol):
+    """Anything that turns text into redacted text and a count per kind."""
+
     def __call__(self, text: str) -> RedactionResult: ...
+
+
+def _whole(m: re.Match[str]) -> Span | None:
+    return m.span()
 
 
 @dataclass(frozen=True)
 class Detector:
+    """One kind of PII: ``pattern`` finds candidates, ``find`` picks the span to replace.
+
+    ``find`` returns ``None`` to leave a candidate alone; the search then resumes one
+    character after the candidate's start, so ``pattern`` must not match inside a token.
+    A pattern that opens with a character (not a lookbehind or ``\\b``) lets ``re`` skip
+    ahead to it, several times faster, hence the ``\\d(?<!…\\d)`` idiom below. ``gate`` is a
+    cheap test without which the pattern cannot match; the pass is skipped when it fails.
+    """
+
     kind: str  # the placeholder is f"[{kind}]"
     pattern: re.Pattern[str]
-    valid: Callable[[re.Match[str]], bool] = lambda m: True
-    group: int = 0  # the part of the match that is replaced (0: all of it)
+    find: Callable[[re.Match[str]], Span | None] = _whole
+    gate: Callable[[str], bool] | None = None
 
 
-def _luhn(m: re.Match[str]) -> bool:
-    digits = [int(c) for c in m.group(0) if c.isdigit()]
-    if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
-        return False
+# --- checks -------------------------------------------------------------------------------
+
+
+def _group(n: int) -> Callable[[re.Match[str]], Span | None]:
+    def find(m: re.Match[str]) -> Span | None:
+        return m.span(n)
+
+    return find
+
+
+def _contains(*needles: str) -> Callable[[str], bool]:
+    def gate(text: str) -> bool:
+        return any(n in text for n in needles)
+
+    return gate
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def _has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+def _luhn(digits: str) -> bool:
     total = 0
-    for i, d in enumerate(reversed(digits)):
+    for i, c in enumerate(reversed(digits)):
+        d = int(c)
         if i % 2:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
     return total % 10 == 0
 
 
-def _iban(m: re.Match[str]) -> bool:
-    s = re.sub(r"\s", "", m.group(0)).upper()
-    moved = s[4:] + s[:4]
-    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+_SEPARATORS = re.compile(r"[ -]")
 
 
-def _ip(m: re.Match[str]) -> bool:
+def _card(m: re.Match[str]) -> Span | None:
+    # The run may carry a trailing expiry or CVV ("4111 1111 1111 1111 123"): try shorter
+    # prefixes, ending on a group boundary, before giving up.
+    groups = _SEPARATORS.split(m.group(0))
+    # First digit 2-6 covers every major network and skips millisecond timestamps.
+    if not 2 <= int(groups[0][0]) <= 6:
+        return None
+    end = len(m.group(0))
+    for j in range(len(groups), 0, -1):
+        digits = "".join(groups[:j])
+        if len(digits) < 13:
+            break
+        if len(digits) <= 19 and len(set(digits)) > 1 and _luhn(digits):
+            return m.start(), m.start() + end
+        end -= len(groups[j - 1]) + 1
+    return None
+
+
+# SWIFT IBAN registry: the length fixes where an IBAN ends when words follow it.
+_IBAN_LENGTHS = {
+    **dict.fromkeys(["NO"], 15),
+    **dict.fromkeys(["BE"], 16),
+    **dict.fromkeys(["DK", "FI", "FK", "FO", "GL", "NL", "SD"], 18),
+    **dict.fromkeys(["MK", "SI"], 19),
+    **dict.fromkeys(["AT", "BA", "EE", "KZ", "LT", "LU", "MN", "XK"], 20),
+    **dict.fromkeys(["CH", "HR", "LI", "LV"], 21),
+    **dict.fromkeys(["BG", "BH", "CR", "DE", "GB", "GE", "IE", "ME", "RS", "VA"], 22),
+    **dict.fromkeys(["AE", "GI", "IL", "IQ", "OM", "SO", "TL"], 23),
+    **dict.fromkeys(["AD", "CZ", "ES", "MD", "PK", "RO", "SA", "SE", "SK", "TN", "VG"], 24),
+    **dict.fromkeys(["LY", "PT", "ST"], 25),
+    **dict.fromkeys(["IS", "TR"], 26),
+    **dict.fromkeys(["BI", "DJ", "FR", "GR", "IT", "MC", "MR", "SM"], 27),
+    **dict.fromkeys(["AL", "AZ", "BY", "CY", "DO", "GT", "HU", "LB", "NI", "PL", "SV"], 28),
+    **dict.fromkeys(["BR", "EG", "PS", "QA", "UA"], 29),
+    **dict.fromkeys(["JO", "KW", "MU", "YE"], 30),
+    **dict.fromkeys(["MT", "SC"], 31),
+    **dict.fromkeys(["LC"], 32),
+    **dict.fromkeys(["RU"], 33),
+}
+
+
+def _iban_pattern() -> re.Pattern[str]:
+    # One branch per length, chosen by a lookbehind on the country code, so the regex itself
+    # knows where each country's IBAN ends; it opens with a letter so ``re`` can skip ahead.
+    by_length: dict[int, list[str]] = {}
+    for country, length in _IBAN_LENGTHS.items():
+        by_length.setdefault(length, []).append(country)
+    branches = "|".join(
+        f"(?<=(?:{'|'.join(sorted(cs))})[0-9]{{2}})(?: ?[A-Z0-9]){{{n - 4}}}"
+        for n, cs in sorted(by_length.items())
+    )
+    return re.compile(rf"[A-Z](?<!\w[A-Z])[A-Z][0-9]{{2}}(?:{branches})(?![A-Za-z0-9])")
+
+
+def _iban(m: re.Match[str]) -> Span | None:
+    iban = m.group(0).replace(" ", "")
+    if int("".join(str(int(c, 36)) for c in iban[4:] + iban[:4])) % 97 != 1:
+        return None
+    return m.span()
+
+
+def _ssn(m: re.Match[str]) -> Span | None:
+    area, group, serial = m.group(1), m.group(2), m.group(3)
+    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+        return None
+    return m.span()
+
+
+def _nino(m: re.Match[str]) -> Span | None:
+    return None if m.group(0)[:2] in ("BG", "GB", "NK", "KN", "TN", "NT", "ZZ") else m.span()
+
+
+def _nir(m: re.Match[str]) -> Span | None:
+    # Corsican departments 2A/2B count as 19/18 in the key.
+    number = "".join(m.group(*range(1, 7))).replace("2A", "19").replace("2B", "18")
+    return m.span() if int(m.group(7)) == 97 - int(number) % 97 else None
+
+
+_DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
+
+
+def _dni(m: re.Match[str]) -> Span | None:
+    if m.group("nie"):
+        number = "XYZ".index(m.group("nie")) * 10**7 + int(m.group("n7"))
+    else:
+        number = int(m.group("n8"))
+    return m.span() if _DNI_LETTERS[number % 23] == m.group("letter") else None
+
+
+_VERSION_BEFORE = re.compile(r"(?i)\b(?:v|ver|version|release|build|rev)\.?\s*[:=]?\s*$")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _ip(m: re.Match[str], start: int | None = None) -> Span | None:
+    start = m.start() if start is None else start
     try:
-        ipaddress.ip_address(m.group(0))
+        ip = ipaddress.ip_address(m.string[start : m.end()])
     except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = ip.ipv4_mapped or ip
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return None  # identifies no one; common in technical prompts
+    if _VERSION_BEFORE.search(m.string, max(0, start - 16), start):
+        return None
+    return start, m.end()
+
+
+def _ipv6(m: re.Match[str]) -> Span | None:
+    # The pattern starts at the first colon (fast to find); the first group lies before it.
+    text, start = m.string, m.start()
+    while start > max(0, m.start() - 4) and text[start - 1] in _HEX:
+        start -= 1
+    if start and (text[start - 1].isalnum() or text[start - 1] in "_:."):
+        return None  # part of a longer token: std::vector, 12:30:45:99
+    if not any(c.isdigit() for c in text[start : m.end()]):
+        return None  # "dead::beef", "a::b": more likely code than an address
+    return _ip(m, start)
+
+
+_PHONE_WORDS = re.compile(
+    r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|whats ?app|sms|call(?: me)?|t[ée]l[ée]phone"
+    r"|t[ée]l|telefon|tel[ée]fono|handy|m[óo]vil|portable|cellulare)\b\.?"
+    r"(?:\s*(?:number|no\.?|nr\.?|num|#))?(?:\s+(?:is|at|on))?\s*[:#]?\s*$"
+)
+_GROUP = re.compile(r"\((\d+)\)|(\d+)")
+_YEAR = re.compile(r"(?:19|20)\d\d")
+
+
+@dataclass(frozen=True)
+class _Part:
+    digits: str
+    end: int
+    paren: bool
+    sep: str  # what stands between the previous group and this one
+
+
+def _is_date(a: str, b: str, c: str, whole: bool) -> bool:
+    if len(a) == 4 and _YEAR.fullmatch(a) and len(b) <= 2 and len(c) <= 2:
+        return True
+    if len(a) <= 2 and len(b) <= 2 and int(a) <= 31 and int(b) <= 31:
+        # A two-digit year only when the date is all there is: "06.12.34.56.78" is a phone.
+        return (len(c) == 4 and bool(_YEAR.fullmatch(c))) or (len(c) == 2 and whole)
+    return False
+
+
+def _phone_like(parts: list[_Part], plus: bool, context: bool) -> bool:
+    lengths = [len(p.digits) for p in parts]
+    if not 7 <= sum(lengths) <= 15:
         return False
+    if len(parts) == 1:
+        d = parts[0].digits
+        # A bare run is an order number, an amount or a timestamp unless something says
+        # otherwise: a "+", a national trunk "0", or a word like "phone" just before it.
+        return plus or context or (d[0] == "0" and d[1] != "0" and 10 <= len(d) <= 11)
+    seps = [p.sep for p in parts[1:]]
+    for i in range(len(parts) - 2):
+        a, b, c = parts[i : i + 3]
+        whole = len(parts) == 3
+        if b.sep == c.sep and b.sep in "-./" and _is_date(a.digits, b.digits, c.digits, whole):
+            return False
+    if not plus:
+        if all(n == 4 and _YEAR.fullmatch(p.digits) for n, p in zip(lengths, parts, strict=True)):
+            return False  # 1990-2020
+        if len(parts) == 2 and seps == ["-"] and _YEAR.fullmatch(parts[0].digits):
+            return False  # 2024-000123: an invoice or case number
+        if lengths == [3, 2, 4] and seps == ["-", "-"]:
+            return False  # SSN-shaped: the national-id detector has judged it already
+    if "." in seps:
+        if len(parts) == 4 and all(n <= 3 for n in lengths):
+            return False  # a dotted quad the IP detector kept (e.g. a version)
+        if any(n > 4 for n in lengths[1 if plus else 0 :]):
+            return False  # 3.14159265, 2.0.1234567
+    amount = set(seps) <= {" ", "."} and lengths[0] <= 3 and all(n == 3 for n in lengths[1:])
+    if amount and not (plus or context):
+        return False  # 12 345 678, 1.234.567
+    for i, (n, p) in enumerate(zip(lengths, parts, strict=True)):
+        if n == 1 and not p.paren and i > (1 if plus else 0):
+            return False  # 1 2 3 4 5 6 7, 978-3-16-148410-0
     return True
 
 
-def _ssn(m: re.Match[str]) -> bool:
-    area, group, serial = m.group(1), m.group(2), m.group(3)
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+def _phone(m: re.Match[str]) -> Span | None:
+    text = m.group(0)
+    plus = text.startswith("+")
+    parts: list[_Part] = []
+    prev = 0
+    for g in _GROUP.finditer(text):
+        digits = g.group(1) or g.group(2)
+        parts.append(_Part(digits, g.end(), g.group(1) is not None, text[prev : g.start()]))
+        prev = g.end()
+    lengths = [len(p.digits) for p in parts]
+    if not plus and (lengths[:4] == [4, 4, 4, 4] or lengths[:3] in ([4, 6, 5], [4, 6, 4])):
+        return None  # card-shaped: the card detector found no valid card here
+    if _VERSION_BEFORE.search(m.string, max(0, m.start() - 16), m.start()):
+        return None
+    context = bool(_PHONE_WORDS.search(m.string, max(0, m.start() - 40), m.start()))
+    for j in range(len(parts), 0, -1):  # drop trailing groups: "555-123-4567 2 times"
+        if _phone_like(parts[:j], plus, context):
+            return m.start(), m.start() + parts[j - 1].end
+    return None
 
 
-_DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
+def _vendor_key(m: re.Match[str]) -> Span | None:
+    if m.group(0).startswith("sk-") and not any(c.isdigit() for c in m.group(0)):
+        return None  # "sk-learn-tutorial-for-beginners" is a slug; real keys hold digits
+    return m.span()
 
 
-def _phone(m: re.Match[str]) -> bool:
-    if _DATE.fullmatch(m.group(0)):
-        return False
-    digits = sum(c.isdigit() for c in m.group(0))
-    # An international prefix or separators make it a phone number; a bare run of digits
-    # is more often an order number or an amount.
-    return 7 <= digits <= 15 and (m.group(0).startswith("+") or not m.group(0).isdigit())
+_SPECIAL_TOKEN = re.compile(r"(?i)(?:pad|eos|bos|unk|sep|cls|mask)_$")
+_CODE_VALUE = re.compile(
+    r"^[/~]|[(\[{$<]|^(?:None|null|nil|true|false|undefined|\.\.\.)$"
+    r"|^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$"
+)
+_WORD = re.compile(r"[A-Za-z]?[a-z]+")
 
 
-_B = r"(?<![\w@.+-])"  # not inside a longer token
-_E = r"(?![\w@])"
+def _assignment(m: re.Match[str]) -> Span | None:
+    if _SPECIAL_TOKEN.search(m.string, max(0, m.start() - 8), m.start()):
+        return None  # ML code names special tokens *_token: pad_token = "<pad>"
+    for name in ("dq", "sq"):
+        if m.group(name) is not None:
+            return m.span(name)  # quoted: whatever it is, it was meant as the value
+    value = m.group("bare")
+    if _CODE_VALUE.search(value):
+        return None  # password = request.form[...], token=$TOKEN, api_key=<your key>
+    if m.group("op") == ":" and _WORD.fullmatch(value):
+        return None  # "Password: must be ..." is prose; "password=secret" is not
+    return m.span("bare")
+
+
+def _bearer(m: re.Match[str]) -> Span | None:
+    return m.span(1) if any(c.isdigit() for c in m.group(1)) else None
+
+
+_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+
+
+def _email(m: re.Match[str]) -> Span | None:
+    # The pattern starts at "@" (fast to find); the local part lies before it.
+    text, start = m.string, m.start()
+    stop = max(0, start - 64)
+    while start > stop and text[start - 1] in _LOCAL:
+        start -= 1
+    if start == m.start() or (start == stop and start and text[start - 1] in _LOCAL):
+        return None  # nothing before the "@", or more than an address can hold
+    return start, m.end()
+
+
+# --- the detectors ------------------------------------------------------------------------
+
+_NOT_IN_TOKEN = r"[\w@.+-]"  # a number must not continue one of these
+_E = r"(?![\w@]|[.,]\d)"  # a number ends here (a decimal point and digits would continue it)
+_PEM_NAME = r"[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?"
+_NEWLINE = r"(?:\s|\\[rn])"  # real or JSON-escaped, as in tool-call arguments
+_VENDOR_PREFIXES: tuple[str, ...] = (
+    "sk-",
+    "k_live_",
+    "k_test_",
+    "AKIA",
+    "ASIA",
+    "github_pat_",
+    "xox",
+    "AIza",
+)
+_VENDOR_PREFIXES += tuple(f"h{c}_" for c in "pousr")  # ghp_ and kin ("gh" alone is common)
+_KEYWORDS = ("pass", "pwd", "secret", "token", "key", "authorization")
 
 DEFAULT_DETECTORS: tuple[Detector, ...] = (
     Detector(
         "SECRET",
-        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+        # The body may hold single dashes (PEM headers) but not "-----": each attempt stops
+        # at the next marker, so unterminated blocks cannot make this quadratic.
+        re.compile(rf"-----BEGIN {_PEM_NAME}-----(?:[^-]|-(?!----))*?-----END {_PEM_NAME}-----"),
     ),
     Detector(
-        "SECRET",
-        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),  # JWT
+        "SECRET",  # a pasted key cut short: the header and the base64 lines that follow
+        re.compile(
+            rf"-----BEGIN {_PEM_NAME}-----"
+            rf"(?:{_NEWLINE}+[A-Za-z0-9+/=]{{16,}})*"
+            # the last line is short; take it only when it is a whole line
+            rf"(?:{_NEWLINE}+[A-Za-z0-9+/]{{1,15}}={{0,2}}(?=[ \t]*(?:\r?\n|\\[rn]|$)))?"
+        ),
+    ),
+    Detector(
+        "SECRET",  # JWT: header and payload are base64url JSON objects, so both start eyJ
+        re.compile(r"eyJ(?<![\w-]eyJ)[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"),
+        gate=_contains("eyJ"),
     ),
     Detector(
         "SECRET",
         re.compile(
-            r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"  # OpenAI, Anthropic
-            r"|AKIA[0-9A-Z]{16}"  # AWS access key id
-            r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"  # GitHub
-            r"|xox[abprs]-[A-Za-z0-9-]{10,}"  # Slack
-            r"|AIza[0-9A-Za-z_-]{35})"  # Google
+            # Each branch checks, after its first letter, that no word continues into it.
+            r"s(?<![\w-]s)k-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"  # OpenAI, Anthropic
+            r"|[sr](?<![\w-][sr])k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
+            r"|A(?<![\w-]A)(?:KIA|SIA)[0-9A-Z]{16}(?![A-Za-z0-9])"  # AWS access key id
+            r"|g(?<![\w-]g)(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,})"  # GitHub
+            r"|x(?<![\w-]x)ox[abeoprs]-[A-Za-z0-9-]{10,}"  # Slack
+            r"|A(?<![\w-]A)Iza[0-9A-Za-z_-]{35}(?![\w-])"  # Google
+        ),
+        _vendor_key,
+        gate=_contains(*_VENDOR_PREFIXES),
+    ),
+    Detector(
+        "SECRET",  # scheme://user:PASSWORD@host
+        re.compile(r"://[^\s/:@]{1,64}:([^\s/@]{1,128})@"),
+        _group(1),
+        gate=_contains("://"),
+    ),
+    Detector(
+        "SECRET",  # password=…, "api_key": "…", GITHUB_TOKEN=…, Authorization: Bearer …
+        # The name must end with the keyword ("max_tokens=" is not one); anything may come
+        # before it (DB_PASSWORD, apiKey).
+        re.compile(
+            r"(?i)(?:password|passwd|passphrase|pwd|secret|secret[_-]?key|token|api[_-]?key"
+            r"|apikey|access[_-]?key|private[_-]?key|authorization)"
+            r"[\"']?\s*(?P<op>[:=])\s*(?:(?:bearer|basic|token)\s+)?"
+            r"(?:\"(?P<dq>[^\"\n]{1,200})\"|'(?P<sq>[^'\n]{1,200})'"
+            r"|(?P<bare>[^\s\"',;<>(){}\[\]][^\s\"',;]{2,}))"
+        ),
+        _assignment,
+        # The keyword in lower, Capitalized or UPPER case; a search for the keyword under
+        # IGNORECASE costs a step per character of every prompt.
+        gate=_contains(
+            *_KEYWORDS, *(k.capitalize() for k in _KEYWORDS), *map(str.upper, _KEYWORDS)
         ),
     ),
     Detector(
         "SECRET",
-        re.compile(
-            r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|token|"
-            r"client[_-]?secret)\b[\"']?\s*[:=]\s*[\"']?([^\s\"',;]{4,})"
-        ),
-        group=1,
+        re.compile(r"Bearer(?<![\w-]Bearer)\s+([A-Za-z0-9._~+/-]{16,}=*)"),
+        _bearer,
     ),
     Detector(
         "EMAIL",
-        re.compile(
-            r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b"
-        ),
+        re.compile(r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}\b"),
+        _email,
     ),
+    Detector("IBAN", _iban_pattern(), _iban, gate=_has_digit),
     Detector(
-        "IBAN",
-        re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
-        _iban,
+        "NATIONAL_ID",  # US Social Security number
+        re.compile(rf"(\d(?<!{_NOT_IN_TOKEN}\d)\d\d)-(\d\d)-(\d{{4}}){_E}"),
+        _ssn,
     ),
-    Detector("CARD", re.compile(_B + r"\d(?:[ -]?\d){12,18}" + _E), _luhn),
-    Detector("NATIONAL_ID", re.compile(_B + r"(\d{3})-(\d{2})-(\d{4})" + _E), _ssn),  # US SSN
     Detector(
         "NATIONAL_ID",  # UK National Insurance number
         re.compile(
-            r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
+            r"[A-CEGHJ-PR-TW-Z](?<!\w[A-CEGHJ-PR-TW-Z])[A-CEGHJ-NPR-TW-Z]"
+            r" ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]\b"
         ),
+        _nino,
+        gate=_has_digit,
     ),
     Detector(
-        "NATIONAL_ID",  # French INSEE / social security number (15 digits, sex digit first)
-        re.compile(_B + r"[12] ?\d{2} ?(?:0[1-9]|1[0-2]) ?\d{2} ?\d{3} ?\d{3} ?\d{2}" + _E),
+        "NATIONAL_ID",  # French NIR ("numéro de sécurité sociale"), key = 97 - n mod 97
+        re.compile(
+            rf"([12](?<!{_NOT_IN_TOKEN}[12])) ?([0-9]{{2}}) ?([0-9]{{2}}) ?([0-9]{{2}}|2[AB])"
+            rf" ?([0-9]{{3}}) ?([0-9]{{3}}) ?([0-9]{{2}}){_E}"
+        ),
+        _nir,
+    ),
+    Detector(
+        "NATIONAL_ID",  # Spanish DNI (8 digits) and NIE (X/Y/Z + 7 digits), check letter
+        re.compile(
+            rf"(?:(?P<nie>[XYZ])(?<!{_NOT_IN_TOKEN}[XYZ])-?(?P<n7>[0-9]{{7}})"
+            rf"|(?P<n8>[0-9](?<!{_NOT_IN_TOKEN}[0-9])[0-9]{{7}}))[- ]?(?P<letter>[A-Z])\b"
+        ),
+        _dni,
+        gate=_has_digit,
+    ),
+    Detector(
+        "CARD",
+        # Plain, or in the printed groups (4-4-4-4, 4-6-5, 4-6-4) possibly followed by more:
+        # the lookahead turns most other digit runs away before any Python runs.
+        re.compile(
+            rf"\d(?<!{_NOT_IN_TOKEN}\d)(?=\d{{12}}|\d{{3}}[ -]\d{{4,6}}[ -]\d{{4,5}}(?!\d))"
+            rf"\d{{0,18}}(?:[ -]\d{{1,19}}){{0,7}}{_E}"
+        ),
+        _card,
+    ),
+    Detector(
+        "IP",  # IPv6, from its first colon
+        re.compile(
+            r":(?<!::)(?:[0-9A-Fa-f]{0,4}:){1,6}"
+            r"(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:]|\.[0-9])"
+        ),
+        _ipv6,
     ),
     Detector(
         "IP",
-        re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)"),
-        _ip,
-    ),
-    Detector(
-        "IP",  # IPv6: any hex-and-colon run with two colons, then the stdlib decides
-        re.compile(r"(?<![\w:])(?=[0-9A-Fa-f]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?![\w:])"),
+        re.compile(r"[0-9](?<![\w.][0-9])[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?!\w|\.[0-9])"),
         _ip,
     ),
     Detector(
         "PHONE",
         re.compile(
-            _B
-            + r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}"
-            + _E
-            + r"|"
-            + _B
-            + r"\+\d{7,15}"
-            + _E
+            # "+" may follow a number ("ID 12 +1 555…"); a digit may not follow "digit space",
+            # so that the tail of one number never starts another. Each branch first looks
+            # for seven digits close together, which turns most numbers away cheaply.
+            r"[+(\d](?<![\w@+.:/-][+(\d])(?:"
+            r"(?<=\+) ?(?=(?:[ .()-]{0,2}\d){7})"
+            r"(?:\d{1,4}[ .-]?(?=\())?(?:\(\d{1,5}\)[ .-]?)?\d{1,15}"  # +44 (0)20, +1 555
+            r"|(?<=\()(?=(?:[ .()-]{0,2}\d){7})\d{1,5}\)[ .-]?\d{1,15}"  # (555) 123
+            r"|(?<=\d)(?<!\d \d)(?=(?:[ .()-]{0,2}\d){6})"
+            r"(?:\d{0,3}[ .-]?\(\d{1,5}\)[ .-]?\d{1,15}|\d{0,14})"  # 1 (800) 555, 555
+            r")(?:[ .-]\d{1,15}){0,7}(?![\w@]|[.-]\d)"
         ),
         _phone,
     ),
 )
 
+_PLACEHOLDER = re.compile(r"\[[A-Z_]+\]")
+
+
+def _apply(det: Detector, text: str, counts: dict[str, int]) -> str:
+    out: list[str] = []
+    last = pos = 0
+    while (m := det.pattern.search(text, pos)) is not None:
+        span = det.find(m)
+        if span is not None:
+            # A span may start before its match (e-mail, IPv6) but never inside the last one.
+            start, end = max(span[0], last), span[1]
+            if end > start and not _PLACEHOLDER.fullmatch(text, start, end):
+                out += (text[last:start], f"[{det.kind}]")
+                last = pos = end
+                counts[det.kind] = counts.get(det.kind, 0) + 1
+                continue
+        pos = m.start() + 1
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
+
 
 class RegexRedactor:
-    """The default redactor: each detector's matches become ``[KIND]``."""
+    """The default redactor: each detector's finds become ``[KIND]``, in the given order.
 
-    def __init__(self, detectors: tuple[Detector, ...] = DEFAULT_DETECTORS) -> None:
-        self.detectors = detectors
+    Pass your own list to change what is looked for, e.g. keep IP addresses with
+    ``RegexRedactor(d for d in DEFAULT_DETECTORS if d.kind != "IP")``.
+    """
+
+    def __init__(self, detectors: Iterable[Detector] = DEFAULT_DETECTORS) -> None:
+        self.detectors = tuple(detectors)
 
     def __call__(self, text: str) -> RedactionResult:
         counts: dict[str, int] = {}
         for det in self.detectors:
-            if det.kind == "EMAIL" and "@" not in text:
-                continue
-            text = det.pattern.sub(lambda m, d=det: _replace(m, d, counts), text)  # type: ignore[misc]
+            if det.gate is None or det.gate(text):
+                text = _apply(det, text, counts)
         return RedactionResult(text, counts)
-
-
-def _replace(m: re.Match[str], det: Detector, counts: dict[str, int]) -> str:
-    if not det.valid(m):
-        return m.group(0)
-    counts[det.kind] = counts.get(det.kind, 0) + 1
-    if det.group:
-        start, end = m.span(det.group)
-        base = m.start()
-        whole = m.group(0)
-        return whole[: start - base] + f"[{det.kind}]" + whole[end - base :]
-    return f"[{det.kind}]"
 
 
 _default = RegexRedactor()
 
 
 def redact(text: str) -> RedactionResult:
+    """Redact ``text`` with the default detectors."""
     return _default(text)
 
 
 def load_redactor(spec: str | None) -> Redactor:
-    """``None`` or ``"default"``: the regex redactor; ``"module:attr"``: yours."""
-    if spec in (None, "", "default"):
+    """``None``/``"default"``: the regex redactor; ``"module:attr"``: yours.
+
+    ``attr`` (dots allowed) names a callable ``(text) -> RedactionResult`` or a class whose
+    no-argument instances are one. It is tried once on ``""`` so that a bad plug-in fails at
+    startup rather than on the first capture.
+    """
+    if spec is None or spec.strip() in ("", "default"):
         return _default
-    module, _, attr = (spec or "").partition(":")
+    module, sep, attr = spec.strip().partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"redactor {spec!r}: expected 'default' or 'module:attr'")
     try:
-        found = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"cannot load the redactor {spec!r}: {exc}") from exc
+        found: Any = importlib.import_module(module)
+        for name in attr.split("."):
+            found = getattr(found, name)
+        if isinstance(found, type):
+            found = found()
+    except Exception as exc:  # an import runs arbitrary code; any failure is a config error
+        raise ConfigError(f"redactor {spec!r} cannot be loaded: {exc}") from exc
     if not callable(found):
-        raise ConfigError(f"the redactor {spec!r} is not callable")
+        raise ConfigError(f"redactor {spec!r} is not callable")
+    try:
+        probe = found("")
+    except Exception as exc:
+        raise ConfigError(f"redactor {spec!r} failed on an empty text: {exc}") from exc
+    if not isinstance(probe, RedactionResult):
+        raise ConfigError(
+            f"redactor {spec!r} returned {type(probe).__name__}, not a RedactionResult"
+        )
     redactor: Redactor = found
     return redactor
-
-
-def _merge(into: dict[str, int], more: dict[str, int]) -> None:
-    for k, v in more.items():
-        into[k] = into.get(k, 0) + v
 
 
 def redact_messages(
     messages: list[dict[str, Any]], redactor: Redactor | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Redacted copies of OpenAI chat messages (text, text parts, tool-call arguments)."""
+    """Redacted copies of OpenAI chat messages and the summed counts; the input is untouched.
+
+    Covers string content, text parts of list content, tool-call and legacy function-call
+    arguments (JSON text; placeholders keep it valid JSON). Other fields are copied as is.
+    """
     red = redactor or _default
     counts: dict[str, int] = {}
 
     def text(value: str) -> str:
         result = red(value)
-        _merge(counts, result.counts)
+        for kind, n in result.counts.items():
+            counts[kind] = counts.get(kind, 0) + n
         return result.text
+
+    def function(fn: Any) -> Any:
+        if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+            return {**fn, "arguments": text(fn["arguments"])}
+        return fn
 
     out = []
     for msg in messages:
@@ -250,12 +656,13 @@ def redact_messages(
                 for p in content
             ]
         if isinstance(msg.get("tool_calls"), list):
-            calls = []
-            for call in msg["tool_calls"]:
-                fn = call.get("function") if isinstance(call, dict) else None
-                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                    call = {**call, "function": {**fn, "arguments": text(fn["arguments"])}}
-                calls.append(call)
-            new["tool_calls"] = calls
+            new["tool_calls"] = [
+                {**call, "function": function(call.get("function"))}
+                if isinstance(call, dict) and "function" in call
+                else call
+                for call in msg["tool_calls"]
+            ]
+        if "function_call" in msg:
+            new["function_call"] = function(msg["function_call"])
         out.append(new)
     return out, counts

@@ -57,6 +57,8 @@ class ApiKey(Base):
     scope: Mapped[str] = mapped_column(String(8))  # admin|user
     created: Mapped[float] = mapped_column(Float, default=now)
     revoked: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Written when a gateway loads the key into its cache, so at most once per cache TTL.
+    last_used: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Conversation(Base):
@@ -122,6 +124,9 @@ class Feedback(Base):
     capture_id: Mapped[str] = mapped_column(
         ForeignKey("captures.id", ondelete="CASCADE"), index=True
     )
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE", name="fk_feedback_user_id"), nullable=True
+    )
     rating: Mapped[int] = mapped_column(Integer)  # +1 | -1
     comment: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[float] = mapped_column(Float, default=now)
@@ -138,6 +143,9 @@ class Erasure(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     capture_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     exports: Mapped[list[Any]] = mapped_column(JSON, default=list)  # exports that held them
+    # Every content hash those exports had before this erasure rewrote them: a model whose
+    # lineage names one of them was trained on erased data.
+    datasets: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     created: Mapped[float] = mapped_column(Float, default=now)
 
 
@@ -145,7 +153,10 @@ class Export(Base):
     __tablename__ = "exports"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     path: Mapped[str] = mapped_column(Text)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))  # of the file as it is now
+    hashes: Mapped[list[Any]] = mapped_column(  # every sha256 the file has had, oldest first
+        JSON, default=list, server_default="[]"
+    )
     rows: Mapped[int] = mapped_column(Integer)
     filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     actor: Mapped[str] = mapped_column(String(256))

@@ -1,51 +1,81 @@
 """The capture writer: the gateway's sink, committing captures in batches off the request path.
 
 ``submit`` is a ``put_nowait`` on a bounded queue — it never blocks a request; a full queue
-drops the capture and counts it. One thread drains the queue and commits each batch in one
-transaction, so an exchange acknowledged to the client is durable once its batch commits
-(tens of milliseconds later) and a clean ``close()`` flushes everything queued.
+drops the capture and counts it. One thread drains the queue and commits each batch (up to
+``batch_size`` exchanges, or what arrived within ``flush_interval``) in one transaction, so
+an exchange is durable once its batch commits, tens of milliseconds after the answer, and
+``close()`` commits everything queued before it returns.
+
+For each exchange the writer resolves consent (request header > the person's choice >
+the tenant's default), redacts when the tenant redacts at store time, and, when the
+exchange names a conversation, appends the turns and the answer to it — only to the
+caller's own conversation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from openclone.gateway.capture import Exchange
-from openclone.store.accounts import effective_consent, tenant_by_name, user_by_name
-from openclone.store.conversations import append_exchange
+from openclone.store.accounts import (
+    TENANT_NAME_MAX,
+    USER_NAME_MAX,
+    effective_consent,
+    ensure_tenant,
+    ensure_user,
+)
+from openclone.store.conversations import append_exchange, claim_conversation
 from openclone.store.db import Store
-from openclone.store.redact import Redactor, load_redactor, redact_messages
-from openclone.store.tables import Capture
+from openclone.store.scrub import clean_json, clean_text, redact_exchange, resolve_redactor
+from openclone.store.tables import Capture, Tenant, User
+
+if TYPE_CHECKING:
+    from openclone.store.scrub import RedactorLike
 
 __all__ = ["CaptureWriter"]
 
 log = logging.getLogger("openclone.capture")
-_STOP = object()
+_STOP = object()  # close(): write what is queued, then end
+_FLUSH = object()  # flush(): commit the batch being gathered now
+_RETRIES = (0.1, 0.5, 2.0)  # seconds between attempts while the database is unreachable
 
 
 class CaptureWriter:
+    """A :class:`~openclone.gateway.capture.CaptureSink` writing to ``store``.
+
+    Counters, for ``/metrics``: ``written`` (committed), ``dropped`` (queue full, or
+    submitted after ``close``), ``failed`` (could not be stored; logged), ``queued`` (now
+    waiting), ``batches`` (transactions committed).
+    """
+
     def __init__(
         self,
         store: Store,
         max_queue: int = 10_000,
         batch_size: int = 256,
         flush_interval: float = 0.05,
-        redactor: Redactor | str | None = None,
+        redactor: RedactorLike | str | None = None,
     ) -> None:
         self.store = store
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self.redactor = load_redactor(redactor) if not callable(redactor) else redactor
+        self.redactor = resolve_redactor(redactor)  # a bad setting fails at startup
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self.written = 0
         self.dropped = 0
         self.failed = 0
+        self.batches = 0
         self._idle = threading.Condition()
         self._pending = 0
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
         self._thread.start()
 
@@ -54,16 +84,39 @@ class CaptureWriter:
         return self._queue.qsize()
 
     def submit(self, exchange: Exchange) -> None:
+        """Queue ``exchange``; returns at once, whatever happens."""
         with self._idle:
+            if self._closed:
+                self.dropped += 1
+                return
             self._pending += 1
         try:
             self._queue.put_nowait(exchange)
         except queue.Full:
-            self.dropped += 1
+            with self._idle:
+                self.dropped += 1
             self._done(1)
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything submitted so far is committed (or dropped as failed)."""
+        """Wait until everything submitted so far is committed (or given up as failed)."""
+        # End the batch being gathered now, not at its interval; a full queue makes full
+        # batches, which commit at once anyway.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_FLUSH)
+        return self._wait(timeout)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Commit everything queued, then stop the thread. Later submits are dropped."""
+        with self._idle:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)  # behind everything already queued, so all of it is written
+        if not self._wait(timeout):
+            log.error("capture writer closed with %d captures still unwritten", self._pending)
+        self._thread.join(timeout=timeout)
+
+    def _wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._idle:
             while self._pending:
@@ -72,11 +125,6 @@ class CaptureWriter:
                     return False
                 self._idle.wait(left)
         return True
-
-    def close(self) -> None:
-        self.flush()
-        self._queue.put(_STOP)
-        self._thread.join(timeout=30)
 
     def _done(self, n: int) -> None:
         with self._idle:
@@ -89,6 +137,8 @@ class CaptureWriter:
             item = self._queue.get()
             if item is _STOP:
                 return
+            if item is _FLUSH:
+                continue
             batch = [item]
             deadline = time.monotonic() + self.flush_interval
             stop = False
@@ -100,49 +150,73 @@ class CaptureWriter:
                 if more is _STOP:
                     stop = True
                     break
+                if more is _FLUSH:
+                    break
                 batch.append(more)
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception:  # the thread must outlive anything a batch can do
+                self.failed += len(batch)
+                log.exception("capture batch of %d lost", len(batch))
             self._done(len(batch))
             if stop:
                 return
 
     def _write(self, batch: list[Exchange]) -> None:
-        try:
-            with self.store.session() as s:
-                for ex in batch:
-                    self._add(s, ex)
-            self.written += len(batch)
-            return
-        except Exception:
-            log.exception("capture batch of %d failed; retrying one by one", len(batch))
+        for pause in (*_RETRIES, None):
+            try:
+                self._commit(batch)
+                return
+            except OperationalError:
+                # The database is down or locked: every exchange would fail alike, so wait
+                # for it rather than give up on the batch.
+                if pause is None:
+                    log.exception("database unavailable; retrying captures one by one")
+                    break
+                log.warning("database unavailable; retrying %d captures in %.1fs",
+                            len(batch), pause)  # fmt: skip
+                time.sleep(pause)
+            except Exception:
+                log.exception("capture batch of %d failed; retrying one by one", len(batch))
+                break
         for ex in batch:  # one bad exchange must not lose the others
             try:
-                with self.store.session() as s:
-                    self._add(s, ex)
-                self.written += 1
+                self._commit([ex])
             except Exception:
                 self.failed += 1
-                log.exception("capture %s not recorded", ex.id)
+                log.exception("capture %s not recorded", getattr(ex, "id", "?"))
 
-    def _add(self, s: Any, ex: Exchange) -> None:
-        tenant = tenant_by_name(s, ex.tenant or "default")
-        assert tenant is not None
-        user = user_by_name(s, tenant, ex.user) if ex.user else None
-        request = dict(ex.request)
-        response = dict(ex.response) if ex.response is not None else None
+    def _commit(self, batch: list[Exchange]) -> None:
+        with self.store.session() as s:
+            rows = _Rows(s)
+            for ex in batch:
+                self._add(s, rows, ex)
+        self.written += len(batch)
+        self.batches += 1
+
+    def _add(self, s: Session, rows: _Rows, ex: Exchange) -> None:
+        tenant = rows.tenant(ex.tenant or "default")
+        user = rows.user(tenant, ex.user) if ex.user and ex.user.strip() else None
+        request, response = clean_json(ex.request), clean_json(ex.response)
         counts: dict[str, int] = {}
         if tenant.redact_mode == "store":
             request, response, counts = redact_exchange(request, response, self.redactor)
+        conversation = None
+        if ex.conversation:
+            answered = ex.endpoint == "chat" and ex.status == 200
+            conversation = claim_conversation(s, tenant, user, ex.conversation, create=answered)
+            if conversation is not None and answered:
+                append_exchange(s, conversation, ex.id, request, response, ex.model)
         s.add(
             Capture(
                 id=ex.id,
                 tenant_id=tenant.id,
                 user_id=user.id if user else None,
                 key_id=ex.key_id,
-                conversation_id=ex.conversation,
-                endpoint=ex.endpoint,
-                model=ex.model,
-                replica=ex.replica,
+                conversation_id=conversation.id if conversation else None,
+                endpoint=ex.endpoint[:16],
+                model=ex.model[:256],
+                replica=ex.replica[:256] if ex.replica else None,
                 request=request,
                 response=response,
                 status=ex.status,
@@ -155,40 +229,25 @@ class CaptureWriter:
                 created=ex.created,
             )
         )
-        if ex.conversation and ex.endpoint == "chat" and ex.status == 200:
-            append_exchange(s, tenant, user, ex.conversation, ex.id, request, response, ex.model)
 
 
-def redact_exchange(
-    request: dict[str, Any], response: dict[str, Any] | None, redactor: Redactor
-) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, int]]:
-    """Redacted copies of a captured request and response, and what was redacted."""
-    counts: dict[str, int] = {}
+class _Rows:
+    """Tenants and users looked up once per batch, not once per exchange."""
 
-    def add(more: dict[str, int]) -> None:
-        for k, v in more.items():
-            counts[k] = counts.get(k, 0) + v
+    def __init__(self, s: Session) -> None:
+        self.s = s
+        self._tenants: dict[str, Tenant] = {}
+        self._users: dict[tuple[str, str], User] = {}
 
-    request = dict(request)
-    if isinstance(request.get("messages"), list):
-        request["messages"], c = redact_messages(request["messages"], redactor)
-        add(c)
-    if isinstance(request.get("prompt"), str):
-        r = redactor(request["prompt"])
-        request["prompt"] = r.text
-        add(r.counts)
-    if response is not None and isinstance(response.get("choices"), list):
-        response = dict(response)
-        choices = []
-        for ch in response["choices"]:
-            ch = dict(ch)
-            if isinstance(ch.get("message"), dict):
-                [ch["message"]], c = redact_messages([ch["message"]], redactor)
-                add(c)
-            if isinstance(ch.get("text"), str):
-                r = redactor(ch["text"])
-                ch["text"] = r.text
-                add(r.counts)
-            choices.append(ch)
-        response["choices"] = choices
-    return request, response, counts
+    def tenant(self, name: str) -> Tenant:
+        name = clean_text(name)[:TENANT_NAME_MAX]  # a name is no reason to lose a capture
+        if name not in self._tenants:
+            self._tenants[name] = ensure_tenant(self.s, name)
+        return self._tenants[name]
+
+    def user(self, tenant: Tenant, name: str) -> User:
+        name = clean_text(name)[:USER_NAME_MAX]
+        key = (tenant.id, name)
+        if key not in self._users:
+            self._users[key] = ensure_user(self.s, tenant, name)
+        return self._users[key]

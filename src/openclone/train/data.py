@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,17 +114,38 @@ def read_chat_jsonl(path: Path) -> list[Conversation]:
 
 
 def split_eval(
-    conversations: Sequence[Conversation], fraction: float, seed: int
+    conversations: Sequence[Conversation], fraction: float, seed: int = 0
 ) -> tuple[list[Conversation], list[Conversation]]:
-    """(train, eval): a seeded shuffle holds out ``fraction`` (at least one when > 0, never all)."""
+    """(train, eval) by the rule ``openclone eval --split-of`` uses (a hash of each prompt),
+    so a held-out evaluation never grades a prompt the model trained on. At least one row is
+    held out when ``fraction`` > 0, and never all of them. ``seed`` is kept for callers; the
+    split is the dataset's, not the run's, so it does not change it."""
+    from openclone.evaluate.sets import split_key, split_rows
+
     if fraction <= 0 or len(conversations) < 2:
         return list(conversations), []
-    order = list(range(len(conversations)))
-    random.Random(seed).shuffle(order)
-    n_eval = min(len(order) - 1, max(1, round(len(order) * fraction)))
-    held = set(order[:n_eval])
-    train = [c for i, c in enumerate(conversations) if i not in held]
-    return train, [conversations[i] for i in sorted(held)]
+
+    def key(c: Conversation) -> str:
+        return split_key({"messages": c.messages})
+
+    train, held = split_rows(list(conversations), fraction, 0, key=key)
+    # Tiny sets: move the row nearest the cut across it.
+    if not held:
+        nearest = min(train, key=lambda c: _rank(key(c)))
+        train.remove(nearest)
+        held.append(nearest)
+    elif not train:
+        nearest = max(held, key=lambda c: _rank(key(c)))
+        held.remove(nearest)
+        train.append(nearest)
+    order = {id(c): i for i, c in enumerate(conversations)}
+    return sorted(train, key=lambda c: order[id(c)]), sorted(held, key=lambda c: order[id(c)])
+
+
+def _rank(key: str) -> float:
+    from openclone.evaluate.sets import _unit
+
+    return _unit(key, 0)
 
 
 def _render(tokenizer: Any, conv: Conversation, upto: int, generation_prompt: bool) -> str:

@@ -1,0 +1,287 @@
+"""``openclone distill`` and ``openclone data convert``: thin recipes over ``openclone.distill``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from openclone.config import Settings, load_settings
+from openclone.errors import APIError, ConfigError, OpenCloneError
+
+if TYPE_CHECKING:  # the library loads on use, so `openclone --help` stays quick
+    from openclone.distill import DistillConfig, DistillResult, SeedSet
+
+__all__ = ["convert_command", "distill_command", "mount"]
+
+console = Console()
+err = Console(stderr=True)
+
+
+def mount(app: typer.Typer) -> None:
+    """Register ``distill`` on the main app and ``convert`` under ``data``."""
+    from openclone.cli_data import data_app
+
+    app.command("distill")(distill_command)
+    data_app.command("convert")(convert_command)
+
+
+def _fail(message: object, code: int) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _day(value: str | None, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected a date like 2026-01-31, got {value!r}", param_hint=flag
+        ) from None
+
+
+def distill_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="dataset to write (OpenAI chat JSONL)")],
+    count: Annotated[int, typer.Option(min=1, help="rows wanted in --out, earlier runs' included")],
+    teacher: Annotated[
+        str | None, typer.Option(help="model that writes tasks and answers (default: catalog's)")
+    ] = None,
+    seeds: Annotated[
+        Path | None, typer.Option(help="seed tasks (JSONL/Alpaca JSON); default: the bundled set")
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="re-answer these prompts (chat JSONL) instead of writing new tasks"),
+    ] = None,
+    from_captures: Annotated[
+        bool, typer.Option("--from-captures", help="re-answer the store's consented captures")
+    ] = False,
+    tenant: Annotated[str | None, typer.Option(help="captures: this tenant only")] = None,
+    capture_model: Annotated[
+        str | None, typer.Option(help="captures: those answered by this model only")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="captures: from this date (ISO)")] = None,
+    until: Annotated[str | None, typer.Option(help="captures: before this date (ISO)")] = None,
+    min_chars: Annotated[int, typer.Option(help="captures: skip shorter conversations")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="teacher requests in flight")] = 8,
+    rpm: Annotated[
+        float | None, typer.Option(min=0.001, help="at most this many requests per minute")
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="drop tasks with ROUGE-L F above this")
+    ] = 0.7,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, max=2.0, help="temperature for writing tasks")
+    ] = 1.0,
+    answer_temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.7,
+    max_tokens: Annotated[int, typer.Option(min=16, help="token limit of a task list")] = 1024,
+    answer_max_tokens: Annotated[int, typer.Option(min=1, help="token limit of an answer")] = 1024,
+    tasks_per_request: Annotated[int, typer.Option(min=1)] = 8,
+    max_rounds: Annotated[
+        int | None, typer.Option(min=1, help="task-writing requests this run may send")
+    ] = None,
+    keep_truncated: Annotated[
+        bool, typer.Option(help="keep answers cut off by --answer-max-tokens")
+    ] = False,
+    system: Annotated[str | None, typer.Option(help="system prompt for answering")] = None,
+    max_attempts: Annotated[int, typer.Option(min=1, help="tries per request")] = 6,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds per request")] = 300.0,
+    price_input: Annotated[
+        float | None, typer.Option(min=0.0, help="USD per million input tokens")
+    ] = None,
+    price_output: Annotated[
+        float | None, typer.Option(min=0.0, help="USD per million output tokens")
+    ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help='TOML/JSON file with a prices table: "model" = {input, output}'),
+    ] = None,
+    random_seed: Annotated[int | None, typer.Option(help="seed of the example sampling")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="teacher behind this OpenAI-compatible URL (.../v1)")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="OPENAI_API_KEY", help="key for --base-url")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="openclone.toml")] = None,
+) -> None:
+    """Make training data with a teacher: Self-Instruct, or new answers to real prompts.
+
+    Without --prompts or --from-captures, the teacher writes new tasks from seed tasks and
+    answers them. Rows are appended as they are made; re-run the same command to continue.
+    """
+    from openclone.distill import DistillConfig, DistillError, Price, RetryPolicy, load_seeds
+    from openclone.distill.config import load_prices
+
+    if prompts is not None and from_captures:
+        raise _fail("--prompts and --from-captures are two sources; choose one", 2)
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        raise _fail(exc, 2) from None
+    model = teacher or settings.default_model or ""
+    try:
+        listed = (load_prices(prices) if prices else {}).get(model, Price())
+        price = Price(  # a flag beats the prices file, which beats 0 (a local model)
+            listed.input_per_million if price_input is None else price_input,
+            listed.output_per_million if price_output is None else price_output,
+        )
+        cfg = DistillConfig(
+            out=out,
+            count=count,
+            teacher=model,
+            seeds=seeds,
+            tasks_per_request=tasks_per_request,
+            threshold=threshold,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            max_rounds=max_rounds,
+            answer_temperature=answer_temperature,
+            answer_max_tokens=answer_max_tokens,
+            keep_truncated=keep_truncated,
+            system_prompt=system,
+            concurrency=concurrency,
+            requests_per_minute=rpm,
+            retry=RetryPolicy(max_attempts=max_attempts, timeout=timeout),
+            price=price,
+            random_seed=random_seed,
+        )
+        source: Iterable[Any] | None = None
+        origin: dict[str, Any] = {}
+        if prompts is not None:
+            from openclone.distill import read_prompts
+
+            source, origin = read_prompts(prompts), {"prompts": str(prompts)}
+        elif from_captures:
+            source, origin = _captures(settings, tenant, capture_model, since, until, min_chars)
+        seed_set = load_seeds(seeds) if source is None else None
+    except DistillError as exc:
+        raise _fail(exc, 2) from None
+    try:
+        result = asyncio.run(_run(cfg, settings, base_url, api_key, seed_set, source, origin))
+    except KeyboardInterrupt:
+        err.print(
+            f"[yellow]interrupted.[/yellow] The rows so far are in {out}; run the same "
+            "command again to continue.",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    except (OpenCloneError, APIError) as exc:
+        raise _fail(exc, 1) from None
+    _summary(result)
+
+
+def _captures(
+    settings: Settings,
+    tenant: str | None,
+    model: str | None,
+    since: str | None,
+    until: str | None,
+    min_chars: int,
+) -> tuple[Iterable[Any], dict[str, Any]]:
+    from openclone.distill import captured_prompts
+
+    filters = {
+        "tenant": tenant,
+        "model": model,
+        "since": _day(since, "--since"),
+        "until": _day(until, "--until"),
+        "min_chars": min_chars,
+    }
+    chosen = {k: v for k, v in filters.items() if v}
+    asked: dict[str, object] = {"tenant": tenant, "model": model, "since": since}
+    asked |= {"until": until, "min_chars": min_chars}
+    shown = {k: v for k, v in asked.items() if v}  # as typed, for the card
+    return captured_prompts(settings, chosen), {"captures": shown or "all consented"}
+
+
+async def _run(
+    cfg: DistillConfig,
+    settings: Settings,
+    base_url: str | None,
+    api_key: str | None,
+    seed_set: SeedSet | None,
+    source: Iterable[Any] | None,
+    origin: Mapping[str, Any],
+) -> DistillResult:
+    from openclone.distill import ProgressEvent, distill_prompts, distill_self_instruct
+    from openclone.distill.teacher import open_teacher_client
+
+    columns = (
+        TextColumn("[bold]distill"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
+    client = await open_teacher_client(settings, cfg.teacher, base_url, api_key)
+    try:
+        with Progress(*columns, console=err) as bar:
+            task = bar.add_task("distill", total=cfg.count, info="")
+
+            def on_progress(e: ProgressEvent) -> None:
+                info = f"dropped {e.dropped} · requests {e.requests} · ${e.cost_usd:.4f}"
+                bar.update(task, completed=min(e.kept, e.count), info=info)
+
+            if source is None:
+                return await distill_self_instruct(
+                    cfg, client, seeds=seed_set, on_progress=on_progress
+                )
+            return await distill_prompts(
+                cfg, client, source, source=origin, on_progress=on_progress
+            )
+    finally:
+        await client.aclose()
+
+
+def _summary(result: DistillResult) -> None:
+    table = Table(title=f"distill: {result.status}", show_header=False)
+    table.add_row("rows", f"{result.kept} ({result.new} new) in {result.out}")
+    for reason, n in sorted(result.dropped.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"dropped: {reason}", str(n))
+    account = result.account
+    table.add_row("requests", f"{sum(account.requests.values())} (retries {account.retries})")
+    table.add_row("tokens", f"{account.prompt_tokens} in, {account.completion_tokens} out")
+    table.add_row("cost", f"${account.cost_usd:.4f}")
+    table.add_row("time", f"{result.wall_seconds:.1f} s")
+    table.add_row("card", f"{result.card_md}")
+    console.print(table)
+    if result.status == "budget exhausted":
+        # Fewer rows than asked for must not pass silently into a training pipeline.
+        err.print(
+            f"[yellow]budget exhausted[/yellow]: {result.kept} of the rows wanted; raise "
+            "--max-rounds or use a stronger --teacher, and run again to continue"
+        )
+        raise typer.Exit(3)
+
+
+def convert_command(
+    path: Annotated[Path, typer.Argument(help="OpenAI chat JSONL, Alpaca JSON/JSONL or ShareGPT")],
+    to: Annotated[str, typer.Option("--to", help="openai | alpaca | sharegpt")],
+    out: Annotated[Path, typer.Option("--out", "-o", help=".json: one JSON array; else JSONL")],
+) -> None:
+    """Convert a dataset between OpenAI chat JSONL, Alpaca and ShareGPT."""
+    from openclone.data.formats import LAYOUTS, DatasetFormatError, Layout, convert_dataset
+
+    if to not in LAYOUTS:
+        raise typer.BadParameter(f"choose one of {', '.join(LAYOUTS)}", param_hint="--to")
+    try:
+        result = convert_dataset(path, out, cast(Layout, to))
+    except DatasetFormatError as exc:
+        raise _fail(exc, 2) from None
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror or exc}", 1) from None
+    skipped = ", ".join(f"{n} ({reason})" for reason, n in result.skipped.items())
+    console.print(
+        f"wrote {result.written} of {result.rows} rows to {out} as {to}"
+        + (f"; skipped {skipped}" if skipped else "")
+    )

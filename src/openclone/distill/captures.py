@@ -1,0 +1,223 @@
+"""Distillation of real prompts: the teacher re-answers the company's own traffic.
+
+The prompts are any iterable of OpenAI message lists: a chat JSONL file
+(:func:`read_prompts`), or the store's consented captures (:func:`captured_prompts`). A
+final assistant message is the answer being replaced and is dropped; earlier assistant
+turns stay as context, marked ``"weight": 0`` so a student learns only the teacher's
+answer. Each prompt is known by a hash of its messages, which is how a re-run skips the
+prompts already answered or dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from openclone.client import ChatClient
+from openclone.config import Settings
+from openclone.data.formats import DatasetFormatError, iter_dataset_rows, to_chat
+from openclone.distill.config import DistillConfig, DistillError
+from openclone.distill.filters import AnswerFilter, Reason
+from openclone.distill.output import DistillOutput
+from openclone.distill.prompts import answer_messages
+from openclone.distill.run import DistillResult, ProgressEvent, run_distill, run_workers
+from openclone.distill.teacher import Teacher, TeacherFailed, TeacherRejected
+from openclone.errors import OpenCloneError
+
+__all__ = ["captured_prompts", "distill_prompts", "prompt_id", "prompt_of", "read_prompts"]
+
+Messages = list[dict[str, Any]]
+
+
+def prompt_of(messages: Iterable[Mapping[str, Any]]) -> Messages:
+    """The conversation without its final assistant message."""
+    prompt = [dict(m) for m in messages]
+    if prompt and prompt[-1].get("role") == "assistant":
+        prompt.pop()
+    return prompt
+
+
+def prompt_id(prompt: Messages) -> str:
+    text = json.dumps(prompt, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _user_text(message: Mapping[str, Any]) -> str | None:
+    """The text of a message; None when it has parts a text-only teacher cannot read."""
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        return None
+    if any(not isinstance(p, dict) or p.get("type") != "text" for p in content):
+        return None
+    return "\n".join(str(p.get("text") or "") for p in content)
+
+
+def read_prompts(path: Path) -> list[Messages]:
+    """The conversations of a chat JSONL file (ShareGPT and Alpaca rows read too).
+
+    The whole file is read up front, so a bad line stops the run before it starts.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"prompts file not found: {path}")
+    conversations = []
+    try:
+        for where, row in iter_dataset_rows(path):
+            try:
+                conversations.append(to_chat(row)["messages"])
+            except ValueError as exc:
+                raise DistillError(f"{where}: {exc}") from exc
+    except DatasetFormatError as exc:
+        raise DistillError(str(exc)) from exc
+    return conversations
+
+
+def captured_prompts(
+    settings: Settings, filters: Mapping[str, Any] | None = None
+) -> Iterator[Messages]:
+    """The store's consented captured prompts, through ``CaptureFilter(**filters)``.
+
+    The store is opened here, so a missing store or a bad filter fails before the run.
+    """
+    try:
+        from openclone.store import open_store
+        from openclone.store.export import CaptureFilter, iter_captured_prompts
+    except ImportError as exc:
+        raise DistillError(
+            "--from-captures needs the capture store (openclone.store.export."
+            f"iter_captured_prompts), which this installation does not have: {exc}"
+        ) from exc
+    try:
+        capture_filter = CaptureFilter(**dict(filters or {}))
+    except TypeError as exc:
+        raise DistillError(f"bad capture filter: {exc}") from exc
+    store = open_store(settings)
+
+    def drain() -> Generator[Messages, None, None]:
+        try:
+            yield from iter_captured_prompts(store, capture_filter)
+        finally:
+            store.close()
+
+    captures = drain()
+    try:  # the first read runs the query: an unknown tenant is an error before the run
+        first = next(captures, None)
+    except OpenCloneError as exc:
+        raise DistillError(f"cannot read the captures: {exc}") from exc
+
+    def all_of_them() -> Iterator[Messages]:
+        try:
+            if first is not None:
+                yield first
+                yield from captures
+        finally:
+            captures.close()
+
+    return all_of_them()
+
+
+async def distill_prompts(
+    config: DistillConfig,
+    client: ChatClient,
+    prompts: Iterable[Iterable[Mapping[str, Any]]],
+    *,
+    source: Mapping[str, Any] | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+) -> DistillResult:
+    """Answer ``prompts`` with the teacher into ``config.out``, up to ``config.count`` rows."""
+
+    async def body(teacher: Teacher, output: DistillOutput) -> str:
+        source_iter = iter(prompts)
+        try:
+            return await _Loop(config, teacher, output, source_iter).run()
+        finally:
+            close = getattr(source_iter, "close", None)
+            if callable(close):  # a generator over the store: let it close its session
+                close()
+
+    return await run_distill(
+        config, client, "prompts", dict(source or {"prompts": "iterable"}), body, on_progress
+    )
+
+
+class _Loop:
+    def __init__(
+        self,
+        config: DistillConfig,
+        teacher: Teacher,
+        output: DistillOutput,
+        prompts: Iterator[Iterable[Mapping[str, Any]]],
+    ) -> None:
+        self.config, self.teacher, self.output, self.prompts = config, teacher, output, prompts
+        # Decided in an earlier session: answered (in the rows) or dropped for good.
+        self.done = {m.get("prompt_id") for m in output.rows} | set(output.state.decided)
+        self.seen: set[str] = set()
+        self.answers = AnswerFilter(config.keep_truncated)
+        self.answering = 0
+
+    async def run(self) -> str:
+        await run_workers(self.config.concurrency, self._worker)
+        return "complete" if self.output.kept >= self.config.count else "prompts exhausted"
+
+    async def _worker(self) -> None:
+        while self.output.kept + self.answering < self.config.count:
+            # A plain next(): store reads are short, and only one worker runs at a time.
+            messages = next(self.prompts, None)
+            if messages is None:
+                return
+            prompt = prompt_of(messages)
+            pid = prompt_id(prompt)
+            if pid in self.done:
+                continue
+            if pid in self.seen:
+                self.output.drop(Reason.DUPLICATE_PROMPT)
+                continue
+            self.seen.add(pid)
+            self.answering += 1
+            try:
+                reason = await self._answer(prompt, pid)
+            finally:
+                self.answering -= 1
+            if reason is not None:
+                if reason is not Reason.FAILED:  # a failure is tried again by a re-run
+                    self.output.state.decided.append(pid)
+                self.output.drop(reason)
+
+    async def _answer(self, prompt: Messages, pid: str) -> Reason | None:
+        users = [m for m in prompt if m.get("role") == "user"]
+        texts = [_user_text(m) for m in prompt if m.get("role") in ("user", "system")]
+        if any(t is None for t in texts):
+            return Reason.NOT_TEXT
+        question = _user_text(users[-1]) if users else ""
+        if not question or not question.strip():
+            return Reason.EMPTY_PROMPT
+        try:
+            reply = await self.teacher.ask(
+                answer_messages(prompt, self.config.system_prompt),
+                temperature=self.config.answer_temperature,
+                max_tokens=self.config.answer_max_tokens,
+                kind="answer",
+            )
+        except TeacherRejected:
+            return Reason.REJECTED
+        except TeacherFailed:
+            return Reason.FAILED
+        reason = self.answers.check(reply, question)
+        if reason is not None:
+            return reason
+        context = [{**m, "weight": 0} if m.get("role") == "assistant" else m for m in prompt]
+        row = {
+            "messages": [*context, {"role": "assistant", "content": reply.text.strip()}],
+            "metadata": {
+                "source": "prompts",
+                "prompt_id": pid,
+                "teacher": self.teacher.model,
+            },
+        }
+        self.output.append(row)
+        return None
