@@ -1,0 +1,93 @@
+"""The `openai` engine against a live upstream: answers, streams and connection reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from openclone.engines.openai_upstream import OpenAIConfig, OpenAIEngine
+from openclone.schema import ChatCompletionRequest
+
+
+class Upstream:
+    """An OpenAI-shaped server that remembers which client connection each request used."""
+
+    def __init__(self) -> None:
+        self.peers: list[tuple[str, int]] = []
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
+
+    async def chat(self, request: Request) -> Response:
+        client = request.client
+        assert client is not None
+        self.peers.append((client.host, client.port))
+        body = json.loads(await request.body())
+        base = {"id": "c1", "created": 0, "model": body["model"]}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": "hello"}
+            return JSONResponse(
+                {**base, "object": "chat.completion", "choices": [
+                    {"index": 0, "message": message, "finish_reason": "stop"}
+                ]}
+            )  # fmt: skip
+
+        async def events() -> AsyncIterator[bytes]:
+            for word in ("hel", "lo"):
+                chunk = {**base, "object": "chat.completion.chunk", "choices": [
+                    {"index": 0, "delta": {"content": word}, "finish_reason": None}
+                ]}  # fmt: skip
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[Upstream, str]]:
+    up = Upstream()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(up.app, log_level="error"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield up, f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_streams_and_answers_share_one_pooled_connection(upstream: tuple[Upstream, str]) -> None:
+    up, url = upstream
+    req = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    )
+
+    async def run() -> list[str]:
+        engine = OpenAIEngine("m", OpenAIConfig(base_url=url))
+        texts = []
+        try:
+            for _ in range(3):
+                parts = [c.choices[0].delta.content or "" async for c in engine.stream(req)]
+                texts.append("".join(parts))
+                texts.append((await engine.chat(req)).choices[0].message.content or "")
+        finally:
+            await engine.close()
+        return texts
+
+    assert asyncio.run(run()) == ["hello"] * 6
+    # A stream read to its end hands its connection back: one TCP connection for all six.
+    assert len(up.peers) == 6
+    assert len(set(up.peers)) == 1
