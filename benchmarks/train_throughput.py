@@ -332,14 +332,14 @@ class Bench:
             return
         from unittest import mock
 
+        from transformers import LlamaConfig
+
         from openclone.train import sft
 
+        shape = LlamaConfig(**SHAPES[self.args.random_config], rms_norm_eps=1e-5)
+
         def load(
-            base: str | None,
-            device: str = "cpu",
-            *,
-            load_in_4bit: bool = False,
-            attn: str | None = None,
+            base: str | None, device: str = "cpu", *, attn: str | None = None, **_: Any
         ) -> tuple[Any, Any, Path]:
             return (
                 self.load(attn or "sdpa"),
@@ -347,7 +347,12 @@ class Bench:
                 Path(f"random-{self.args.random_config}"),
             )
 
-        with mock.patch.object(sft, "load_base", load):
+        # The runner settles its auto values (batch, checkpointing) from the base's config
+        # before loading, so the random shape must stand in there too.
+        with (
+            mock.patch.object(sft, "load_base", load),
+            mock.patch.object(sft, "base_config", lambda path: shape),
+        ):
             yield
 
     def train_config(self, name: str, extra: dict[str, Any]) -> Any:

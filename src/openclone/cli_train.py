@@ -34,13 +34,20 @@ def _fail(exc: Exception, code: int = 1) -> typer.Exit:
 
 
 def _resolve_base(base: str | None, settings_file: Path | None) -> tuple[str | None, str | None]:
-    """(path, catalog name): a path is used as is; a name is looked up in the catalog."""
-    from openclone.config import BUNDLED_MODEL_NAME, load_settings
+    """(path, catalog name) of an explicit ``--base``: a path is used as is; a name is looked
+    up in the catalog. ``(None, None)`` without one, so that train.toml or the resumed run's
+    own base (and its name) stand."""
+    from openclone.config import BUNDLED_MODEL_NAME, bundled_model_path, load_settings
+    from openclone.train.config import default_base_name
 
-    if base is None or base == BUNDLED_MODEL_NAME:
-        return None, BUNDLED_MODEL_NAME
+    if base is None:
+        return None, None
+    if base == BUNDLED_MODEL_NAME:
+        # As a path: "no base" would leave the one in train.toml in place.
+        return str(bundled_model_path()), BUNDLED_MODEL_NAME
     if Path(base).expanduser().exists():
-        return base, None
+        # Named too, or a base_name kept from train.toml or a resumed run would stay with it.
+        return base, default_base_name(base)
     entry = load_settings(settings_file).model(base)
     path = entry and (entry.params.get("model_path") or entry.params.get("model"))
     if not path:
@@ -76,6 +83,7 @@ def _build_config(config: Path | None, resume: bool, **flags: Any) -> Any:
 def _foreground(cfg: Any) -> None:
     # Library progress bars (GGUF tensors, dataset maps) would fight with the Rich bar.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    from openclone.train.distributed import Launch
     from openclone.train.sft import Progress as Event
     from openclone.train.sft import SFTRunner
 
@@ -86,7 +94,9 @@ def _foreground(cfg: Any) -> None:
         TextColumn("{task.fields[loss]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err) as bar:
+    # Under accelerate launch every process runs this; one bar and one summary are enough.
+    main = Launch.from_env().rank == 0
+    with Progress(*columns, console=err, disable=not main) as bar:
         task = bar.add_task("loading", total=None, loss="")
 
         def on_progress(p: Event) -> None:
@@ -99,7 +109,8 @@ def _foreground(cfg: Any) -> None:
 
         def on_sigint(signum: int, frame: FrameType | None) -> None:
             # First Ctrl-C: checkpoint and stop; the second one interrupts at once.
-            err.print("[yellow]stopping after this step (Ctrl-C again to abort)…[/yellow]")
+            if main:
+                err.print("[yellow]stopping after this step (Ctrl-C again to abort)…[/yellow]")
             runner.request_stop()
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -109,11 +120,14 @@ def _foreground(cfg: Any) -> None:
         finally:
             signal.signal(signal.SIGINT, previous)
     if result.stopped:
-        err.print(
-            f"stopped at step {result.final_step}/{result.max_steps}; continue with "
-            f"[bold]openclone train --resume --name {result.name}[/bold]"
-        )
+        if result.main_process:
+            err.print(
+                f"stopped at step {result.final_step}/{result.max_steps}; continue with "
+                f"[bold]openclone train --resume --name {result.name}[/bold]"
+            )
         raise typer.Exit(130)
+    if not result.main_process:
+        return
     table = Table("", "", show_header=False)
     table.add_row("model", f"{result.name} (serve as {cfg.base_name}:{result.name})")
     table.add_row("adapter", str(result.adapter_dir))
@@ -145,6 +159,10 @@ def train_command(
     save_steps: Annotated[int | None, typer.Option(help="checkpoint every N steps")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    load_in_4bit: Annotated[
+        bool | None,
+        typer.Option("--4bit/--no-4bit", help="QLoRA: base in 4-bit (default: auto)"),
+    ] = None,
     cost_per_hour: Annotated[float | None, typer.Option(help="$/hour for the report")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="continue from the last checkpoint")
@@ -162,7 +180,8 @@ def train_command(
             "output_dir": output, "epochs": epochs, "max_steps": max_steps, "learning_rate": lr,
             "lora_r": lora_r, "lora_alpha": lora_alpha, "batch_size": batch_size,
             "max_length": max_length, "eval_fraction": eval_fraction, "save_steps": save_steps,
-            "seed": seed, "device": device, "cost_per_hour": cost_per_hour,
+            "seed": seed, "device": device, "load_in_4bit": load_in_4bit,
+            "cost_per_hour": cost_per_hour,
         }  # fmt: skip
         cfg = _build_config(config, resume, **flags)
         if detach:

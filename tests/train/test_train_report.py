@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from openclone.train.report import TRAIN_RGB, loss_curves, plot_png, write_png
+from openclone.train.config import TrainConfig
+from openclone.train.report import TRAIN_RGB, loss_curves, plot_png, write_png, write_report
 
 
 def _decode_png(data: bytes) -> np.ndarray:
@@ -55,3 +57,14 @@ def test_png_is_valid_and_draws_the_curve(tmp_path: Path) -> None:
 def test_png_without_points(tmp_path: Path) -> None:
     write_png(tmp_path / "e.png", plot_png({"train": [], "eval": []}))
     assert _decode_png((tmp_path / "e.png").read_bytes()).shape == (400, 640, 3)
+
+
+def test_cost_counts_every_gpu_of_the_run(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        dataset=tmp_path / "d.jsonl", name="r", output_dir=tmp_path / "run", cost_per_hour=2.0
+    )
+    metrics = write_report(
+        cfg, [], device="cuda", train_seconds=3000, wall_seconds=3600, tokens=0, steps=0, gpus=8
+    )
+    assert metrics["gpu_hours"] == 8.0 and metrics["estimated_cost"] == 16.0
+    assert json.loads((tmp_path / "run" / "report" / "report.json").read_text())["gpu_hours"] == 8

@@ -19,14 +19,21 @@ from typing import Any, Literal
 
 from openclone.config import BUNDLED_MODEL_NAME
 from openclone.errors import ConfigError
+from openclone.train.distributed import Launch
 
-__all__ = ["TrainConfig", "openclone_home"]
+__all__ = ["TrainConfig", "default_base_name", "openclone_home"]
 
 Device = Literal["auto", "cpu", "cuda"]
 # Also the adapter's name in ``BASE:NAME``; PEFT keys modules by it, so no dots.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _PATH_FIELDS = ("dataset", "eval_dataset", "output_dir")
 _SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+
+
+def default_base_name(base: str | None) -> str:
+    """The catalog name of a base given as a path: the bundled model's name, or the file or
+    directory name (``.gguf`` dropped)."""
+    return BUNDLED_MODEL_NAME if base is None else Path(base).name.removesuffix(".gguf")
 
 
 def openclone_home() -> Path:
@@ -49,7 +56,8 @@ class TrainConfig:
 
     # --- model and outputs ---
     name: str | None = None
-    """Registry name of the trained adapter; default ``<dataset stem>-<YYYYmmdd-HHMMSS>``."""
+    """Registry name of the trained adapter; default ``<dataset stem>-<YYYYmmdd-HHMMSS>``
+    (required when several processes train together: they must agree on it)."""
     base: str | None = None
     """An HF model directory or a ``.gguf`` file; ``None`` is the bundled SmolLM2-135M-Instruct."""
     base_name: str | None = None
@@ -96,7 +104,8 @@ class TrainConfig:
     """``auto`` uses CUDA when present, else CPU. Several GPUs: see docs/training.md."""
     load_in_4bit: bool | None = None
     """QLoRA: load the base in 4-bit NF4 (needs bitsandbytes and CUDA; HF bases only); auto:
-    on exactly when those exist and the base is an HF directory."""
+    on exactly when those exist, the base is an HF directory and the run is not sharded with
+    FSDP or DeepSpeed ZeRO-3."""
     gradient_checkpointing: bool | None = None
     """Recompute activations to save memory; auto: on for GPUs with models over 1B."""
     attn_implementation: str | None = None
@@ -133,11 +142,7 @@ class TrainConfig:
             stem = re.sub(r"[^A-Za-z0-9_-]+", "-", self.dataset.stem).strip("-_") or "run"
             self.name = f"{stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"
         if self.base_name is None:
-            self.base_name = (
-                BUNDLED_MODEL_NAME
-                if self.base is None
-                else Path(self.base).name.removesuffix(".gguf")
-            )
+            self.base_name = default_base_name(self.base)
         if self.output_dir is None:
             self.output_dir = openclone_home() / "models" / self.name
 
@@ -171,6 +176,14 @@ class TrainConfig:
         need(self.device in ("auto", "cpu", "cuda"), "device: auto, cpu or cuda")
         need(self.cost_per_hour >= 0, "cost_per_hour: must be >= 0")
         need(self.max_length is None or self.max_length >= 16, "max_length: at least 16")
+        processes = Launch.from_env().world_size
+        # Each process builds its own config; a default name holds the second it was built,
+        # and processes that disagree on it write to different run directories.
+        need(
+            self.name is not None or processes == 1,
+            f"name: required when {processes} processes train together (WORLD_SIZE): "
+            "give --name (or name in train.toml) so that every process uses the same run",
+        )
         return out
 
     @property

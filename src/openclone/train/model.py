@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 from openclone.errors import ConfigError
+from openclone.train.distributed import Placement
 
-__all__ = ["base_path", "load_base", "pick_device"]
+__all__ = ["base_config", "base_path", "load_base", "num_parameters", "pick_device"]
 
 
 def pick_device(requested: str) -> str:
@@ -32,26 +34,65 @@ def base_path(base: str | None) -> Path:
     raise ConfigError(f"base model {path} is neither an HF model directory nor a .gguf file")
 
 
+def _where(path: Path) -> dict[str, str]:
+    """``from_pretrained`` arguments naming the base: a directory, or a GGUF file in one."""
+    if path.is_file():
+        return {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name}
+    return {"pretrained_model_name_or_path": str(path)}
+
+
+def base_config(path: Path) -> Any:
+    """The base's transformers config, read without loading any weights."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(**_where(path))
+
+
+def num_parameters(config: Any) -> int:
+    """The parameter count of a model with ``config``, built on the meta device (no memory).
+
+    A run needs it to settle its auto values, and those to build the ``SFTConfig``, which
+    must exist before the weights load (it sets up the distributed state the loading obeys).
+    It is also the true count for a base later loaded in 4-bit, whose packed weights count half.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(copy.deepcopy(config))
+    return int(model.num_parameters())
+
+
 def load_base(
-    base: str | None, device: str = "cpu", *, load_in_4bit: bool = False, attn: str | None = None
+    base: str | None,
+    device: str = "cpu",
+    *,
+    place: Placement | None = None,
+    attn: str | None = None,
+    config: Any = None,
 ) -> tuple[Any, Any, Path]:
-    """(model, tokenizer, path) in float32 on CPU, bf16 (or fp16) on GPU."""
+    """(model, tokenizer, path) in float32 on CPU, bf16 (or fp16) on GPU.
+
+    ``place`` says where the weights go and whether they are 4-bit (see
+    :func:`openclone.train.distributed.placement`); by default, all on ``device``. ``config``
+    is the base's, when already read (reading a GGUF file's takes seconds).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = base_path(base)
     gpu = device == "cuda"
+    if place is None:
+        place = Placement(False, move_to="cuda" if gpu else None)
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if gpu else None
     kwargs: dict[str, Any] = {
         "dtype": dtype or torch.float32,
         "attn_implementation": attn or "sdpa",
     }
-    where = {"pretrained_model_name_or_path": str(path)}
-    if path.is_file():
-        where = {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name}
-        if load_in_4bit:
-            raise ConfigError("4-bit (QLoRA) loading needs an HF model directory, not a GGUF file")
-    if load_in_4bit:
+    where = _where(path)
+    if place.load_in_4bit and path.is_file():
+        raise ConfigError("4-bit (QLoRA) loading needs an HF model directory, not a GGUF file")
+    if place.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -59,7 +100,12 @@ def load_base(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
+            **({"bnb_4bit_quant_storage": dtype} if place.quant_storage else {}),
         )
+    if place.device_map is not None:
+        kwargs["device_map"] = place.device_map
+    if config is not None:
+        kwargs["config"] = config
     tokenizer = AutoTokenizer.from_pretrained(**where)
     model: Any = AutoModelForCausalLM.from_pretrained(**where, **kwargs)
     if path.is_file():
@@ -70,8 +116,8 @@ def load_base(
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     model.config._name_or_path = str(path)
-    if gpu:
-        model.to("cuda")
+    if place.move_to is not None:
+        model.to(place.move_to)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, path

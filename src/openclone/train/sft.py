@@ -7,6 +7,7 @@ progress events, and the run's outputs (adapter, config, report, registry record
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -20,7 +21,8 @@ from typing import Any
 
 from openclone.errors import ConfigError
 from openclone.train.config import TrainConfig
-from openclone.train.model import base_path, load_base, pick_device
+from openclone.train.distributed import Launch, any_process, is_main_process, placement
+from openclone.train.model import base_config, base_path, load_base, num_parameters, pick_device
 
 __all__ = ["Progress", "SFTRunner", "TrainResult"]
 
@@ -45,7 +47,8 @@ class TrainResult:
     final_step: int
     max_steps: int
     stopped: bool
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # empty on all but the main process
+    main_process: bool = True  # False on the other processes of a multi-process run
 
 
 class _Hooks:
@@ -59,7 +62,12 @@ class _Hooks:
         class Callback(TrainerCallback):
             def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
                 emit(Progress("training", state.global_step, state.max_steps, outer.loss))
-                if stop.is_set():
+                # Every process gets the signal (the launcher forwards it), but not at the same
+                # step; deciding together keeps them in step: a process that stopped alone would
+                # leave the others waiting in the next step's collectives, and the checkpoint,
+                # which every process helps to write, would never complete.
+                if any_process(stop.is_set(), args.device):
+                    outer.stopping = True
                     # Save first, then stop: a cancelled run resumes from exactly here.
                     control.should_save = True
                     control.should_training_stop = True
@@ -82,6 +90,7 @@ class _Hooks:
 
         self.callback = Callback()
         self.loss: float | None = None
+        self.stopping = False  # every process agreed to stop
         self.start_step = 0
         self.start_tokens = 0
         self.started = time.monotonic()
@@ -100,6 +109,7 @@ class SFTRunner:
         """``callbacks`` are extra ``transformers.TrainerCallback`` objects (trackers, probes)."""
         self.config = config
         self.trainer: Any = None  # the SFTTrainer of the current run, for inspection
+        self.args: Any = None  # its SFTConfig, built before the base is loaded
         self._emit = on_progress or (lambda p: None)
         self._callbacks = callbacks or []
         self._stop = threading.Event()
@@ -126,22 +136,44 @@ class SFTRunner:
         self._check_output_dir()
         device = pick_device(cfg.device)
         self._emit(Progress("loading"))
-        model, tokenizer, path = load_base(
-            cfg.base, device, load_in_4bit=self._want_4bit(device), attn=self._attention(device)
-        )
+        path = base_path(cfg.base)
+        bnb = importlib.util.find_spec("bitsandbytes") is not None
+        # Refuse an impossible 4-bit setting now, before any distributed state is set up.
+        placement(device, cfg.load_in_4bit, bnb=bnb, gguf=path.is_file(), launch=Launch.from_env())
+        config = base_config(path)
         cfg = cfg.resolved(
-            num_params=model.num_parameters(),
+            num_params=num_parameters(config),
             device=device,
-            max_positions=getattr(model.config, "max_position_embeddings", None),
+            max_positions=getattr(config, "max_position_embeddings", None),
         )
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        (cfg.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        trainer, hooks, stats = self._trainer(cfg, model, tokenizer, device)
+        train_convs, eval_convs = self._conversations(cfg)
+        # The SFTConfig comes before the weights: building it sets up the distributed state
+        # (each process's GPU, the process group) and registers a DeepSpeed config, which
+        # from_pretrained reads to load ZeRO-3 partitioned and FSDP rank-0-only. Held on self
+        # for the whole run, since transformers keeps only a weak reference to that config.
+        self.args = args = self._sft_args(cfg, device, has_eval=bool(eval_convs))
+        launch = Launch.from_env().with_trainer_args(args)
+        place = placement(device, cfg.load_in_4bit, bnb=bnb, gguf=path.is_file(), launch=launch)
+        cfg = dataclasses.replace(cfg, load_in_4bit=place.load_in_4bit)  # recorded as decided
+        main = is_main_process()
+        if main:  # one writer: on shared storage the processes' writes would race
+            cfg.run_dir.mkdir(parents=True, exist_ok=True)
+            (cfg.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        model, tokenizer, path = load_base(
+            cfg.base, device, place=place, attn=self._attention(device), config=config
+        )
+        trainer, hooks, stats = self._trainer(cfg, args, model, tokenizer, train_convs, eval_convs)
         self.trainer = trainer
         trainer.remove_callback(PrinterCallback)  # raw dict prints; _Hooks logs them instead
         last = self._last_checkpoint(cfg)
-        log.info("training %s on %s (%s); resume from %s", cfg.run_name, device, path, last)
-        if not self._stop.is_set():  # a stop asked for while loading skips training altogether
+        log.info(
+            "training %s on %s (%s, %s x%d); resume from %s",
+            cfg.run_name, device, path, launch.strategy, args.world_size, last,
+        )  # fmt: skip
+        # A stop asked for while loading skips training altogether; every process must take
+        # the same branch, or the ones that train wait forever for the ones that did not.
+        hooks.stopping = any_process(self._stop.is_set(), args.device)
+        if not hooks.stopping:
             trainer.train(resume_from_checkpoint=last)
         state = trainer.state
         result = TrainResult(
@@ -150,8 +182,8 @@ class SFTRunner:
             adapter_dir=None,
             final_step=state.global_step,
             max_steps=state.max_steps,
-            stopped=self._stop.is_set()
-            and (state.global_step < state.max_steps or not state.max_steps),
+            stopped=hooks.stopping and (state.global_step < state.max_steps or not state.max_steps),
+            main_process=main,
         )
         if result.stopped:
             log.info(
@@ -159,25 +191,27 @@ class SFTRunner:
             )
             return result
         self._emit(Progress("saving", state.global_step, state.max_steps))
-        trainer.save_model(str(cfg.adapter_dir))
+        trainer.save_model(str(cfg.adapter_dir))  # every process: FSDP/ZeRO-3 gather the weights
         evaluated = any(
             e.get("step") == state.global_step for e in state.log_history if "eval_loss" in e
         )
         if trainer.eval_dataset is not None and not evaluated:
             trainer.evaluate()  # the report's eval loss is the final model's
-        train_seconds = time.monotonic() - hooks.started
         result.adapter_dir = cfg.adapter_dir
-        result.metrics = write_report(
-            cfg,
-            state.log_history,
-            device=device,
-            train_seconds=train_seconds,
-            wall_seconds=time.monotonic() - t0,
-            tokens=state.num_input_tokens_seen - hooks.start_tokens,
-            steps=state.global_step - hooks.start_step,
-            extra=stats,
-        )
-        self._record(cfg, path, result)
+        if main:
+            # Nothing else reads these, so the other processes need not wait for them.
+            result.metrics = write_report(
+                cfg,
+                state.log_history,
+                device=device,
+                train_seconds=time.monotonic() - hooks.started,
+                wall_seconds=time.monotonic() - t0,
+                tokens=state.num_input_tokens_seen - hooks.start_tokens,
+                steps=state.global_step - hooks.start_step,
+                gpus=args.world_size,
+                extra=stats,
+            )
+            self._record(cfg, path, result)
         self._emit(Progress("done", state.global_step, state.max_steps, hooks.loss))
         return result
 
@@ -190,16 +224,6 @@ class SFTRunner:
                 f"{self.config.run_dir} already holds checkpoints of run {self.config.run_name!r}; "
                 "pass --resume to continue it, or choose another --name/--output"
             )
-
-    def _want_4bit(self, device: str) -> bool:
-        want = self.config.load_in_4bit
-        has_bnb = importlib.util.find_spec("bitsandbytes") is not None
-        if want and (device != "cuda" or not has_bnb):
-            raise ConfigError("load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes installed")
-        if want is None:
-            is_gguf = base_path(self.config.base).is_file()
-            return device == "cuda" and has_bnb and not is_gguf
-        return want
 
     def _attention(self, device: str) -> str:
         if self.config.attn_implementation:
@@ -227,21 +251,31 @@ class SFTRunner:
         log.warning("--resume: no checkpoint in %s yet; starting from step 0", cfg.checkpoint_dir)
         return None
 
+    def _conversations(self, cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
+        """(train, eval) conversations: ``eval_dataset``, or a held-out share of ``dataset``."""
+        from openclone.train.data import read_chat_jsonl, split_eval
+
+        convs = read_chat_jsonl(cfg.dataset)
+        if cfg.eval_dataset is not None:
+            return convs, read_chat_jsonl(cfg.eval_dataset)
+        return split_eval(convs, cfg.eval_fraction, cfg.seed)
+
     def _trainer(
-        self, cfg: TrainConfig, model: Any, tokenizer: Any, device: str
+        self,
+        cfg: TrainConfig,
+        args: Any,
+        model: Any,
+        tokenizer: Any,
+        train_convs: list[Any],
+        eval_convs: list[Any],
     ) -> tuple[Any, _Hooks, dict[str, Any]]:
         from datasets import Dataset
         from peft import LoraConfig
         from trl import SFTTrainer
 
-        from openclone.train.data import read_chat_jsonl, split_eval, tokenize_split
+        from openclone.train.data import tokenize_split
 
         length = cfg.max_length or 512
-        convs = read_chat_jsonl(cfg.dataset)
-        if cfg.eval_dataset is not None:
-            train_convs, eval_convs = convs, read_chat_jsonl(cfg.eval_dataset)
-        else:
-            train_convs, eval_convs = split_eval(convs, cfg.eval_fraction, cfg.seed)
         train = tokenize_split(tokenizer, train_convs, length)
         evals = tokenize_split(tokenizer, eval_convs, length) if eval_convs else None
         stats = {
@@ -260,7 +294,7 @@ class SFTRunner:
         )
         trainer = SFTTrainer(
             model=model,
-            args=self._sft_args(cfg, device, has_eval=evals is not None),
+            args=args,
             train_dataset=Dataset.from_list(train.rows),
             eval_dataset=Dataset.from_list(evals.rows) if evals else None,
             processing_class=tokenizer,
