@@ -109,3 +109,25 @@ def test_a_long_run_of_digits_and_symbols_is_redacted_in_linear_time() -> None:
     text = "1-2." * 50_000 + " +1 555 123 4567"
     result = redact(text)
     assert result.counts == {"PHONE": 1}
+
+
+def test_a_captured_exchange_is_redacted_in_every_place_text_travels() -> None:
+    from openclone.store.redact import redact as default
+    from openclone.store.scrub import redact_exchange
+
+    call = {"name": "mail", "arguments": json.dumps({"to": "bo@example.com"})}
+    request = {
+        "messages": [
+            {"role": "user", "content": "I am bo@example.com"},
+            {"role": "assistant", "content": None, "function_call": call},  # legacy form
+        ],
+        "prompt": ["call +44 20 7946 0958"],
+    }
+    response = {"choices": [{"message": {"role": "assistant", "content": "ip 10.1.2.3"}}]}
+    req, resp, counts = redact_exchange(request, response, default)
+    assert counts == {"EMAIL": 2, "PHONE": 1, "IP": 1}
+    assert req["messages"][0]["content"] == "I am [EMAIL]"
+    assert json.loads(req["messages"][1]["function_call"]["arguments"]) == {"to": "[EMAIL]"}
+    assert req["prompt"] == ["call [PHONE]"]
+    assert resp is not None and resp["choices"][0]["message"]["content"] == "ip [IP]"
+    assert request["messages"][0]["content"] == "I am bo@example.com"  # the input is kept

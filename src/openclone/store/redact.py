@@ -40,7 +40,6 @@ plugs in through :func:`load_redactor` as ``module:attr``.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import ipaddress
 import re
@@ -718,12 +717,13 @@ def load_redactor(spec: str | None) -> Redactor:
 
 
 def redact_messages(
-    messages: list[dict[str, Any]], redactor: Redactor | None = None
+    messages: list[dict[str, Any]], redactor: Callable[[str], RedactionResult] | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Redacted copies of OpenAI chat messages and the summed counts; the input is untouched.
 
     Covers string content, text parts of list content, tool-call and legacy function-call
-    arguments (JSON text; placeholders keep it valid JSON). Other fields are copied as is.
+    arguments (JSON text; placeholders keep it valid JSON). Other fields are shared with the
+    input, not copied: only what is redacted is rebuilt (this runs on every capture).
     """
     red = redactor or _default
     counts: dict[str, int] = {}
@@ -734,24 +734,34 @@ def redact_messages(
             counts[kind] = counts.get(kind, 0) + n
         return result.text
 
-    def arguments(fn: Any) -> None:
+    def function(fn: Any) -> Any:
         if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-            fn["arguments"] = text(fn["arguments"])
+            return {**fn, "arguments": text(fn["arguments"])}
+        return fn
 
-    out = copy.deepcopy(messages)  # the caller's messages stay untouched, nested parts too
-    for msg in out:
+    def message(msg: Any) -> Any:
         if not isinstance(msg, dict):
-            continue
+            return msg
+        new = dict(msg)
         content = msg.get("content")
         if isinstance(content, str):
-            msg["content"] = text(content)
+            new["content"] = text(content)
         elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    part["text"] = text(part["text"])
-        calls = msg.get("tool_calls")
-        for call in calls if isinstance(calls, list) else ():
-            if isinstance(call, dict):
-                arguments(call.get("function"))
-        arguments(msg.get("function_call"))
-    return out, counts
+            new["content"] = [
+                {**part, "text": text(part["text"])}
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+                else part
+                for part in content
+            ]
+        if isinstance(msg.get("tool_calls"), list):
+            new["tool_calls"] = [
+                {**call, "function": function(call["function"])}
+                if isinstance(call, dict) and "function" in call
+                else call
+                for call in msg["tool_calls"]
+            ]
+        if "function_call" in msg:
+            new["function_call"] = function(msg["function_call"])
+        return new
+
+    return [message(m) for m in messages], counts

@@ -1,14 +1,13 @@
 """Applying a redactor to captured exchanges, and making text safe for both databases.
 
-The detectors live in :mod:`openclone.store.redact`; this module only walks the OpenAI
-request and response shapes (text, text parts, tool-call arguments, legacy prompts) and
-adds up what was redacted. The redactor is imported when first needed, so the store opens
+The detectors and the walk over chat messages live in :mod:`openclone.store.redact`; this
+module applies them to a captured request and response (messages, legacy prompts, choices)
+and adds up what was redacted. The redactor is imported when first needed, so the store opens
 and erases even where redaction is configured away.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,76 +31,46 @@ RedactorLike = Callable[[str], "RedactionResult"]
 
 
 def resolve_redactor(spec: RedactorLike | str | None) -> RedactorLike:
-    """A redactor, a ``"module:attr"`` naming one, or ``None``/``"default"`` for the built-in."""
+    """A redactor, a ``"module:attr"`` naming one, or ``None``/``"default"`` for the built-in
+    (see :func:`openclone.store.redact.load_redactor`)."""
     if callable(spec):
         return spec
-    if spec in (None, "", "default"):
-        try:
-            from openclone.store.redact import redact
-        except ImportError as exc:
-            raise ConfigError(f"PII redaction is not available: {exc}") from exc
-        return redact
-    module, sep, attr = str(spec).partition(":")
-    if not sep or not module or not attr:
-        raise ConfigError(f"a redactor is named module:attr, not {spec!r}")
     try:
-        found = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load the redactor {spec!r}: {exc}") from exc
-    if not callable(found):
-        raise ConfigError(f"the redactor {spec!r} is not callable")
-    redactor: RedactorLike = found
-    return redactor
-
-
-class _Tally:
-    def __init__(self, redactor: RedactorLike) -> None:
-        self.redactor = redactor
-        self.counts: dict[str, int] = {}
-
-    def __call__(self, value: str) -> str:
-        result = self.redactor(value)
-        for kind, n in result.counts.items():
-            self.counts[kind] = self.counts.get(kind, 0) + n
-        return result.text
-
-    def message(self, msg: Any) -> Any:
-        if not isinstance(msg, dict):
-            return msg
-        new = dict(msg)
-        content = msg.get("content")
-        if isinstance(content, str):
-            new["content"] = self(content)
-        elif isinstance(content, list):
-            new["content"] = [
-                {**p, "text": self(p["text"])}
-                if isinstance(p, dict) and isinstance(p.get("text"), str)
-                else p
-                for p in content
-            ]
-        if isinstance(msg.get("tool_calls"), list):
-            new["tool_calls"] = [self._call(c) for c in msg["tool_calls"]]
-        return new
-
-    def _call(self, call: Any) -> Any:
-        fn = call.get("function") if isinstance(call, dict) else None
-        if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-            return {**call, "function": {**fn, "arguments": self(fn["arguments"])}}
-        return call
+        from openclone.store.redact import load_redactor
+    except ImportError as exc:
+        raise ConfigError(f"PII redaction is not available: {exc}") from exc
+    return load_redactor(spec)
 
 
 def redact_exchange(
     request: dict[str, Any], response: dict[str, Any] | None, redactor: RedactorLike
 ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, int]]:
     """Redacted copies of a captured request and response, and what was redacted."""
-    tally = _Tally(redactor)
+    from openclone.store.redact import redact_messages
+
+    counts: dict[str, int] = {}
+
+    def tally(found: dict[str, int]) -> None:
+        for kind, n in found.items():
+            counts[kind] = counts.get(kind, 0) + n
+
+    def messages(msgs: list[Any]) -> list[Any]:
+        out, found = redact_messages(msgs, redactor)
+        tally(found)
+        return out
+
+    def text(value: str) -> str:
+        result = redactor(value)
+        tally(result.counts)
+        return result.text
+
     request = dict(request)
     if isinstance(request.get("messages"), list):
-        request["messages"] = [tally.message(m) for m in request["messages"]]
+        request["messages"] = messages(request["messages"])
     if isinstance(request.get("prompt"), str):
-        request["prompt"] = tally(request["prompt"])
+        request["prompt"] = text(request["prompt"])
     elif isinstance(request.get("prompt"), list):
-        request["prompt"] = [tally(p) if isinstance(p, str) else p for p in request["prompt"]]
+        request["prompt"] = [text(p) if isinstance(p, str) else p for p in request["prompt"]]
     if response is not None and isinstance(response.get("choices"), list):
         response = dict(response)
         choices = []
@@ -109,12 +78,12 @@ def redact_exchange(
             if isinstance(ch, dict):
                 ch = dict(ch)
                 if isinstance(ch.get("message"), dict):
-                    ch["message"] = tally.message(ch["message"])
+                    ch["message"] = messages([ch["message"]])[0]
                 if isinstance(ch.get("text"), str):
-                    ch["text"] = tally(ch["text"])
+                    ch["text"] = text(ch["text"])
             choices.append(ch)
         response["choices"] = choices
-    return request, response, tally.counts
+    return request, response, counts
 
 
 def clean_text(value: str) -> str:
