@@ -190,7 +190,7 @@ class CaptureWriter:
     def _commit(self, batch: list[Exchange]) -> None:
         with self.store.session() as s:
             rows = _Rows(s)
-            captures = [self._add(s, rows, ex) for ex in batch]
+            captures = [self._row(s, rows, ex) for ex in batch]
             s.flush()  # tenants, users and conversations first: captures refer to them
             # One multi-row INSERT of plain rows: building ORM objects cost more than the
             # redaction and the SQL together.
@@ -198,7 +198,8 @@ class CaptureWriter:
         self.written += len(batch)
         self.batches += 1
 
-    def _add(self, s: Session, rows: _Rows, ex: Exchange) -> dict[str, Any]:
+    def _row(self, s: Session, rows: _Rows, ex: Exchange) -> dict[str, Any]:
+        """The capture's row; its tenant, user and conversation turns are added to ``s``."""
         tenant = rows.tenant(ex.tenant or "default")
         user = rows.user(tenant, ex.user) if ex.user and ex.user.strip() else None
         request, response = clean_json(ex.request), clean_json(ex.response)

@@ -90,9 +90,7 @@ def load_base(
         "attn_implementation": attn or "sdpa",
     }
     where = _where(path)
-    if place.load_in_4bit and path.is_file():
-        raise ConfigError("4-bit (QLoRA) loading needs an HF model directory, not a GGUF file")
-    if place.load_in_4bit:
+    if place.load_in_4bit:  # placement() has refused it for a GGUF base
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
