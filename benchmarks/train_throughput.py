@@ -52,7 +52,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
-from _common import DEFAULT_DATA, RESULTS, load_prompts
+from _common import DEFAULT_DATA, RESULTS, load_prompts, pct
 from rich.console import Console
 from rich.table import Table
 from transformers import TrainerCallback
@@ -542,11 +542,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _pct(values: list[int], q: float) -> int:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def report(
     bench: Bench, results: list[Result], flops: Flops, peak: float, peak_source: str
 ) -> dict[str, Any]:
@@ -588,8 +583,8 @@ def report(
     lengths = bench.lengths
     console.print(
         f"examples: {len(lengths)} conversations from {args.data.name}, tokens per conversation "
-        f"mean {sum(lengths) / len(lengths):.0f}, p50 {_pct(lengths, 0.5)}, p90 "
-        f"{_pct(lengths, 0.9)}, max {max(lengths)} ({bench.truncated} cut at {args.max_length}); "
+        f"mean {sum(lengths) / len(lengths):.0f}, p50 {pct(lengths, 50):.0f}, p90 "
+        f"{pct(lengths, 90):.0f}, max {max(lengths)} ({bench.truncated} cut at {args.max_length}); "
         f"{bench.packed} packed rows of {args.max_length}"
     )
     console.print(
