@@ -54,8 +54,17 @@ def free_port() -> int:
 def start_server(
     args: list[str], port: int, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
+    return start_process(
+        [sys.executable, "-m", "openclone", "serve", "--port", str(port), *args], port, env
+    )
+
+
+def start_process(
+    argv: list[str], port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start any server on 127.0.0.1:port and wait until its /health answers 200."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "openclone", "serve", "--port", str(port), *args],
+        argv,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},

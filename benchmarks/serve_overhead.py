@@ -2,8 +2,11 @@
 through the engine called in process, sequentially and at concurrency 8.
 
     python benchmarks/serve_overhead.py [PATH.jsonl] [--requests 24] [--max-tokens 64]
+        [--llama-server /path/to/llama-server]
 
-Greedy decoding, so both sides do identical work. Prints a table; writes
+Greedy decoding, so both sides do identical work. With ``--llama-server`` the same prompts
+also go to llama.cpp's own server on the same GGUF, same slots, context and threads: the
+reference a user would compare against, measured in the same run. Prints a table; writes
 benchmarks/results/serve_overhead.json. Not a pass/fail test.
 """
 
@@ -12,13 +15,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from _common import DEFAULT_DATA, free_port, load_prompts, pct, start_server, write_result
+from _common import (
+    DEFAULT_DATA,
+    free_port,
+    load_prompts,
+    pct,
+    start_process,
+    start_server,
+    write_result,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -93,10 +106,11 @@ async def in_process(engine: LlamaCppEngine, prompts: list[str], max_tokens: int
     return await run_all(one, prompts, conc)
 
 
-async def over_http(url: str, prompts: list[str], max_tokens: int, conc: int) -> Run:
-    async with httpx.AsyncClient(
-        base_url=url, timeout=600, limits=httpx.Limits(max_connections=64)
-    ) as http:
+async def over_http(
+    url: str, prompts: list[str], max_tokens: int, conc: int, keepalive: bool = True
+) -> Run:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64 if keepalive else 0)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
 
         async def one(prompt: str) -> tuple[float, int]:
             first, n = 0.0, 0
@@ -133,9 +147,26 @@ def main() -> None:
     ap.add_argument(
         "--engine-params", type=json.loads, default={}, help="e.g. '{\"thread_poll\": 50}'"
     )
+    ap.add_argument(
+        "--distinct",
+        action="store_true",
+        help="new prompts for each concurrency phase (by default a phase repeats the last "
+        "one's, which a prompt cache serves)",
+    )
+    ap.add_argument("--llama-server", type=Path, help="llama.cpp's llama-server binary")
+    ap.add_argument(
+        "--llama-server-args", default="", help="more llama-server flags, e.g. '--cache-ram 0'"
+    )
     args = ap.parse_args()
-    prompts = load_prompts(args.data, args.requests)
-    warm = prompts[:2]
+    phases = len(args.concurrency) if args.distinct else 1
+    pool = load_prompts(args.data, args.requests * phases + 2)
+    warm = pool[-2:]
+
+    def phase(c: int) -> list[str]:
+        """The prompts of one concurrency phase: the same for every phase unless --distinct."""
+        i = args.concurrency.index(c) if args.distinct else 0
+        return pool[i * args.requests : (i + 1) * args.requests]
+
     results: dict[str, dict[str, float]] = {}
     n_ctx = 2048
     engine_params = {"n_ctx": n_ctx, **args.engine_params}
@@ -146,7 +177,7 @@ def main() -> None:
             await in_process(engine, warm, args.max_tokens, 1)
             for c in args.concurrency:
                 results[f"in-process c={c}"] = (
-                    await in_process(engine, prompts, args.max_tokens, c)
+                    await in_process(engine, phase(c), args.max_tokens, c)
                 ).row()
         finally:
             await engine.close()
@@ -165,14 +196,41 @@ def main() -> None:
         asyncio.run(over_http(url, warm, args.max_tokens, 1))
         for c in args.concurrency:
             results[f"server c={c}"] = asyncio.run(
-                over_http(url, prompts, args.max_tokens, c)
+                over_http(url, phase(c), args.max_tokens, c)
             ).row()
     finally:
         proc.terminate()
         proc.wait()
 
+    if args.llama_server:
+        reference = LlamaCppConfig(**engine_params)
+        port = free_port()
+        threads = reference.n_threads or os.cpu_count() or 1
+        proc = start_process(
+            [
+                str(args.llama_server),
+                *("-m", str(bundled_model_path()), "--host", "127.0.0.1", "--port", str(port)),
+                *("-np", str(reference.n_parallel), "-c", str(n_ctx * reference.n_parallel)),
+                *("-t", str(threads), "-tb", str(threads), "-b", str(reference.n_batch)),
+                *shlex.split(args.llama_server_args),
+            ],
+            port,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            # llama-server drops a connection after a streamed answer without saying so;
+            # a pooled connection would fail the next request on it.
+            asyncio.run(over_http(url, warm, args.max_tokens, 1, keepalive=False))
+            for c in args.concurrency:
+                results[f"llama-server c={c}"] = asyncio.run(
+                    over_http(url, phase(c), args.max_tokens, c, keepalive=False)
+                ).row()
+        finally:
+            proc.terminate()
+            proc.wait()
+
     table = Table(
-        title=f"serve overhead: {len(prompts)} real prompts, {args.max_tokens} new tokens, greedy"
+        title=f"serve overhead: {args.requests} real prompts a phase, {args.max_tokens} new tokens, greedy"
     )
     for col in ("run", "tok/s", "TTFT p50 ms", "TTFT p99 ms", "latency p50 ms", "latency p99 ms"):
         table.add_column(col)
@@ -195,21 +253,31 @@ def main() -> None:
             "ttft_p50_added_ms": server["ttft_p50_ms"] - local["ttft_p50_ms"],
             "latency_p50_added_ms": server["latency_p50_ms"] - local["latency_p50_ms"],
         }
+        if f"llama-server c={c}" in results:
+            summary[f"c={c}"]["vs_llama_server"] = (
+                server["tok_s"] / results[f"llama-server c={c}"]["tok_s"]
+            )
         s = summary[f"c={c}"]
         console.print(
             f"c={c}: server/in-process throughput {s['throughput_ratio']:.3f}x, "
             f"TTFT p50 added {s['ttft_p50_added_ms']:+.2f} ms, latency p50 added {s['latency_p50_added_ms']:+.2f} ms"
         )
+        if "vs_llama_server" in s:
+            console.print(f"c={c}: OpenClone server / llama-server {s['vs_llama_server']:.3f}x")
     out = write_result(
         "serve_overhead",
         {
             "config": {
-                "prompts": len(prompts),
+                "prompts": args.requests,
+                "distinct_prompts_per_phase": args.distinct,
                 "max_tokens": args.max_tokens,
                 "n_ctx": n_ctx,
                 "data": str(args.data),
                 "machine": platform.machine(),
                 "model": "SmolLM2-135M-Instruct Q4_1",
+                "engine_params": engine_params,
+                "llama_server": str(args.llama_server) if args.llama_server else None,
+                "llama_server_args": args.llama_server_args,
             },
             "results": results,
             "summary": summary,

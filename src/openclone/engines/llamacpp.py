@@ -6,7 +6,9 @@ waiting prompts, decodes it in a single ``llama_decode`` call and samples each s
 with its own sampler chain. New requests join at the next step (continuous batching), so
 eight clients cost little more per step than one. Each slot keeps its KV cache between
 requests and a new request takes the slot sharing the longest prompt prefix, so a chat
-that grows turn by turn only evaluates its new tokens.
+that grows turn by turn only evaluates its new tokens. A slot's KV is saved to a host-memory
+prompt cache before another request overwrites it, so with more conversations than slots a
+returning chat (or a repeated system prompt) still skips what was evaluated before.
 
 The model's own chat template (GGUF metadata) formats chats; JSON output and forced tool
 calls are enforced with llama.cpp grammars.
@@ -28,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from openclone.engines.base import Capabilities
 from openclone.engines.ggml_threads import make_threadpool
 from openclone.engines.local import Finished, Job, LocalEngine, TokenOut
+from openclone.engines.prompt_cache import PromptCache
 from openclone.engines.textstream import StopAwareText
 from openclone.errors import ConfigError, EngineError, UnsupportedParameter
 from openclone.schema import FinishReason, TokenLogprob, TopLogprob
@@ -46,11 +49,21 @@ class LlamaCppConfig(BaseModel):
     n_gpu_layers: int = 0
     flash_attn: Literal["auto", "on", "off"] = "auto"
     kv_unified: bool = Field(default=False, description="one KV pool shared by all slots")
+    # Measured (benchmarks/serve_overhead.py, 2 cores): 0 serves 3-8% more tokens/s than
+    # llama.cpp's spinning pool, because the event loop gets the core between decode steps.
     thread_poll: int = Field(
-        default=-1,
+        default=0,
         ge=-1,
         le=100,
         description="ggml idle spin level; 0 frees the CPU between steps; -1: llama.cpp's own pool",
+    )
+    prompt_cache_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="host memory for the KV of earlier prompts, reused by later ones; 0: off",
+    )
+    prompt_cache_min_tokens: int = Field(
+        default=32, ge=1, description="shorter prefixes are evaluated again, not cached"
     )
     max_queue: int = Field(default=256, ge=1)
     chat_template: str | None = None  # overrides the GGUF's own
@@ -117,6 +130,9 @@ class LlamaCppEngine(LocalEngine):
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
         self._n_vocab = self._model.n_vocab()
         self._slots = [_Slot(seq=i) for i in range(config.n_parallel)]
+        self._cache = (
+            PromptCache(config.prompt_cache_mb * 1024 * 1024) if config.prompt_cache_mb else None
+        )
 
         meta = self._model.metadata()
         template = config.chat_template or meta.get("tokenizer.chat_template")
@@ -175,6 +191,7 @@ class LlamaCppEngine(LocalEngine):
             "n_parallel": self.config.n_parallel,
             "active": active,
             **self.load(),
+            **({"prompt_cache": self._cache.stats()} if self._cache is not None else {}),
         }
 
     def generate_sync(self, job: Job) -> None:  # pragma: no cover - the scheduler replaces it
@@ -213,10 +230,21 @@ class LlamaCppEngine(LocalEngine):
                 job.emit(exc)
 
     def _start(self, job: Job, free: list[_Slot]) -> None:
-        slot = max(free, key=lambda s: _common_prefix(s.cached, job.prompt))
-        keep = min(_common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
+        shared = {id(s): _common_prefix(s.cached, job.prompt) for s in free}
+        slot = max(free, key=lambda s: shared[id(s)])
+        keep = shared[id(slot)]
+        if self._cache is not None:
+            hit = self._cache.lookup(job.prompt, better_than=keep)
+            if hit is not None:
+                # Restore into the free slot whose own KV matters least to this prompt.
+                slot = min(free, key=lambda s: shared[id(s)])
+                self._save(slot)
+                keep = self._restore(slot, hit.tokens, hit.state, hit.shared)
+            elif keep < len(slot.cached):
+                self._save(slot)
         # Drop the KV past the shared prefix; at least one prompt token is re-evaluated so
         # that there are fresh logits to sample from.
+        keep = min(keep, len(job.prompt) - 1)
         self._c.llama_memory_seq_rm(self._mem, slot.seq, keep, -1)
         slot.cached = job.prompt[:keep]
         slot.pending = job.prompt[keep:]
@@ -224,6 +252,33 @@ class LlamaCppEngine(LocalEngine):
         slot.text = StopAwareText(job.params.stop)
         slot.generated = 0
         slot.job = job
+
+    def _save(self, slot: _Slot) -> None:
+        """Copy the slot's KV into the prompt cache before it is overwritten."""
+        cache = self._cache
+        if (
+            cache is None
+            or len(slot.cached) < self.config.prompt_cache_min_tokens
+            or cache.covered(slot.cached)
+        ):
+            return
+        ctx = self._ctx.ctx
+        size = self._c.llama_state_seq_get_size(ctx, slot.seq)
+        if not size or size > cache.budget:
+            return
+        state = (ctypes.c_uint8 * size)()
+        if self._c.llama_state_seq_get_data(ctx, state, size, slot.seq) == size:
+            cache.put(slot.cached, state, size)
+
+    def _restore(self, slot: _Slot, tokens: list[int], state: Any, shared: int) -> int:
+        """Load a cached state into the slot; how many prompt tokens it now holds."""
+        if self._c.llama_state_seq_set_data(self._ctx.ctx, state, len(state), slot.seq):
+            slot.cached = list(tokens)
+            return shared
+        # llama.cpp found no room (a unified KV pool can be full): evaluate from scratch.
+        self._c.llama_memory_seq_rm(self._mem, slot.seq, 0, -1)
+        slot.cached = []
+        return 0
 
     def _sampler(self, job: Job) -> Any:
         from llama_cpp import _internals
