@@ -91,8 +91,9 @@ class HTTPClient:
 class _PassThrough(OpenAIEngine):
     """Sends each request's own model name instead of one configured name."""
 
-    def _body(self, req: BaseModel) -> dict[str, Any]:
-        return req.model_dump(exclude_none=True, by_alias=True, exclude_unset=True)
+    def _body(self, req: BaseModel, stream: bool = False) -> bytes:
+        out = req.model_copy(update={"stream": True}) if stream else req
+        return out.model_dump_json(exclude_none=True, by_alias=True, exclude_unset=True).encode()
 
 
 async def open_client(

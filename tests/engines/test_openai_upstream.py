@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from openclone.engines.openai_upstream import OpenAIConfig, OpenAIEngine
+from openclone.errors import ContextLengthExceeded, EngineError
 from openclone.schema import ChatCompletionRequest
 
 
@@ -25,6 +26,7 @@ class Upstream:
 
     def __init__(self) -> None:
         self.peers: list[tuple[str, int]] = []
+        self.bodies: list[dict[str, object]] = []
         self.app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
 
     async def chat(self, request: Request) -> Response:
@@ -32,6 +34,11 @@ class Upstream:
         assert client is not None
         self.peers.append((client.host, client.port))
         body = json.loads(await request.body())
+        self.bodies.append(body)
+        if body["messages"][0]["content"] == "too long":
+            error = {"message": "maximum context length is 8 tokens", "type": "invalid_request_error",
+                     "param": "messages", "code": "context_length_exceeded"}  # fmt: skip
+            return JSONResponse({"error": error}, status_code=400)
         base = {"id": "c1", "created": 0, "model": body["model"]}
         if not body.get("stream"):
             message = {"role": "assistant", "content": "hello"}
@@ -91,3 +98,57 @@ def test_streams_and_answers_share_one_pooled_connection(upstream: tuple[Upstrea
     # A stream read to its end hands its connection back: one TCP connection for all six.
     assert len(up.peers) == 6
     assert len(set(up.peers)) == 1
+
+
+def test_upstream_errors_keep_their_type_and_message_streamed_or_not(
+    upstream: tuple[Upstream, str],
+) -> None:
+    up, url = upstream
+    req = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "too long"}], "user": "u1"}
+    )
+
+    async def run() -> list[BaseException]:
+        engine = OpenAIEngine("m", OpenAIConfig(base_url=url, model="upstream-name"))
+        errors: list[BaseException] = []
+        try:
+            for call in (engine.chat(req), anext(aiter(engine.stream(req)))):
+                try:
+                    await call
+                except Exception as exc:
+                    errors.append(exc)
+        finally:
+            await engine.close()
+        return errors
+
+    errors = asyncio.run(run())
+    assert [type(e) for e in errors] == [ContextLengthExceeded, ContextLengthExceeded]
+    assert all("maximum context length is 8 tokens" in str(e) for e in errors)
+    # The upstream got its own model name, the stream flag, and the client's other fields.
+    assert [b["model"] for b in up.bodies] == ["upstream-name", "upstream-name"]
+    assert [b.get("stream") for b in up.bodies] == [None, True]
+    assert all(b["user"] == "u1" for b in up.bodies)
+
+
+def test_an_upstream_nobody_listens_on_is_a_retryable_engine_error() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    req = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    )
+
+    async def run() -> EngineError:
+        engine = OpenAIEngine("m", OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1"))
+        try:
+            with pytest.raises(EngineError) as caught:
+                await engine.chat(req)
+            assert not await engine.health()
+        finally:
+            await engine.close()
+        return caught.value
+
+    err = asyncio.run(run())
+    assert err.retryable and err.status_code == 503
+    assert "unreachable" in str(err)

@@ -8,17 +8,15 @@ closed API keeps every feature the client uses.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
-import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from openclone.engines.base import Capabilities
+from openclone.engines.upstream_http import RETRYABLE, TRANSPORT_ERRORS, UpstreamHTTP
 from openclone.errors import (
     APIError,
     AuthenticationError,
@@ -40,12 +38,6 @@ from openclone.schema import (
 __all__ = ["OpenAIConfig", "OpenAIEngine"]
 
 T = TypeVar("T", bound=BaseModel)
-_DRAIN_TIMEOUT = 1.0  # seconds an upstream may take to end its body after "[DONE]"
-
-
-async def _drain(lines: AsyncIterator[str]) -> None:
-    async for _ in lines:
-        pass
 
 
 class OpenAIConfig(BaseModel):
@@ -71,16 +63,13 @@ class OpenAIEngine:
         headers = dict(config.headers)
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            ),
+        self._http = UpstreamHTTP(
+            self.base_url,
+            headers,
+            timeout=config.timeout,
+            connect_timeout=config.connect_timeout,
+            max_connections=config.max_connections,
         )
-        self._urls: dict[str, httpx.URL] = {}
         self.capabilities = Capabilities(
             streaming=True,
             completions=True,
@@ -99,26 +88,24 @@ class OpenAIEngine:
             raise ConfigError(f"model {model_name!r}: invalid openai parameters: {exc}") from exc
         return cls(model_name, config)
 
-    def _url(self, path: str) -> httpx.URL:
-        # An absolute URL object skips httpx's parse-and-merge with base_url, a third of
-        # what building a request costs.
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = httpx.URL(self.base_url + path)
-        return url
-
-    def _body(self, req: BaseModel) -> dict[str, Any]:
-        body = req.model_dump(exclude_none=True, by_alias=True, exclude_unset=True)
-        body["model"] = self.upstream_model
-        return body
+    def _body(self, req: BaseModel, stream: bool = False) -> bytes:
+        update: dict[str, Any] = {"model": self.upstream_model}
+        if stream:
+            update["stream"] = True
+        # Unknown fields the client sent ride along: a proxied API keeps every feature.
+        return (
+            req.model_copy(update=update)
+            .model_dump_json(exclude_none=True, by_alias=True, exclude_unset=True)
+            .encode()
+        )
 
     async def _post(self, path: str, req: BaseModel, cls: type[T]) -> T:
         try:
-            resp = await self._client.post(self._url(path), json=self._body(req))
-        except httpx.HTTPError as exc:
+            resp = await self._http.post(path, self._body(req))
+        except TRANSPORT_ERRORS as exc:
             raise _transport_error(self.base_url, exc) from exc
-        if resp.status_code != 200:
-            raise _status_error(resp.status_code, resp.content)
+        if resp.status != 200:
+            raise _status_error(resp.status, resp.content)
         try:
             out = cls.model_validate_json(resp.content)
         except ValidationError as exc:
@@ -127,24 +114,17 @@ class OpenAIEngine:
         return out
 
     async def _stream(self, path: str, req: BaseModel, cls: type[T]) -> AsyncIterator[T]:
-        body = self._body(req)
-        body["stream"] = True
         client_model = getattr(req, "model", self.model_name)
         try:
-            async with self._client.stream("POST", self._url(path), json=body) as resp:
-                if resp.status_code != 200:
-                    raise _status_error(resp.status_code, await resp.aread())
-                lines = resp.aiter_lines()
+            async with self._http.stream(path, self._body(req, stream=True)) as (status, lines):
+                if status != 200:
+                    raise _status_error(status, await lines.read_all())
                 async for line in lines:
-                    if not line.startswith("data:"):
+                    if not line.startswith(b"data:"):
                         continue
                     data = line[5:].strip()
-                    if data == "[DONE]":
-                        # Read the body to its end (the chunked terminator is all that is
-                        # left), or httpx closes the connection instead of pooling it and
-                        # the next request pays for a new TCP connection.
-                        with contextlib.suppress(Exception):
-                            await asyncio.wait_for(_drain(lines), _DRAIN_TIMEOUT)
+                    if data == b"[DONE]":
+                        await lines.drain()
                         return
                     try:
                         chunk = cls.model_validate_json(data)
@@ -154,7 +134,7 @@ class OpenAIEngine:
                         ) from exc
                     chunk.model = client_model  # type: ignore[attr-defined]
                     yield chunk
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise _transport_error(self.base_url, exc) from exc
 
     async def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
@@ -171,10 +151,10 @@ class OpenAIEngine:
 
     async def health(self) -> bool:
         try:
-            resp = await self._client.get("/models", timeout=2.0)
-        except httpx.HTTPError:
+            resp = await self._http.get("/models", time_limit=2.0)
+        except TRANSPORT_ERRORS:
             return False
-        return resp.status_code < 500
+        return resp.status < 500
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -184,14 +164,12 @@ class OpenAIEngine:
         }
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
 
-def _transport_error(base_url: str, exc: httpx.HTTPError) -> EngineError:
+def _transport_error(base_url: str, exc: Exception) -> EngineError:
     # Nothing reached the client yet for connect failures, so another replica may serve it.
-    retryable = isinstance(
-        exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
-    )
+    retryable = isinstance(exc, RETRYABLE)
     return EngineError(
         f"upstream {base_url} is unreachable: {type(exc).__name__}: {exc}".rstrip(": "),
         retryable=retryable,
