@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -110,6 +110,17 @@ class _SamplingParams(_Lenient):
     stream_options: StreamOptions | None = None
     user: str | None = None
     logit_bias: dict[str, float] | None = None
+    # Which requests may reuse this one's cached prompt prefix (the gateway sets the
+    # caller's tenant): a faster first token must not tell one tenant what another sent.
+    # Private, so no request body can set it.
+    _cache_scope: str | None = PrivateAttr(default=None)
+
+    @property
+    def cache_scope(self) -> str | None:
+        return self._cache_scope
+
+    def scope_cache(self, scope: str | None) -> None:
+        self._cache_scope = scope
 
     @field_validator("stop")
     @classmethod

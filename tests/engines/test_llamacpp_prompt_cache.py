@@ -21,10 +21,11 @@ FIRST = (
 OTHER = "Name three colours of the rainbow, and nothing else, separated by commas."
 
 
-def ask(engine: LlamaCppEngine, messages: list[dict[str, str]]) -> str:
+def ask(engine: LlamaCppEngine, messages: list[dict[str, str]], scope: str | None = None) -> str:
     req = ChatCompletionRequest.model_validate(
         {"model": "m", "messages": messages, "max_tokens": 16, "temperature": 0}
     )
+    req.scope_cache(scope)
     out = asyncio.run(engine.chat(req)).choices[0].message.content
     assert out is not None
     return out
@@ -66,3 +67,25 @@ def test_a_returning_conversation_is_restored_from_the_cache_with_the_same_answe
     assert stats["hits"] >= 2
     assert stats["tokens_reused"] > 2 * 40
     assert 0 < stats["bytes"] <= 64 * 1024 * 1024
+
+
+def test_one_tenant_never_reuses_what_another_evaluated() -> None:
+    engine = LlamaCppEngine(
+        "m", LlamaCppConfig(n_ctx=1024, n_parallel=2, prompt_cache_mb=64, n_threads=2)
+    )
+    first = [{"role": "user", "content": FIRST}]
+    try:
+        answer_a = ask(engine, first, scope="tenant-a")
+        before = engine.describe()["prompt_tokens"]
+        answer_b = ask(engine, first, scope="tenant-b")  # a slot and the cache hold it: unused
+        after_b = engine.describe()["prompt_tokens"]
+        ask(engine, [{"role": "user", "content": OTHER}], scope="tenant-c")
+        ask(engine, first, scope="tenant-a")  # tenant a's own prefix: reused
+        after_a = engine.describe()["prompt_tokens"]
+    finally:
+        asyncio.run(engine.close())
+
+    assert answer_a == answer_b
+    assert after_b["reused"] == before["reused"]
+    assert after_b["evaluated"] - before["evaluated"] > 40
+    assert after_a["reused"] - after_b["reused"] > 40

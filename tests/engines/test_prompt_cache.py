@@ -77,3 +77,16 @@ def test_a_state_larger_than_the_budget_is_refused() -> None:
     cache = PromptCache(5)
     assert not cache.put([1, 2], "big", 6)
     assert len(cache) == 0
+
+
+def test_an_entry_serves_only_its_own_scope() -> None:
+    cache = PromptCache(10_000)
+    cache.put([1, 2, 3, 4], "tenant a", 10, scope="a")
+    assert cache.lookup([1, 2, 3, 4, 5], scope="b") is None
+    assert cache.lookup([1, 2, 3, 4, 5]) is None  # no scope is a scope of its own
+    assert not cache.covered([1, 2, 3], scope="b")
+    hit = cache.lookup([1, 2, 3, 4, 5], scope="a")
+    assert hit is not None and hit.state == "tenant a"
+    # The same tokens from another tenant are kept beside, not instead of, tenant a's.
+    assert cache.put([1, 2, 3, 4, 5], "tenant b", 10, scope="b")
+    assert len(cache) == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import BUNDLED, start_server, stop_server
+from conftest import BUNDLED, Server, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -20,6 +20,22 @@ def _key(home: Path, tenant: str, user: str) -> str:
         env={**os.environ, "OPENCLONE_HOME": str(home)}, capture_output=True, text=True, check=True,
     )  # fmt: skip
     return out.stdout.splitlines()[-1]
+
+
+BRIEF = (
+    "Acme's confidential brief: the launch moves to March, the budget is cut by a third and "
+    "the two regional offices merge. Summarise it in one line."
+)
+
+
+def _reused_after(server: Server, who: httpx.Client, prompt: str) -> int:
+    """Prompt tokens the bundled model has reused from earlier requests, after this one."""
+    who.post(
+        "/v1/chat/completions",
+        json={"model": BUNDLED, "max_tokens": 2, "messages": [{"role": "user", "content": prompt}]},
+    ).raise_for_status()
+    (replica,) = server.health()["models"][BUNDLED]["replicas"]
+    return int(replica["detail"]["prompt_tokens"]["reused"])
 
 
 def test_tenants_and_people_are_isolated_on_every_route(tmp_path: Path) -> None:
@@ -42,6 +58,11 @@ def test_tenants_and_people_are_isolated_on_every_route(tmp_path: Path) -> None:
                   "messages": [{"role": "user", "content": "secret plan"}]},
         )  # fmt: skip
         capture = reply.headers["x-openclone-capture-id"]
+        # Cached prompt prefixes are shared within a tenant only: a fast first token must
+        # not tell globex what acme asked.
+        reused = _reused_after(server, ana, BRIEF)
+        assert _reused_after(server, gus, BRIEF) == reused
+        assert _reused_after(server, bob, BRIEF) > reused + 40
         for other in (gus, bob):  # another tenant, and another person of the same tenant
             assert other.get("/api/conversations").json() == []
             assert other.get("/api/conversations", params={"q": "secret"}).json() == []

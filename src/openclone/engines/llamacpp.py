@@ -73,6 +73,7 @@ class LlamaCppConfig(BaseModel):
 class _Slot:
     seq: int
     cached: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
+    scope: str | None = None  # whose tokens they are (GenParams.cache_scope)
     job: Job | None = None
     pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
     last: int = -1  # the token sampled last, to be evaluated next step
@@ -133,6 +134,7 @@ class LlamaCppEngine(LocalEngine):
         self._cache = (
             PromptCache(config.prompt_cache_mb * 1024 * 1024) if config.prompt_cache_mb else None
         )
+        self._prompt_tokens = {"reused": 0, "evaluated": 0}  # since start, for /health
 
         meta = self._model.metadata()
         template = config.chat_template or meta.get("tokenizer.chat_template")
@@ -190,6 +192,7 @@ class LlamaCppEngine(LocalEngine):
             "n_ctx": self.n_ctx,
             "n_parallel": self.config.n_parallel,
             "active": active,
+            "prompt_tokens": dict(self._prompt_tokens),
             **self.load(),
             **({"prompt_cache": self._cache.stats()} if self._cache is not None else {}),
         }
@@ -230,11 +233,15 @@ class LlamaCppEngine(LocalEngine):
                 job.emit(exc)
 
     def _start(self, job: Job, free: list[_Slot]) -> None:
-        shared = {id(s): _common_prefix(s.cached, job.prompt) for s in free}
+        scope = job.params.cache_scope
+        # Another scope's KV is never reused: it counts as sharing nothing.
+        shared = {
+            id(s): _common_prefix(s.cached, job.prompt) if s.scope == scope else 0 for s in free
+        }
         slot = max(free, key=lambda s: shared[id(s)])
         keep = shared[id(slot)]
         if self._cache is not None:
-            hit = self._cache.lookup(job.prompt, better_than=keep)
+            hit = self._cache.lookup(job.prompt, scope, better_than=keep)
             if hit is not None:
                 # Restore into the free slot whose own KV matters least to this prompt.
                 slot = min(free, key=lambda s: shared[id(s)])
@@ -247,7 +254,10 @@ class LlamaCppEngine(LocalEngine):
         keep = min(keep, len(job.prompt) - 1)
         self._c.llama_memory_seq_rm(self._mem, slot.seq, keep, -1)
         slot.cached = job.prompt[:keep]
+        slot.scope = scope
         slot.pending = job.prompt[keep:]
+        self._prompt_tokens["reused"] += keep
+        self._prompt_tokens["evaluated"] += len(slot.pending)
         slot.sampler = self._sampler(job)
         slot.text = StopAwareText(job.params.stop)
         slot.generated = 0
@@ -259,7 +269,7 @@ class LlamaCppEngine(LocalEngine):
         if (
             cache is None
             or len(slot.cached) < self.config.prompt_cache_min_tokens
-            or cache.covered(slot.cached)
+            or cache.covered(slot.cached, slot.scope)
         ):
             return
         ctx = self._ctx.ctx
@@ -268,7 +278,7 @@ class LlamaCppEngine(LocalEngine):
             return
         state = (ctypes.c_uint8 * size)()
         if self._c.llama_state_seq_get_data(ctx, state, size, slot.seq) == size:
-            cache.put(slot.cached, state, size)
+            cache.put(slot.cached, state, size, slot.scope)
 
     def _restore(self, slot: _Slot, tokens: list[int], state: Any, shared: int) -> int:
         """Load a cached state into the slot; how many prompt tokens it now holds."""

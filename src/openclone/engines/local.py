@@ -73,6 +73,7 @@ class GenParams:
     json_object: bool = False
     logit_bias: dict[int, float] | None = None
     adapter: str | None = None  # ADAPTER of a BASE:ADAPTER request
+    cache_scope: str | None = None  # only requests of the same scope share prompt prefixes
 
 
 @dataclass
@@ -237,6 +238,7 @@ class LocalEngine(ABC):
             frequency_penalty=req.frequency_penalty or 0.0,
             logit_bias=bias,
             adapter=adapter or None,
+            cache_scope=req.cache_scope,
         )
 
     def _chat_prompt(self, req: ChatCompletionRequest) -> tuple[list[int], GenParams, list[Any]]:

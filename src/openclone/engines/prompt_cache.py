@@ -9,6 +9,8 @@ copy; evaluating costs the model, about a thousand times more on a CPU.
 
 Entries are kept least-recently-used first out, within a byte budget. An entry whose
 tokens are a prefix of a newer one's is dropped: the newer one serves every prompt it did.
+Each entry belongs to a scope (the tenant that sent it) and serves that scope only, so how
+fast a first token comes cannot tell one tenant what another has asked.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def common_prefix(a: bytes, b: bytes) -> int:
 
 @dataclass
 class _Entry:
+    scope: str | None
     key: bytes  # packed tokens
     tokens: list[int]
     state: Any  # the engine's saved sequence state
@@ -65,7 +68,7 @@ class CacheHit:
 class PromptCache:
     def __init__(self, budget_bytes: int) -> None:
         self.budget = budget_bytes
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()  # oldest use first
+        self._entries: OrderedDict[tuple[str | None, bytes], _Entry] = OrderedDict()  # oldest first
         self.used = 0
         self.hits = 0
         self.misses = 0
@@ -74,17 +77,25 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def covered(self, tokens: list[int]) -> bool:
-        """Whether some entry already holds all of these tokens (saving them would add nothing)."""
+    def covered(self, tokens: list[int], scope: str | None = None) -> bool:
+        """Whether an entry of ``scope`` holds all of these tokens (saving them adds nothing)."""
         key = _pack(tokens)
-        return any(len(e.key) >= len(key) and e.key.startswith(key) for e in self._entries.values())
+        return any(
+            e.scope == scope and len(e.key) >= len(key) and e.key.startswith(key)
+            for e in self._entries.values()
+        )
 
-    def lookup(self, prompt: list[int], better_than: int = 0) -> CacheHit | None:
-        """The entry sharing the longest prefix with ``prompt``, if longer than ``better_than``."""
+    def lookup(
+        self, prompt: list[int], scope: str | None = None, better_than: int = 0
+    ) -> CacheHit | None:
+        """The entry of ``scope`` sharing the longest prefix with ``prompt``, if longer than
+        ``better_than``."""
         key = _pack(prompt)
         best: _Entry | None = None
         best_n = better_than
         for entry in self._entries.values():
+            if entry.scope != scope:
+                continue
             n = common_prefix(entry.key, key)
             if n > best_n:
                 best, best_n = entry, n
@@ -93,24 +104,26 @@ class PromptCache:
             return None
         self.hits += 1
         self.saved_tokens += min(best_n, len(prompt) - 1)  # the last one is always evaluated
-        self._entries.move_to_end(best.key)
+        self._entries.move_to_end((best.scope, best.key))
         return CacheHit(tokens=best.tokens, state=best.state, shared=best_n)
 
-    def put(self, tokens: list[int], state: Any, size: int) -> bool:
+    def put(self, tokens: list[int], state: Any, size: int, scope: str | None = None) -> bool:
         """Keep ``state`` for ``tokens``; False when it exceeds the budget or adds nothing."""
-        if size > self.budget or not tokens or self.covered(tokens):
+        if size > self.budget or not tokens or self.covered(tokens, scope):
             return False
         key = _pack(tokens)
-        for old in [e for e in self._entries.values() if key.startswith(e.key)]:
+        for old in [
+            e for e in self._entries.values() if e.scope == scope and key.startswith(e.key)
+        ]:
             self._drop(old)
-        self._entries[key] = _Entry(key, list(tokens), state, size)
+        self._entries[(scope, key)] = _Entry(scope, key, list(tokens), state, size)
         self.used += size
         while self.used > self.budget:
             self._drop(next(iter(self._entries.values())))
         return True
 
     def _drop(self, entry: _Entry) -> None:
-        del self._entries[entry.key]
+        del self._entries[(entry.scope, entry.key)]
         self.used -= entry.size
 
     def stats(self) -> dict[str, int]:

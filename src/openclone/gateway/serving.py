@@ -90,6 +90,7 @@ async def serve(
 ) -> Response:
     endpoint = "chat" if isinstance(req, ChatCompletionRequest) else "completions"
     t0 = time.perf_counter()
+    req.scope_cache(getattr(getattr(request.state, "caller", None), "tenant", None))
     shown, target = gw.router.pin(req.model)
     if target != req.model:
         # The engine sees the model that serves the version; the client and the capture
