@@ -479,6 +479,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         # The body may hold single dashes (PEM headers) but not "-----": each attempt stops
         # at the next marker, so unterminated blocks cannot make this quadratic.
         re.compile(rf"-----BEGIN {_PEM_NAME}-----(?:[^-]|-(?!----))*?-----END {_PEM_NAME}-----"),
+        gate=_contains("-----BEGIN "),
     ),
     Detector(
         "SECRET",  # a pasted key cut short: the header and the base64 lines that follow
@@ -488,6 +489,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             # the last line is short; take it only when it is a whole line
             rf"(?:{_NEWLINE}+[A-Za-z0-9+/]{{1,15}}={{0,2}}(?=[ \t]*(?:\r?\n|\\[rn]|$)))?"
         ),
+        gate=_contains("-----BEGIN "),
     ),
     Detector(
         "SECRET",  # JWT: header and payload are base64url JSON objects, so both start eyJ
@@ -546,6 +548,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         "SECRET",
         re.compile(_start("Bearer", _NOT_IN_KEY) + r"\s+([A-Za-z0-9._~+/-]{16,}=*)"),
         _bearer,
+        gate=_contains("Bearer"),
     ),
     Detector(
         "EMAIL",
@@ -555,12 +558,14 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             r"\.(?:[a-z]{2,24}(?![a-z0-9_\[])|[A-Z]{2,24}(?![A-Za-z0-9_\[]))"
         ),
         _email,
+        gate=_contains("@"),
     ),
     Detector("IBAN", _iban_pattern(), _iban, gate=_has_digit),
     Detector(
         "NATIONAL_ID",  # US Social Security number
         re.compile("(" + _start(r"\d", _NOT_IN_TOKEN) + r"\d\d)-(\d\d)-(\d{4})" + _E),
         _ssn,
+        gate=_has_digit,
     ),
     Detector(
         "NATIONAL_ID",  # UK National Insurance number
@@ -578,6 +583,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             rf" ?([0-9]{{3}}) ?([0-9]{{3}}) ?([0-9]{{2}}){_E}"
         ),
         _nir,
+        gate=_has_digit,
     ),
     Detector(
         "NATIONAL_ID",  # Spanish DNI (8 digits) and NIE (X/Y/Z + 7 digits), check letter
@@ -598,6 +604,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             rf"\d{{0,18}}(?:[ -]\d{{1,19}}){{0,7}}{_E}"
         ),
         _card,
+        gate=_has_digit,
     ),
     Detector(
         "IP",  # IPv6, from its first colon
@@ -606,6 +613,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             r"(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:\[]|\.[0-9])"
         ),
         _ipv6,
+        gate=_contains(":"),
     ),
     Detector(
         "IP",
@@ -614,6 +622,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             + r"[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?![\w\[]|\.[0-9])"
         ),
         _ip,
+        gate=_has_digit,
     ),
     Detector(
         "PHONE",
@@ -630,6 +639,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             + r")(?:[ .-]\d{1,15}){0,7}(?![\w@\[]|[.-]\d)"
         ),
         _phone,
+        gate=_has_digit,
     ),
 )
 
@@ -668,9 +678,21 @@ class RegexRedactor:
 
     def __call__(self, text: str) -> RedactionResult:
         counts: dict[str, int] = {}
+        # A gate's answer holds until a detector changes the text; most texts have no digit,
+        # and one search tells the eight detectors that need one.
+        answers: dict[Callable[[str], bool], bool] = {}
         for det in self.detectors:
-            if det.gate is None or det.gate(text):
-                text = _apply(det, text, counts)
+            gate = det.gate
+            if gate is not None:
+                ok = answers.get(gate)
+                if ok is None:
+                    ok = answers[gate] = gate(text)
+                if not ok:
+                    continue
+            out = _apply(det, text, counts)
+            if out is not text:
+                text = out
+                answers.clear()
         return RedactionResult(text, counts)
 
 
