@@ -152,3 +152,32 @@ def test_an_upstream_nobody_listens_on_is_a_retryable_engine_error() -> None:
     err = asyncio.run(run())
     assert err.retryable and err.status_code == 503
     assert "unreachable" in str(err)
+
+
+def test_cache_salt_is_the_tenants_own_and_never_the_clients(
+    upstream: tuple[Upstream, str],
+) -> None:
+    up, url = upstream
+
+    def request(tenant: str | None) -> ChatCompletionRequest:
+        req = ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], "cache_salt": "x"}
+        )
+        req.scope_cache(tenant)
+        return req
+
+    async def run(salted: bool) -> None:
+        engine = OpenAIEngine("m", OpenAIConfig(base_url=url, cache_salt=salted))
+        try:
+            for tenant in ("acme", "globex", "acme"):
+                await engine.chat(request(tenant))
+        finally:
+            await engine.close()
+
+    asyncio.run(run(salted=True))
+    acme, globex, acme_again = (b["cache_salt"] for b in up.bodies)
+    assert acme == acme_again and acme != globex
+    assert "x" not in (acme, globex)  # a client cannot name a salt, its own or another's
+    up.bodies.clear()
+    asyncio.run(run(salted=False))  # off: the request goes as the client sent it
+    assert [b["cache_salt"] for b in up.bodies] == ["x", "x", "x"]

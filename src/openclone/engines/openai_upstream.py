@@ -8,6 +8,7 @@ closed API keeps every feature the client uses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -52,12 +53,17 @@ class OpenAIConfig(BaseModel):
     max_connections: int = 256
     headers: dict[str, str] = {}
     max_context: int | None = None
+    # vLLM reuses cached prefixes across every request unless a request carries a
+    # cache_salt; with this on, each tenant's requests carry their own (OpenAI itself
+    # rejects the field, so it is off by default).
+    cache_salt: bool = False
 
 
 class OpenAIEngine:
     def __init__(self, model_name: str, config: OpenAIConfig) -> None:
         self.model_name = model_name
         self.upstream_model = config.model or model_name
+        self.cache_salt = config.cache_salt
         self.base_url = config.base_url.rstrip("/")
         key = config.api_key or (os.environ.get(config.api_key_env) if config.api_key_env else None)
         headers = dict(config.headers)
@@ -92,6 +98,10 @@ class OpenAIEngine:
         update: dict[str, Any] = {"model": self.upstream_model}
         if stream:
             update["stream"] = True
+        if self.cache_salt:
+            # Set here, never taken from the client: a tenant must not name another's salt.
+            scope = getattr(req, "cache_scope", None) or ""
+            update["cache_salt"] = hashlib.sha256(f"openclone:{scope}".encode()).hexdigest()[:32]
         # Unknown fields the client sent ride along: a proxied API keeps every feature.
         return (
             req.model_copy(update=update)
