@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openclone.config import Settings, load_settings
 from openclone.errors import APIError, ConfigError, OpenCloneError
 
 if TYPE_CHECKING:  # the library loads on use, so `openclone --help` stays quick
-    from openclone.distill import DistillConfig, DistillResult, SeedSet
+    from openclone.distill import DistillResult
+    from openclone.distill.recipe import DistillPlan, DistillRequest
 
 __all__ = ["convert_command", "distill_command", "mount"]
 
@@ -36,17 +34,6 @@ def mount(app: typer.Typer) -> None:
 def _fail(message: object, code: int) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", soft_wrap=True)
     return typer.Exit(code)
-
-
-def _day(value: str | None, flag: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise typer.BadParameter(
-            f"expected a date like 2026-01-31, got {value!r}", param_hint=flag
-        ) from None
 
 
 def distill_command(
@@ -113,61 +100,46 @@ def distill_command(
         str | None, typer.Option(envvar="OPENAI_API_KEY", help="key for --base-url")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="openclone.toml")] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="run as a background job (openclone jobs ...)")
+    ] = False,
 ) -> None:
     """Make training data with a teacher: Self-Instruct, or new answers to real prompts.
 
     Without --prompts or --from-captures, the teacher writes new tasks from seed tasks and
     answers them. Rows are appended as they are made; re-run the same command to continue.
     """
-    from openclone.distill import DistillConfig, DistillError, Price, RetryPolicy, load_seeds
-    from openclone.distill.config import load_prices
+    from openclone.distill import DistillError
+    from openclone.distill.recipe import DistillRequest, plan
 
-    if prompts is not None and from_captures:
-        raise _fail("--prompts and --from-captures are two sources; choose one", 2)
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        raise _fail(exc, 2) from None
-    model = teacher or settings.default_model or ""
-    try:
-        listed = (load_prices(prices) if prices else {}).get(model, Price())
-        price = Price(  # a flag beats the prices file, which beats 0 (a local model)
-            listed.input_per_million if price_input is None else price_input,
-            listed.output_per_million if price_output is None else price_output,
-        )
-        cfg = DistillConfig(
-            out=out,
-            count=count,
-            teacher=model,
-            seeds=seeds,
-            tasks_per_request=tasks_per_request,
-            threshold=threshold,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            max_rounds=max_rounds,
-            answer_temperature=answer_temperature,
-            answer_max_tokens=answer_max_tokens,
-            keep_truncated=keep_truncated,
-            system_prompt=system,
-            concurrency=concurrency,
-            requests_per_minute=rpm,
-            retry=RetryPolicy(max_attempts=max_attempts, timeout=timeout),
-            price=price,
-            random_seed=random_seed,
-        )
-        source: Iterable[Any] | None = None
-        origin: dict[str, Any] = {}
-        if prompts is not None:
-            from openclone.distill import read_prompts
+    def text(path: Path | None) -> str | None:
+        return str(path) if path is not None else None
 
-            source, origin = read_prompts(prompts), {"prompts": str(prompts)}
-        elif from_captures:
-            source, origin = _captures(settings, tenant, capture_model, since, until, min_chars)
-        seed_set = load_seeds(seeds) if source is None else None
-    except DistillError as exc:
-        raise _fail(exc, 2) from None
+    req = DistillRequest(
+        out=str(out), count=count, teacher=teacher, seeds=text(seeds), prompts=text(prompts),
+        from_captures=from_captures, tenant=tenant, capture_model=capture_model, since=since,
+        until=until, min_chars=min_chars, concurrency=concurrency, rpm=rpm,
+        threshold=threshold, temperature=temperature, answer_temperature=answer_temperature,
+        max_tokens=max_tokens, answer_max_tokens=answer_max_tokens,
+        tasks_per_request=tasks_per_request, max_rounds=max_rounds,
+        keep_truncated=keep_truncated, system=system, max_attempts=max_attempts,
+        timeout=timeout, price_input=price_input, price_output=price_output,
+        prices=text(prices), random_seed=random_seed, base_url=base_url, config=text(config),
+    )  # fmt: skip
     try:
-        result = asyncio.run(_run(cfg, settings, base_url, api_key, seed_set, source, origin))
+        the_plan = plan(req)  # every mistake shows here, before a job or a request starts
+    except (DistillError, ConfigError) as exc:
+        raise _fail(exc, 2) from None
+    if detach:
+        known = [m.name for m in the_plan.settings.models]
+        if not req.base_url and the_plan.config.teacher.split(":", 1)[0] not in known:
+            # In the foreground the teacher's client says so; a job would only fail later.
+            choices = f"; the catalog has: {', '.join(known)}" if known else ""
+            raise _fail(f"unknown teacher model {the_plan.config.teacher!r}{choices}", 1)
+        _detach(req, api_key)
+        return
+    try:
+        result = asyncio.run(_run(the_plan, api_key))
     except KeyboardInterrupt:
         err.print(
             f"[yellow]interrupted.[/yellow] The rows so far are in {out}; run the same "
@@ -180,41 +152,23 @@ def distill_command(
     _summary(result)
 
 
-def _captures(
-    settings: Settings,
-    tenant: str | None,
-    model: str | None,
-    since: str | None,
-    until: str | None,
-    min_chars: int,
-) -> tuple[Iterable[Any], dict[str, Any]]:
-    from openclone.distill import captured_prompts
+def _detach(req: DistillRequest, api_key: str | None) -> None:
+    from openclone.jobs import start_job
+    from openclone.jobs.worker import DISTILL_KEY_ENV
 
-    filters = {
-        "tenant": tenant,
-        "model": model,
-        "since": _day(since, "--since"),
-        "until": _day(until, "--until"),
-        "min_chars": min_chars,
-    }
-    chosen = {k: v for k, v in filters.items() if v}
-    asked: dict[str, object] = {"tenant": tenant, "model": model, "since": since}
-    asked |= {"until": until, "min_chars": min_chars}
-    shown = {k: v for k, v in asked.items() if v}  # as typed, for the card
-    return captured_prompts(settings, chosen), {"captures": shown or "all consented"}
+    # The spec is a file on disk: the key goes to the worker's environment instead.
+    spec = {**req.to_dict(), "out": str(Path(req.out).resolve())}
+    for name in ("seeds", "prompts", "prices", "config"):
+        if spec[name]:
+            spec[name] = str(Path(spec[name]).resolve())  # the worker runs elsewhere
+    job = start_job("distill", spec, env={DISTILL_KEY_ENV: api_key} if api_key else None)
+    console.print(f"started job [bold]{job.id}[/bold] (writing {spec['out']})")
+    console.print(f"  openclone jobs logs {job.id} --follow   |   openclone jobs cancel {job.id}")
 
 
-async def _run(
-    cfg: DistillConfig,
-    settings: Settings,
-    base_url: str | None,
-    api_key: str | None,
-    seed_set: SeedSet | None,
-    source: Iterable[Any] | None,
-    origin: Mapping[str, Any],
-) -> DistillResult:
-    from openclone.distill import ProgressEvent, distill_prompts, distill_self_instruct
-    from openclone.distill.teacher import open_teacher_client
+async def _run(the_plan: DistillPlan, api_key: str | None) -> DistillResult:
+    from openclone.distill import ProgressEvent
+    from openclone.distill.recipe import run_plan
 
     columns = (
         TextColumn("[bold]distill"),
@@ -223,24 +177,14 @@ async def _run(
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
     )
-    client = await open_teacher_client(settings, cfg.teacher, base_url, api_key)
-    try:
-        with Progress(*columns, console=err) as bar:
-            task = bar.add_task("distill", total=cfg.count, info="")
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task("distill", total=the_plan.config.count, info="")
 
-            def on_progress(e: ProgressEvent) -> None:
-                info = f"dropped {e.dropped} · requests {e.requests} · ${e.cost_usd:.4f}"
-                bar.update(task, completed=min(e.kept, e.count), info=info)
+        def on_progress(e: ProgressEvent) -> None:
+            info = f"dropped {e.dropped} · requests {e.requests} · ${e.cost_usd:.4f}"
+            bar.update(task, completed=min(e.kept, e.count), info=info)
 
-            if source is None:
-                return await distill_self_instruct(
-                    cfg, client, seeds=seed_set, on_progress=on_progress
-                )
-            return await distill_prompts(
-                cfg, client, source, source=origin, on_progress=on_progress
-            )
-    finally:
-        await client.aclose()
+        return await run_plan(the_plan, api_key, on_progress)
 
 
 def _summary(result: DistillResult) -> None:

@@ -130,7 +130,7 @@ def list_jobs() -> list[JobStatus]:
     return sorted((get_job(i) for i in ids), key=lambda s: s.created, reverse=True)
 
 
-def _launch(job_dir: Path, status: JobStatus) -> JobStatus:
+def _launch(job_dir: Path, status: JobStatus, env: dict[str, str] | None = None) -> JobStatus:
     with (job_dir / "log.txt").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "openclone.jobs.worker", str(job_dir)],
@@ -143,6 +143,7 @@ def _launch(job_dir: Path, status: JobStatus) -> JobStatus:
                 "OPENCLONE_HOME": str(openclone_home()),
                 "PYTHONUNBUFFERED": "1",
                 "TQDM_DISABLE": "1",  # progress bars in a log file are noise; status has progress
+                **(env or {}),
             },
         )
     status.pid = proc.pid
@@ -150,8 +151,13 @@ def _launch(job_dir: Path, status: JobStatus) -> JobStatus:
     return status
 
 
-def start_job(kind: str, spec: dict[str, Any]) -> JobStatus:
-    """Create a job running ``kind`` (see ``openclone.jobs.worker.KINDS``) on ``spec``."""
+def start_job(kind: str, spec: dict[str, Any], env: dict[str, str] | None = None) -> JobStatus:
+    """Create a job running ``kind`` (see ``openclone.jobs.worker.KINDS``) on ``spec``.
+
+    ``env`` goes to the worker's environment only — the place for secrets such as an API
+    key, which ``spec.json`` must never hold. A resumed job gets the environment of the
+    command that resumes it instead.
+    """
     from openclone.jobs.worker import KINDS
 
     if kind not in KINDS:
@@ -160,7 +166,7 @@ def start_job(kind: str, spec: dict[str, Any]) -> JobStatus:
     job_dir = jobs_dir() / job_id
     job_dir.mkdir(parents=True)
     (job_dir / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec}, indent=2))
-    return _launch(job_dir, JobStatus(id=job_id, kind=kind))
+    return _launch(job_dir, JobStatus(id=job_id, kind=kind), env)
 
 
 def resume_job(job_id: str) -> JobStatus:

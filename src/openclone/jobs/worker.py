@@ -83,8 +83,62 @@ def _train(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any
     return out
 
 
+# The teacher's API key reaches a detached distill run through the environment only.
+DISTILL_KEY_ENV = "OPENCLONE_TEACHER_API_KEY"
+
+
+def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]:
+    import asyncio
+    import os
+
+    from openclone.distill.recipe import DistillRequest, plan, run_plan
+    from openclone.distill.run import ProgressEvent
+
+    p = plan(DistillRequest.from_dict(spec))
+    api_key = os.environ.get(DISTILL_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
+
+    def on_progress(e: ProgressEvent) -> None:
+        ctx.progress(min(e.kept, e.count), e.count,
+                     f"dropped {e.dropped} · requests {e.requests} · ${e.cost_usd:.4f}")  # fmt: skip
+
+    async def run() -> Any:
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        assert task is not None
+
+        # A stop request cancels the run: the rows so far stay, the card says interrupted,
+        # and resuming the job continues from there.
+        def stop() -> None:
+            loop.call_soon_threadsafe(task.cancel)
+
+        ctx.on_stop(stop)
+        return await run_plan(p, api_key, on_progress)
+
+    try:
+        result = asyncio.run(run())
+    except asyncio.CancelledError:
+        raise Cancelled({"out": str(p.config.out), "status": "interrupted"}) from None
+    out = {
+        "out": str(result.out),
+        "status": result.status,
+        "kept": result.kept,
+        "new": result.new,
+        "dropped": result.dropped,
+        "cost_usd": result.account.cost_usd,
+        "card": str(result.card_md),
+    }
+    if result.status == "budget exhausted":  # fewer rows than asked must not pass as success
+        from openclone.distill.config import DistillError
+
+        raise DistillError(
+            f"budget exhausted: {result.kept} of {p.config.count} rows in {result.out}; raise "
+            "--max-rounds or use a stronger --teacher, then resume the job"
+        )
+    return out
+
+
 KINDS: dict[str, Callable[[dict[str, Any], JobContext, bool], dict[str, Any]]] = {
     "train": _train,
+    "distill": _distill,
 }
 
 
