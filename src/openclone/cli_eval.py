@@ -121,6 +121,9 @@ def eval_command(
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     config: ConfigOpt = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="run as a background job (openclone jobs ...)")
+    ] = False,
 ) -> None:
     """Evaluate a candidate against a reference model, judged pairwise with the order swapped."""
     from openclone.evaluate.runner import EvalConfig, default_out
@@ -147,6 +150,9 @@ def eval_command(
         pset = cfg.load_prompts()  # before any model loads: a bad file fails at once
     except (ValueError, OpenCloneError) as exc:
         raise _fail(exc, USAGE) from None
+    if detach:
+        _detach_eval(cfg, config, base_url, api_key, record)
+        return
     err.print(
         f"evaluating [bold]{candidate}[/bold] against [bold]{reference}[/bold] on "
         f"{len(pset.items)} prompts of {pset.name}, judge [bold]{judge}[/bold]"
@@ -158,6 +164,30 @@ def eval_command(
     if record:
         _record(settings, report)
     _print_report(report, paths)
+
+
+def _detach_eval(
+    cfg: EvalConfig, config: Path | None, base_url: str | None, api_key: str | None, record: bool
+) -> None:
+    from openclone.jobs import start_job
+    from openclone.jobs.worker import TEACHER_KEY_ENV
+
+    spec = cfg.to_dict()
+    spec["out"] = str(cfg.out.resolve())
+    if cfg.split_of is not None:
+        spec["split_of"] = str(cfg.split_of.resolve())
+    if cfg.prompts and Path(cfg.prompts).exists():  # a file, not a bundled set's name
+        spec["prompts"] = str(Path(cfg.prompts).resolve())
+    job_spec = {
+        "eval": spec,
+        "config": str(config.resolve()) if config else None,
+        "base_url": base_url,
+        "record": record,
+    }
+    # The spec is a file on disk: the key goes to the worker's environment instead.
+    job = start_job("eval", job_spec, env={TEACHER_KEY_ENV: api_key} if api_key else None)
+    console.print(f"started job [bold]{job.id}[/bold] (reports in {spec['out']})")
+    console.print(f"  openclone jobs logs {job.id} --follow   |   openclone jobs cancel {job.id}")
 
 
 async def _eval(
@@ -178,19 +208,9 @@ async def _eval(
 
 
 def _record(settings: Settings, report: EvalReport) -> None:
-    from openclone.evaluate.runner import battles_of
-    from openclone.store import open_store
-    from openclone.store.votes import record_battle
+    from openclone.evaluate.runner import record_battles
 
-    battles = battles_of(report)
-    if not battles:
-        return
-    store = open_store(settings)
-    try:
-        for battle in battles:
-            record_battle(store, battle)
-    finally:
-        store.close()
+    record_battles(settings, report)
 
 
 def _pct(x: float | None) -> str:

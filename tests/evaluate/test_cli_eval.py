@@ -106,3 +106,25 @@ def test_watch_writes_a_baseline_then_reports_stable_then_drift(tmp_path: Path) 
     baseline.write_text(json.dumps(data))
     third = runner.invoke(app, args)
     assert third.exit_code == 3 and "DRIFT" in third.output and "100% of 2" in third.output
+
+
+@pytest.mark.slow
+def test_a_detached_eval_runs_as_a_job_and_feeds_the_arena(tmp_path: Path) -> None:
+    from openclone.jobs import job_logs, list_jobs, wait_job
+
+    cfg = bundled_toml(tmp_path / "openclone.toml", TWIN)
+    out = tmp_path / "report"
+    args = ["eval", "--candidate", TWIN, "--reference", BUNDLED, "--limit", "2"]
+    args += ["--max-tokens", "16", "--judge-max-tokens", "16", "--judge-json"]
+    args += ["--out", str(out), "--config", str(cfg), "--price", f"{TWIN}=1,2", "--detach"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (job,) = [j for j in list_jobs() if j.kind == "eval"]
+    status = wait_job(job.id, timeout=300)
+    assert status.state == "succeeded", job_logs(job.id)
+    assert (status.step, status.total) == (2, 2)
+    assert status.result["n"] == 2 and status.result["battles_recorded"] == 2
+    data = json.loads((out / "report.json").read_text())
+    assert data["n"] == 2 and data["summary"]["candidate"]["cost_total"] > 0
+    board = runner.invoke(app, ["arena", "leaderboard", "--config", str(cfg), "--source", "judge"])
+    assert TWIN in board.output and BUNDLED in board.output

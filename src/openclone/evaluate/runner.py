@@ -16,7 +16,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +32,7 @@ from openclone.schema import ChatMessage
 
 if TYPE_CHECKING:
     from openclone.client import ChatClient
+    from openclone.config import Settings
 
 __all__ = ["EvalConfig", "battles_of", "default_out", "evaluate_pair", "run_eval"]
 
@@ -232,6 +233,23 @@ def _report(
     )
 
 
+def record_battles(settings: Settings, report: EvalReport) -> int:
+    """Add the judge's outcomes to the arena's battles in the store; how many."""
+    from openclone.store import open_store
+    from openclone.store.votes import record_battle
+
+    battles = battles_of(report)
+    if not battles:
+        return 0
+    store = open_store(settings)
+    try:
+        for battle in battles:
+            record_battle(store, battle)
+    finally:
+        store.close()
+    return len(battles)
+
+
 def battles_of(report: EvalReport) -> list[Battle]:
     """The judge's outcomes as arena battles (candidate is model a)."""
     winner = {1.0: "a", 0.0: "b", 0.5: "tie"}
@@ -299,6 +317,23 @@ class EvalConfig:
             raise ValueError("resamples must be at least 1")
         if not math.isfinite(self.temperature) or not 0 <= self.temperature <= 2:
             raise ValueError("temperature must be between 0 and 2")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (a job's spec): paths as text, prices as [input, output]."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["out"] = str(self.out)
+        out["split_of"] = str(self.split_of) if self.split_of is not None else None
+        out["prices"] = {m: [p.input, p.output] for m, p in self.prices.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["out"] = Path(values["out"])
+        if values.get("split_of") is not None:
+            values["split_of"] = Path(values["split_of"])
+        values["prices"] = {m: Price(*p) for m, p in values.get("prices", {}).items()}
+        return cls(**values)
 
     def load_prompts(self) -> PromptSet:
         """The eval set this run uses; a DatasetFormatError names a bad file and line."""

@@ -83,8 +83,8 @@ def _train(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any
     return out
 
 
-# The teacher's API key reaches a detached distill run through the environment only.
-DISTILL_KEY_ENV = "OPENCLONE_TEACHER_API_KEY"
+# The API key of a detached distill or eval run reaches it through the environment only.
+TEACHER_KEY_ENV = "OPENCLONE_TEACHER_API_KEY"
 
 
 def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, A
     from openclone.distill.run import ProgressEvent
 
     p = plan(DistillRequest.from_dict(spec))
-    api_key = os.environ.get(DISTILL_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
+    api_key = os.environ.get(TEACHER_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
 
     def on_progress(e: ProgressEvent) -> None:
         ctx.progress(min(e.kept, e.count), e.count,
@@ -136,9 +136,55 @@ def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, A
     return out
 
 
+def _eval(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]:
+    import asyncio
+    import os
+
+    from openclone.client import open_client
+    from openclone.config import load_settings
+    from openclone.evaluate.runner import EvalConfig, record_battles, run_eval
+
+    settings = load_settings(Path(spec["config"]) if spec.get("config") else None)
+    cfg = EvalConfig.from_dict(spec["eval"])
+    pset = cfg.load_prompts()
+    api_key = os.environ.get(TEACHER_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
+
+    async def run() -> Any:
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        assert task is not None
+
+        def stop() -> None:
+            loop.call_soon_threadsafe(task.cancel)
+
+        ctx.on_stop(stop)
+        client = await open_client(settings, spec.get("base_url"), api_key)
+        try:
+            return await run_eval(
+                cfg, client, lambda done, total: ctx.progress(done, total, "prompts"), pset
+            )
+        finally:
+            await client.aclose()
+
+    try:
+        report, paths = asyncio.run(run())
+    except asyncio.CancelledError:  # an evaluation is cheap to run again: nothing to keep
+        raise Cancelled({"out": str(cfg.out)}) from None
+    recorded = record_battles(settings, report) if spec.get("record", True) else 0
+    return {
+        "win_rate": report.win_rate,
+        "ci": [report.ci_low, report.ci_high],
+        "n": report.n,
+        "unparsed": report.unparsed,
+        "errors": report.errors,
+        "battles_recorded": recorded,
+        "reports": {kind: str(path) for kind, path in paths.items()},
+    }
+
+
 KINDS: dict[str, Callable[[dict[str, Any], JobContext, bool], dict[str, Any]]] = {
     "train": _train,
     "distill": _distill,
+    "eval": _eval,
 }
 
 
