@@ -126,6 +126,7 @@ def eval_command(
     ] = False,
 ) -> None:
     """Evaluate a candidate against a reference model, judged pairwise with the order swapped."""
+    from openclone.evaluate import Price
     from openclone.evaluate.runner import EvalConfig, default_out
 
     settings = _settings(config)
@@ -145,7 +146,11 @@ def eval_command(
             judge_max_tokens=judge_max_tokens,
             judge_json=judge_json,
             seed=seed,
-            prices=_prices(price or []),
+            # --price beats openclone.toml's [prices]
+            prices={
+                **{m: Price(p.input, p.output) for m, p in settings.prices.items()},
+                **_prices(price or []),
+            },
         )
         pset = cfg.load_prompts()  # before any model loads: a bad file fails at once
     except (ValueError, OpenCloneError) as exc:

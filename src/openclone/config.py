@@ -92,6 +92,15 @@ def _bundled_catalog() -> list[ModelConfig]:
     ]
 
 
+class ModelPrice(BaseModel):
+    """``[prices] "gpt-4o" = { input = 2.5, output = 10 }``: USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(default=0.0, ge=0)
+    output: float = Field(default=0.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OPENCLONE_", extra="forbid", env_nested_delimiter="__"
@@ -119,6 +128,10 @@ class Settings(BaseSettings):
         default=True,
         description="PostgreSQL: VACUUM FULL the tables an erasure touched, so no dead tuple "
         "keeps erased text (locks those tables while it runs); off: plain VACUUM",
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per million tokens by model, for distill's and eval's cost accounts",
     )
 
     @classmethod

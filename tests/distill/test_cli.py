@@ -188,3 +188,23 @@ def test_from_captures_with_nothing_consented_ends_cleanly(
     assert result.exit_code == 2 and "no tenant named 'nobody'" in result.output
     result = runner.invoke(app, [*args, "--since", "last week"])
     assert result.exit_code == 2 and "expected a date like 2026-01-31" in result.output
+
+
+def test_prices_in_openclone_toml_are_the_default_and_a_flag_beats_them(
+    tmp_path: Path, standin: list[StandInTeacher]
+) -> None:
+    config = tmp_path / "openclone.toml"
+    config.write_text('[prices."smollm2-135m-instruct"]\ninput = 3.0\noutput = 6.0\n')
+    out = tmp_path / "d.jsonl"
+    args = ["distill", "--count", "2", "--out", str(out), "--config", str(config)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    card = json.loads(out.with_suffix(".card.json").read_text())
+    assert card["prices_usd_per_million_tokens"] == {"input": 3.0, "output": 6.0}
+    result = runner.invoke(app, [*args, "--count", "3", "--price-output", "1"])
+    assert result.exit_code == 0, result.output
+    card = json.loads(out.with_suffix(".card.json").read_text())
+    assert card["prices_usd_per_million_tokens"] == {"input": 3.0, "output": 1.0}
+    config.write_text('[prices."smollm2-135m-instruct"]\ninput = "free"\n')
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "prices" in result.output

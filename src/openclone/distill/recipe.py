@@ -91,8 +91,12 @@ def plan(req: DistillRequest) -> DistillPlan:
     since, until = _day(req.since, "--since"), _day(req.until, "--until")
     settings = load_settings(Path(req.config) if req.config else None)
     model = req.teacher or settings.default_model or ""
-    listed = (load_prices(Path(req.prices)) if req.prices else {}).get(model, Price())
-    price = Price(  # a flag beats the prices file, which beats 0 (a local model)
+    configured = settings.prices.get(model)
+    listed = (load_prices(Path(req.prices)) if req.prices else {}).get(
+        model, Price(configured.input, configured.output) if configured else Price()
+    )
+    # A flag beats the prices file, which beats openclone.toml's [prices], which beats 0.
+    price = Price(
         listed.input_per_million if req.price_input is None else req.price_input,
         listed.output_per_million if req.price_output is None else req.price_output,
     )
