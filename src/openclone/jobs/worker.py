@@ -8,17 +8,19 @@ gracefully (training checkpoints first); the job then ends as ``cancelled``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from openclone.jobs.runner import JobStatus, write_status
 
@@ -85,37 +87,44 @@ def _train(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any
 
 # The API key of a detached distill or eval run reaches it through the environment only.
 TEACHER_KEY_ENV = "OPENCLONE_TEACHER_API_KEY"
+T = TypeVar("T")
+
+
+def _api_key() -> str | None:
+    return os.environ.get(TEACHER_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
+
+
+def _run_async(ctx: JobContext, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` in an event loop that a stop request cancels (CancelledError is raised)."""
+
+    async def main() -> T:
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        assert task is not None
+
+        def stop() -> None:  # called from the signal handler
+            loop.call_soon_threadsafe(task.cancel)
+
+        ctx.on_stop(stop)
+        return await work()
+
+    return asyncio.run(main())
 
 
 def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]:
-    import asyncio
-    import os
-
     from openclone.distill.recipe import DistillRequest, plan, run_plan
     from openclone.distill.run import ProgressEvent
 
     p = plan(DistillRequest.from_dict(spec))
-    api_key = os.environ.get(TEACHER_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
+    api_key = _api_key()
 
     def on_progress(e: ProgressEvent) -> None:
         ctx.progress(min(e.kept, e.count), e.count,
                      f"dropped {e.dropped} · requests {e.requests} · ${e.cost_usd:.4f}")  # fmt: skip
 
-    async def run() -> Any:
-        task, loop = asyncio.current_task(), asyncio.get_running_loop()
-        assert task is not None
-
-        # A stop request cancels the run: the rows so far stay, the card says interrupted,
-        # and resuming the job continues from there.
-        def stop() -> None:
-            loop.call_soon_threadsafe(task.cancel)
-
-        ctx.on_stop(stop)
-        return await run_plan(p, api_key, on_progress)
-
     try:
-        result = asyncio.run(run())
+        result = _run_async(ctx, lambda: run_plan(p, api_key, on_progress))
     except asyncio.CancelledError:
+        # The rows so far stay, the card says interrupted; resuming the job continues.
         raise Cancelled({"out": str(p.config.out), "status": "interrupted"}) from None
     out = {
         "out": str(result.out),
@@ -137,27 +146,17 @@ def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, A
 
 
 def _eval(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]:
-    import asyncio
-    import os
-
     from openclone.client import open_client
     from openclone.config import load_settings
+    from openclone.evaluate.results import EvalReport
     from openclone.evaluate.runner import EvalConfig, record_battles, run_eval
 
     settings = load_settings(Path(spec["config"]) if spec.get("config") else None)
     cfg = EvalConfig.from_dict(spec["eval"])
     pset = cfg.load_prompts()
-    api_key = os.environ.get(TEACHER_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
 
-    async def run() -> Any:
-        task, loop = asyncio.current_task(), asyncio.get_running_loop()
-        assert task is not None
-
-        def stop() -> None:
-            loop.call_soon_threadsafe(task.cancel)
-
-        ctx.on_stop(stop)
-        client = await open_client(settings, spec.get("base_url"), api_key)
+    async def work() -> tuple[EvalReport, dict[str, Path]]:
+        client = await open_client(settings, spec.get("base_url"), _api_key())
         try:
             return await run_eval(
                 cfg, client, lambda done, total: ctx.progress(done, total, "prompts"), pset
@@ -166,7 +165,7 @@ def _eval(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]
             await client.aclose()
 
     try:
-        report, paths = asyncio.run(run())
+        report, paths = _run_async(ctx, work)
     except asyncio.CancelledError:  # an evaluation is cheap to run again: nothing to keep
         raise Cancelled({"out": str(cfg.out)}) from None
     recorded = record_battles(settings, report) if spec.get("record", True) else 0
