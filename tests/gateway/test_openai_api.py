@@ -189,10 +189,14 @@ def test_logprobs(client: OpenAI) -> None:
 # ---- errors --------------------------------------------------------------------------
 
 
-def test_unknown_model_is_404(client: OpenAI) -> None:
+def test_unknown_model_is_404_with_the_likely_name(client: OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as exc:
         client.chat.completions.create(model="no-such-model", messages=HELLO)
     assert exc.value.code == "model_not_found"
+    assert "Did you mean" not in str(exc.value)
+    with pytest.raises(openai.NotFoundError) as exc:  # the name as Hugging Face writes it
+        client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=HELLO)
+    assert f"Did you mean '{BUNDLED}'?" in str(exc.value)
 
 
 def test_context_length_exceeded(client: OpenAI) -> None:

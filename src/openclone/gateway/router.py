@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import itertools
 import logging
 import time
@@ -123,10 +124,19 @@ class Router:
             if base is not None and any(r.engine.capabilities.adapters for r in base.replicas):
                 return base
         if route is None:
-            raise ModelNotFound(
-                f"The model '{name}' does not exist or you do not have access to it.", param="model"
-            )
+            raise self._not_found(name)
         return route
+
+    def _not_found(self, name: str) -> ModelNotFound:
+        # OpenAI's wording, plus the likeliest intended name ("SmolLM2-135M-Instruct").
+        known = [n for n in [*self.routes, *self.aliases] if "+" not in n]
+        by_case = [n for n in known if n.lower() == name.lower()]
+        close = by_case or difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return ModelNotFound(
+            f"The model '{name}' does not exist or you do not have access to it.{hint}",
+            param="model",
+        )
 
     def pin(self, name: str) -> tuple[str, str]:
         """(the name to show, the model to route to): a registry alias or ``NAME@N`` resolves
@@ -148,9 +158,7 @@ class Router:
                 route = await discover(self, name)
                 if route is not None:
                     return route
-        raise ModelNotFound(
-            f"The model '{name}' does not exist or you do not have access to it.", param="model"
-        )
+        raise self._not_found(name)
 
     async def add_route(self, key: str, config: ModelConfig) -> ModelRoute:
         """Create ``config``'s replicas (off the event loop) and serve them as ``key``."""
