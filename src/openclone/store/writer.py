@@ -190,7 +190,10 @@ class CaptureWriter:
     def _commit(self, batch: list[Exchange]) -> None:
         with self.store.session() as s:
             rows = _Rows(s)
-            captures = [self._row(s, rows, ex) for ex in batch]
+            captures = []
+            for ex in batch:
+                captures.append(self._row(s, rows, ex))
+                time.sleep(0)  # let a waiting request thread have the GIL between rows
             s.flush()  # tenants, users and conversations first: captures refer to them
             # One executemany of plain rows on the table, past the ORM: ORM objects cost more
             # than the redaction and the SQL together, and its bulk layer another 10%.
