@@ -6,7 +6,14 @@ through the engine called in process, sequentially and at concurrency 8.
 
 Greedy decoding, so both sides do identical work. With ``--llama-server`` the same prompts
 also go to llama.cpp's own server on the same GGUF, same slots, context and threads: the
-reference a user would compare against, measured in the same run. Prints a table; writes
+reference a user would compare against, measured in the same run. To build the llama.cpp
+that the installed llama-cpp-python vendors (about 6 minutes on 2 cores):
+
+    pip download llama-cpp-python==$(pip show llama-cpp-python | sed -n 's/^Version: //p') \
+        --no-deps --no-binary :all: -d /tmp/lcpp && cd /tmp/lcpp && tar xzf llama_cpp_python-*.tar.gz
+    cd llama_cpp_python-*/vendor/llama.cpp && cmake -B build -DLLAMA_CURL=OFF \
+        -DCMAKE_BUILD_TYPE=Release && cmake --build build --target llama-server -j
+    # then: --llama-server $PWD/build/bin/llama-server Prints a table; writes
 benchmarks/results/serve_overhead.json. Not a pass/fail test.
 """
 
