@@ -39,8 +39,10 @@ check: lint typecheck
 # Benchmarks print a table and write JSON to benchmarks/results/; DATA is a JSONL of prompts.
 DATA ?= ../shared/data/sharegpt_prompts.jsonl
 bench: install
-	$(BIN)/python benchmarks/serve_overhead.py $(DATA)
+	$(BIN)/python benchmarks/serve_overhead.py $(DATA) --distinct
 	$(BIN)/python benchmarks/gateway_overhead.py
+	$(BIN)/python benchmarks/capture_overhead.py $(DATA)
+	$(BIN)/python benchmarks/redaction.py $(DATA)
 	$(BIN)/python benchmarks/dedupe.py $(DATA)
 
 clean:
