@@ -181,8 +181,7 @@ async def _run(the_plan: DistillPlan, api_key: str | None) -> DistillResult:
         task = bar.add_task("distill", total=the_plan.config.count, info="")
 
         def on_progress(e: ProgressEvent) -> None:
-            info = f"dropped {e.dropped} · requests {e.requests} · ${e.cost_usd:.4f}"
-            bar.update(task, completed=min(e.kept, e.count), info=info)
+            bar.update(task, completed=e.done, info=e.summary())
 
         return await run_plan(the_plan, api_key, on_progress)
 

@@ -26,6 +26,14 @@ class ProgressEvent:
     requests: int
     cost_usd: float
 
+    @property
+    def done(self) -> int:
+        """Rows toward the count (a resumed run may already hold more)."""
+        return min(self.kept, self.count)
+
+    def summary(self) -> str:
+        return f"dropped {self.dropped} · requests {self.requests} · ${self.cost_usd:.4f}"
+
 
 @dataclass
 class DistillResult:

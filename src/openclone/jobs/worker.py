@@ -118,8 +118,7 @@ def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, A
     api_key = _api_key()
 
     def on_progress(e: ProgressEvent) -> None:
-        ctx.progress(min(e.kept, e.count), e.count,
-                     f"dropped {e.dropped} · requests {e.requests} · ${e.cost_usd:.4f}")  # fmt: skip
+        ctx.progress(e.done, e.count, e.summary())
 
     try:
         result = _run_async(ctx, lambda: run_plan(p, api_key, on_progress))
