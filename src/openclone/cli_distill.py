@@ -153,17 +153,14 @@ def distill_command(
 
 
 def _detach(req: DistillRequest, api_key: str | None) -> None:
+    from openclone.cli_train import announce_job
     from openclone.jobs import start_job
-    from openclone.jobs.worker import TEACHER_KEY_ENV
 
-    # The spec is a file on disk: the key goes to the worker's environment instead.
     spec = {**req.to_dict(), "out": str(Path(req.out).resolve())}
     for name in ("seeds", "prompts", "prices", "config"):
         if spec[name]:
             spec[name] = str(Path(spec[name]).resolve())  # the worker runs elsewhere
-    job = start_job("distill", spec, env={TEACHER_KEY_ENV: api_key} if api_key else None)
-    console.print(f"started job [bold]{job.id}[/bold] (writing {spec['out']})")
-    console.print(f"  openclone jobs logs {job.id} --follow   |   openclone jobs cancel {job.id}")
+    announce_job(start_job("distill", spec, api_key=api_key), f"writing {spec['out']}")
 
 
 async def _run(the_plan: DistillPlan, api_key: str | None) -> DistillResult:

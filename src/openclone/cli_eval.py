@@ -174,8 +174,8 @@ def eval_command(
 def _detach_eval(
     cfg: EvalConfig, config: Path | None, base_url: str | None, api_key: str | None, record: bool
 ) -> None:
+    from openclone.cli_train import announce_job
     from openclone.jobs import start_job
-    from openclone.jobs.worker import TEACHER_KEY_ENV
 
     spec = cfg.to_dict()
     spec["out"] = str(cfg.out.resolve())
@@ -189,10 +189,7 @@ def _detach_eval(
         "base_url": base_url,
         "record": record,
     }
-    # The spec is a file on disk: the key goes to the worker's environment instead.
-    job = start_job("eval", job_spec, env={TEACHER_KEY_ENV: api_key} if api_key else None)
-    console.print(f"started job [bold]{job.id}[/bold] (reports in {spec['out']})")
-    console.print(f"  openclone jobs logs {job.id} --follow   |   openclone jobs cancel {job.id}")
+    announce_job(start_job("eval", job_spec, api_key=api_key), f"reports in {spec['out']}")
 
 
 async def _eval(

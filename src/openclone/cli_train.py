@@ -12,7 +12,7 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,7 +21,10 @@ from rich.table import Table
 
 from openclone.errors import OpenCloneError
 
-__all__ = ["export_command", "jobs_app", "train_command"]
+if TYPE_CHECKING:
+    from openclone.jobs import JobStatus
+
+__all__ = ["announce_job", "export_command", "jobs_app", "train_command"]
 
 console = Console()
 err = Console(stderr=True)
@@ -185,11 +188,7 @@ def train_command(
         }  # fmt: skip
         cfg = _build_config(config, resume, **flags)
         if detach:
-            job = start_job("train", cfg.to_dict())
-            console.print(f"started job [bold]{job.id}[/bold] (model {cfg.run_name})")
-            console.print(
-                f"  openclone jobs logs {job.id} --follow   |   openclone jobs cancel {job.id}"
-            )
+            announce_job(start_job("train", cfg.to_dict()), f"model {cfg.run_name}")
             return
         _foreground(cfg)
     except OpenCloneError as exc:
@@ -217,6 +216,12 @@ def export_command(
         console.print(
             f"GGUF: {result.gguf_path}  (serve: openclone serve --model {result.gguf_path})"
         )
+
+
+def announce_job(job: JobStatus, what: str) -> None:
+    """What `--detach` prints: the job's id and how to follow or stop it."""
+    console.print(f"started job [bold]{job.id}[/bold] ({what})")
+    console.print(f"  openclone jobs logs {job.id} --follow   |   openclone jobs cancel {job.id}")
 
 
 @jobs_app.command("list")

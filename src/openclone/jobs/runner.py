@@ -30,6 +30,7 @@ __all__ = [
     "JobStatus",
     "cancel_job",
     "get_job",
+    "job_api_key",
     "job_logs",
     "jobs_dir",
     "list_jobs",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# A job's API key (a distill teacher's, an eval's models') travels in the worker's
+# environment, never in spec.json: the job directory is plain files.
+API_KEY_ENV = "OPENCLONE_JOB_API_KEY"
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -130,7 +134,7 @@ def list_jobs() -> list[JobStatus]:
     return sorted((get_job(i) for i in ids), key=lambda s: s.created, reverse=True)
 
 
-def _launch(job_dir: Path, status: JobStatus, env: dict[str, str] | None = None) -> JobStatus:
+def _launch(job_dir: Path, status: JobStatus, api_key: str | None = None) -> JobStatus:
     with (job_dir / "log.txt").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "openclone.jobs.worker", str(job_dir)],
@@ -143,7 +147,7 @@ def _launch(job_dir: Path, status: JobStatus, env: dict[str, str] | None = None)
                 "OPENCLONE_HOME": str(openclone_home()),
                 "PYTHONUNBUFFERED": "1",
                 "TQDM_DISABLE": "1",  # progress bars in a log file are noise; status has progress
-                **(env or {}),
+                **({API_KEY_ENV: api_key} if api_key else {}),
             },
         )
     status.pid = proc.pid
@@ -151,12 +155,11 @@ def _launch(job_dir: Path, status: JobStatus, env: dict[str, str] | None = None)
     return status
 
 
-def start_job(kind: str, spec: dict[str, Any], env: dict[str, str] | None = None) -> JobStatus:
+def start_job(kind: str, spec: dict[str, Any], api_key: str | None = None) -> JobStatus:
     """Create a job running ``kind`` (see ``openclone.jobs.worker.KINDS``) on ``spec``.
 
-    ``env`` goes to the worker's environment only — the place for secrets such as an API
-    key, which ``spec.json`` must never hold. A resumed job gets the environment of the
-    command that resumes it instead.
+    ``api_key`` reaches the worker through its environment only (see :func:`job_api_key`);
+    a resumed job has none, and uses ``OPENAI_API_KEY`` from the command that resumes it.
     """
     from openclone.jobs.worker import KINDS
 
@@ -166,7 +169,12 @@ def start_job(kind: str, spec: dict[str, Any], env: dict[str, str] | None = None
     job_dir = jobs_dir() / job_id
     job_dir.mkdir(parents=True)
     (job_dir / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec}, indent=2))
-    return _launch(job_dir, JobStatus(id=job_id, kind=kind), env)
+    return _launch(job_dir, JobStatus(id=job_id, kind=kind), api_key)
+
+
+def job_api_key() -> str | None:
+    """In a worker: the key its job was started with, else ``OPENAI_API_KEY``."""
+    return os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
 
 
 def resume_job(job_id: str) -> JobStatus:

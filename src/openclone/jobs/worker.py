@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from openclone.jobs.runner import JobStatus, write_status
+from openclone.jobs.runner import JobStatus, job_api_key, write_status
 
 __all__ = ["KINDS", "JobContext", "main"]
 
@@ -85,13 +84,7 @@ def _train(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any
     return out
 
 
-# The API key of a detached distill or eval run reaches it through the environment only.
-TEACHER_KEY_ENV = "OPENCLONE_TEACHER_API_KEY"
 T = TypeVar("T")
-
-
-def _api_key() -> str | None:
-    return os.environ.get(TEACHER_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
 
 
 def _run_async(ctx: JobContext, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -115,7 +108,7 @@ def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, A
     from openclone.distill.run import ProgressEvent
 
     p = plan(DistillRequest.from_dict(spec))
-    api_key = _api_key()
+    api_key = job_api_key()
 
     def on_progress(e: ProgressEvent) -> None:
         ctx.progress(e.done, e.count, e.summary())
@@ -155,7 +148,7 @@ def _eval(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]
     pset = cfg.load_prompts()
 
     async def work() -> tuple[EvalReport, dict[str, Path]]:
-        client = await open_client(settings, spec.get("base_url"), _api_key())
+        client = await open_client(settings, spec.get("base_url"), job_api_key())
         try:
             return await run_eval(
                 cfg, client, lambda done, total: ctx.progress(done, total, "prompts"), pset
