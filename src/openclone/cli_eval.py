@@ -195,18 +195,19 @@ def _detach_eval(
 async def _eval(
     cfg: EvalConfig, pset: PromptSet, settings: Settings, base_url: str | None, api_key: str | None
 ) -> tuple[EvalReport, dict[str, Path]]:
-    from openclone.evaluate.runner import run_eval
+    from openclone.evaluate.runner import open_and_run_eval
 
     columns = (TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    client = await _client(settings, base_url, api_key)
-    try:
-        with Progress(*columns, console=err, transient=True) as bar:
-            task = bar.add_task("eval", total=len(pset.items))
-            return await run_eval(
-                cfg, client, lambda done, total: bar.update(task, completed=done), pset
-            )
-    finally:
-        await client.aclose()
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("eval", total=len(pset.items))
+        return await open_and_run_eval(
+            settings,
+            cfg,
+            base_url,
+            api_key,
+            lambda done, total: bar.update(task, completed=done),
+            pset,
+        )
 
 
 def _record(settings: Settings, report: EvalReport) -> None:

@@ -233,6 +233,25 @@ def _report(
     )
 
 
+async def open_and_run_eval(
+    settings: Settings,
+    config: EvalConfig,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    on_progress: Progress | None = None,
+    prompt_set: PromptSet | None = None,
+) -> tuple[EvalReport, dict[str, Path]]:
+    """:func:`run_eval` through a client of its own: the server at ``base_url``, else the
+    catalog's models loaded in this process (closed again at the end)."""
+    from openclone.client import open_client
+
+    client = await open_client(settings, base_url, api_key)
+    try:
+        return await run_eval(config, client, on_progress, prompt_set)
+    finally:
+        await client.aclose()
+
+
 def record_battles(settings: Settings, report: EvalReport) -> int:
     """Add the judge's outcomes to the arena's battles in the store; how many."""
     from openclone.store import open_store

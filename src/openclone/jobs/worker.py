@@ -138,26 +138,23 @@ def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, A
 
 
 def _eval(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]:
-    from openclone.client import open_client
     from openclone.config import load_settings
-    from openclone.evaluate.results import EvalReport
-    from openclone.evaluate.runner import EvalConfig, record_battles, run_eval
+    from openclone.evaluate.runner import EvalConfig, open_and_run_eval, record_battles
 
     settings = load_settings(Path(spec["config"]) if spec.get("config") else None)
     cfg = EvalConfig.from_dict(spec["eval"])
     pset = cfg.load_prompts()
 
-    async def work() -> tuple[EvalReport, dict[str, Path]]:
-        client = await open_client(settings, spec.get("base_url"), job_api_key())
-        try:
-            return await run_eval(
-                cfg, client, lambda done, total: ctx.progress(done, total, "prompts"), pset
-            )
-        finally:
-            await client.aclose()
+    def on_progress(done: int, total: int) -> None:
+        ctx.progress(done, total, "prompts")
 
     try:
-        report, paths = _run_async(ctx, work)
+        report, paths = _run_async(
+            ctx,
+            lambda: open_and_run_eval(
+                settings, cfg, spec.get("base_url"), job_api_key(), on_progress, pset
+            ),
+        )
     except asyncio.CancelledError:  # an evaluation is cheap to run again: nothing to keep
         raise Cancelled({"out": str(cfg.out)}) from None
     recorded = record_battles(settings, report) if spec.get("record", True) else 0
