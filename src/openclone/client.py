@@ -91,9 +91,8 @@ class HTTPClient:
 class _PassThrough(OpenAIEngine):
     """Sends each request's own model name instead of one configured name."""
 
-    def _body(self, req: BaseModel, stream: bool = False) -> bytes:
-        out = req.model_copy(update={"stream": True}) if stream else req
-        return out.model_dump_json(exclude_none=True, by_alias=True, exclude_unset=True).encode()
+    def _upstream_name(self, req: BaseModel) -> str:
+        return str(getattr(req, "model", self.model_name))
 
 
 async def open_client(

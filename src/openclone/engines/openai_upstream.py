@@ -94,8 +94,12 @@ class OpenAIEngine:
             raise ConfigError(f"model {model_name!r}: invalid openai parameters: {exc}") from exc
         return cls(model_name, config)
 
+    def _upstream_name(self, req: BaseModel) -> str:
+        """The model name the upstream is sent: the configured one."""
+        return self.upstream_model
+
     def _body(self, req: BaseModel, stream: bool = False) -> bytes:
-        update: dict[str, Any] = {"model": self.upstream_model}
+        update: dict[str, Any] = {"model": self._upstream_name(req)}
         if stream:
             update["stream"] = True
         if self.cache_salt:
