@@ -129,13 +129,6 @@ def plan(req: DistillRequest) -> DistillPlan:
     elif req.from_captures:
         from openclone.distill.captures import captured_prompts
 
-        filters = {
-            "tenant": req.tenant,
-            "model": req.capture_model,
-            "since": since,
-            "until": until,
-            "min_chars": req.min_chars,
-        }
         asked = {
             "tenant": req.tenant,
             "model": req.capture_model,
@@ -144,8 +137,9 @@ def plan(req: DistillRequest) -> DistillPlan:
             "min_chars": req.min_chars,
         }
         shown = {k: v for k, v in asked.items() if v}  # as typed, for the card
-        chosen = {k: v for k, v in filters.items() if v}
-        source = captured_prompts(settings, chosen)
+        # The same filters with the dates as timestamps, for the store.
+        filters = {**shown, **{k: v for k, v in (("since", since), ("until", until)) if k in shown}}
+        source = captured_prompts(settings, filters)
         origin = {"captures": shown or "all consented"}
     seed_set = load_seeds(Path(req.seeds) if req.seeds else None) if source is None else None
     return DistillPlan(config, settings, req.base_url, seed_set, source, origin)
