@@ -18,13 +18,19 @@ runner = CliRunner()
 TWIN = "smollm2-twin"  # the bundled model again under another name: a second contestant
 
 
-@pytest.mark.slow
-def test_eval_writes_reports_and_feeds_the_arena(tmp_path: Path) -> None:
+def _twin_eval(tmp_path: Path) -> tuple[list[str], Path, Path]:
+    """``openclone eval`` of the bundled model's twin on 2 prompts: (args, config, out)."""
     cfg = bundled_toml(tmp_path / "openclone.toml", TWIN)
     out = tmp_path / "report"
     args = ["eval", "--candidate", TWIN, "--reference", BUNDLED, "--limit", "2"]
     args += ["--max-tokens", "16", "--judge-max-tokens", "16", "--judge-json"]
     args += ["--out", str(out), "--config", str(cfg), "--price", f"{TWIN}=1,2"]
+    return args, cfg, out
+
+
+@pytest.mark.slow
+def test_eval_writes_reports_and_feeds_the_arena(tmp_path: Path) -> None:
+    args, cfg, out = _twin_eval(tmp_path)
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "win rate" in result.output and "95% bootstrap CI" in result.output
@@ -112,12 +118,8 @@ def test_watch_writes_a_baseline_then_reports_stable_then_drift(tmp_path: Path) 
 def test_a_detached_eval_runs_as_a_job_and_feeds_the_arena(tmp_path: Path) -> None:
     from openclone.jobs import job_logs, list_jobs, wait_job
 
-    cfg = bundled_toml(tmp_path / "openclone.toml", TWIN)
-    out = tmp_path / "report"
-    args = ["eval", "--candidate", TWIN, "--reference", BUNDLED, "--limit", "2"]
-    args += ["--max-tokens", "16", "--judge-max-tokens", "16", "--judge-json"]
-    args += ["--out", str(out), "--config", str(cfg), "--price", f"{TWIN}=1,2", "--detach"]
-    result = runner.invoke(app, args)
+    args, cfg, out = _twin_eval(tmp_path)
+    result = runner.invoke(app, [*args, "--detach"])
     assert result.exit_code == 0, result.output
     (job,) = [j for j in list_jobs() if j.kind == "eval"]
     status = wait_job(job.id, timeout=300)
