@@ -104,7 +104,8 @@ class RateLimited(APIError):
 
 
 class EngineError(APIError):
-    """The engine failed. ``retryable`` marks failures another replica may not have."""
+    """The engine failed. ``retryable`` marks failures another replica may not have;
+    ``retry_after`` (seconds) becomes a ``Retry-After`` header when the client gets it."""
 
     status_code = 502
     error_type = "server_error"
@@ -121,10 +122,11 @@ class EngineError(APIError):
     ) -> None:
         super().__init__(message, param=param, code=code)
         self.retryable = retryable
+        self.retry_after: float | None = None
         if status_code is not None:
             self.status_code = status_code
 
 
 class ReplicaUnavailable(EngineError):
     status_code = 503
-    default_code = "model_unavailable"
+    default_code = "engine_unavailable"

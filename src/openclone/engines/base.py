@@ -33,7 +33,7 @@ from openclone.schema import (
     CompletionRequest,
 )
 
-__all__ = ["Capabilities", "Engine"]
+__all__ = ["AdapterHost", "Capabilities", "Engine"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +68,16 @@ class Engine(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class AdapterHost(Protocol):
+    """An engine that serves LoRA adapters on its base (``capabilities.adapters``)."""
+
+    def adapter_names(self) -> list[str]:
+        """Adapters a request may name as ``BASE:ADAPTER`` or by the adapter's own name."""
+        ...
+
+    async def add_adapter(self, name: str, path: str) -> None:
+        """Load the PEFT adapter at ``path`` as ``name`` while serving."""
+        ...

@@ -35,7 +35,7 @@ from openclone.engines.textstream import StopAwareText
 from openclone.errors import ConfigError, EngineError, UnsupportedParameter
 from openclone.schema import FinishReason, TokenLogprob, TopLogprob
 
-__all__ = ["LlamaCppConfig", "LlamaCppEngine"]
+__all__ = ["LlamaCppConfig", "LlamaCppEngine", "cpu_has_amx", "use_extra_buffers"]
 
 
 class LlamaCppConfig(BaseModel):
@@ -67,6 +67,13 @@ class LlamaCppConfig(BaseModel):
     )
     max_queue: int = Field(default=256, ge=1)
     chat_template: str | None = None  # overrides the GGUF's own
+    # ggml's extra CPU weight layouts: AMX tiles and repacked (interleaved) blocks. Its AMX
+    # matmul faults on some Intel AMX CPUs (llama.cpp#20824), killing the process, so
+    # "auto" turns them off where the build and the CPU both have AMX.
+    extra_buffers: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="ggml AMX/repacked weight buffers; auto: off on AMX CPUs, else on",
+    )
 
 
 @dataclass
@@ -103,6 +110,8 @@ class LlamaCppEngine(LocalEngine):
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = config.n_gpu_layers
+        self.extra_buffers = use_extra_buffers(config.extra_buffers)
+        mparams.use_extra_bufts = self.extra_buffers
         try:
             self._model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
         except ValueError as exc:
@@ -191,6 +200,7 @@ class LlamaCppEngine(LocalEngine):
             "path": str(self.path),
             "n_ctx": self.n_ctx,
             "n_parallel": self.config.n_parallel,
+            "extra_buffers": self.extra_buffers,
             "active": active,
             "prompt_tokens": dict(self._prompt_tokens),
             **self.load(),
@@ -463,6 +473,33 @@ class LlamaCppEngine(LocalEngine):
                 n = self._c.llama_token_to_piece(self._vocab, tok, buf, -n, 0, False)
             piece = self._pieces[tok] = buf.raw[:n]
         return piece
+
+
+def use_extra_buffers(setting: Literal["auto", "on", "off"]) -> bool:
+    """Whether to load weights into ggml's extra CPU buffers (see LlamaCppConfig)."""
+    if setting != "auto":
+        return setting == "on"
+    return not (cpu_has_amx() and _build_has_amx())
+
+
+def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU advertises AMX integer tiles (Sapphire Rapids and newer Xeons)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    return any(
+        line.startswith("flags") and "amx_int8" in line.split() for line in text.splitlines()
+    )
+
+
+def _build_has_amx() -> bool:
+    """True when this llama.cpp was compiled with the AMX kernels (``-march=native`` on an
+    AMX CPU does that)."""
+    from llama_cpp import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    return "AMX_INT8 = 1" in info
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

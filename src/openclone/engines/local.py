@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from openclone.engines.base import Capabilities
 from openclone.engines.tooling import (
@@ -106,6 +106,7 @@ class LocalEngine(ABC):
     capabilities: Capabilities
     model_name: str
     max_queue: int = 64
+    runs_native_code: ClassVar[bool] = True  # served from a worker process by default
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=self.max_queue)

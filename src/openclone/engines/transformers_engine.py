@@ -11,6 +11,7 @@ runs at a time (no batching): this engine is for adapters and training parity, n
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 import threading
@@ -142,6 +143,9 @@ class TransformersEngine(LocalEngine):
 
     def adapter_names(self) -> list[str]:
         return list(self._adapters)
+
+    async def add_adapter(self, name: str, path: str) -> None:
+        await asyncio.to_thread(self.load_adapter, name, path)
 
     def load_adapter(self, name: str, path: str) -> None:
         """Add a PEFT adapter while serving; blocks until the running request ends.

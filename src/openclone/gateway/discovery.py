@@ -13,6 +13,7 @@ import logging
 import re
 
 from openclone.config import ModelConfig
+from openclone.engines.base import AdapterHost
 from openclone.errors import ModelNotFound
 from openclone.gateway.router import ModelRoute, Router
 
@@ -46,12 +47,9 @@ async def trained_models(router: Router, name: str) -> ModelRoute | None:
         route = await router.add_route(key, config)
     else:
         for replica in route.replicas:
-            if adapter not in replica.engine.adapter_names():  # type: ignore[attr-defined]
-                await asyncio.to_thread(
-                    replica.engine.load_adapter,  # type: ignore[attr-defined]
-                    adapter,
-                    record.adapter_path,
-                )
+            engine = replica.engine
+            if isinstance(engine, AdapterHost) and adapter not in engine.adapter_names():
+                await engine.add_adapter(adapter, record.adapter_path)
     router.routes[adapter] = route
     router.routes[f"{record.base}:{adapter}"] = route
     return route

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,13 +11,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from openclone.errors import APIError, InvalidRequestError
+from openclone.errors import APIError, EngineError, InvalidRequestError
 
 log = logging.getLogger("openclone.gateway")
 
 
 def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+    headers = None
+    if isinstance(exc, EngineError) and exc.retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:

@@ -178,10 +178,13 @@ class Router:
             candidates = [r for r in route.replicas if r.id not in tried and r.down_until <= now]
         if not candidates:
             errors = "; ".join(f"{r.id}: {r.last_error}" for r in route.replicas if r.last_error)
-            raise ReplicaUnavailable(
+            err = ReplicaUnavailable(
                 f"no replica of model '{route.name}' is available"
                 + (f" ({errors})" if errors else "")
             )
+            # When the first replica is expected back: a client need not guess.
+            err.retry_after = max(1.0, min(r.down_until for r in route.replicas) - now)
+            raise err
         low = min(r.in_flight for r in candidates)
         best = [r for r in candidates if r.in_flight == low]
         return best[next(route._rr) % len(best)]

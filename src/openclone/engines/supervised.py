@@ -1,0 +1,464 @@
+"""A local engine in a supervised worker process, so a native crash costs one replica.
+
+:class:`SupervisedEngine` implements the :class:`~openclone.engines.base.Engine` contract in
+the gateway by forwarding every call to a worker process
+(:mod:`openclone.engines.worker_main`) over a socket pair (:mod:`openclone.engines.ipc`).
+The gateway never loads model code itself. When the worker dies — a segfault in a
+kernel, an abort, the OOM killer, ``kill -9`` — the socket closes at once and:
+
+* requests that had not received a byte fail with a retryable ``EngineError`` (503
+  ``engine_unavailable``), so the router retries them on another replica, or answers 503
+  with ``Retry-After`` when there is none;
+* streams already under way end with an OpenAI-shaped error event;
+* the worker is started again after a backoff (0.5 s, doubling to 30 s; back to 0.5 s once
+  a worker has stayed up for a minute), and the restart count and the last exit reason
+  show in ``describe()`` — hence ``/health``, ``/v1/models`` and ``/metrics``.
+
+A worker whose engine cannot be built from its configuration (a missing file, a bad
+parameter) stops the server at start-up with that ``ConfigError``, as an in-process engine
+would; anything else at start-up is a crash like any other and is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from openclone.engines.base import Capabilities
+from openclone.engines.ipc import (
+    Kind,
+    capabilities_from,
+    error_from,
+    frame,
+    read_frame,
+    read_frame_sync,
+)
+from openclone.errors import ConfigError, EngineError, OpenCloneError
+from openclone.schema import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+)
+
+__all__ = ["SupervisedEngine", "WorkerOptions"]
+
+log = logging.getLogger("openclone.supervisor")
+M = TypeVar("M", bound=BaseModel)
+
+EXIT_CONFIG = 3  # worker_main's exit code for a configuration it cannot build
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    start_timeout: float = 600.0  # seconds to load the model before the start counts as failed
+    backoff_first: float = 0.5
+    backoff_max: float = 30.0
+    stable_after: float = 60.0  # a worker up this long resets the backoff
+    memory_mb: int | None = None  # address-space cap (RLIMIT_AS): an OOM ends the worker only
+
+
+class _WorkerDied(Exception):
+    pass
+
+
+@dataclass
+class _Pending:
+    events: asyncio.Queue[tuple[Kind, bytes]] = field(default_factory=asyncio.Queue)
+    started: bool = False  # a chunk has been handed on: the request can no longer move
+
+
+class _Conn:
+    """One incarnation of the worker: its process and its end of the socket."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, ready: dict[str, Any]):
+        self.proc = proc
+        self.sock = sock
+        self.ready = ready
+        self.started = time.monotonic()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+
+class SupervisedEngine:
+    """Engine contract in the gateway; the engine itself runs in a worker process."""
+
+    def __init__(
+        self, engine: str, model_name: str, params: dict[str, Any], options: WorkerOptions
+    ) -> None:
+        self.engine_name = engine
+        self.model_name = model_name
+        self.params = params
+        self.options = options
+        self.capabilities = Capabilities()
+        self._adapters: list[str] = []
+        self._detail: dict[str, Any] = {}
+        self._conn: _Conn | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._restarts = 0
+        self._last_exit: dict[str, Any] | None = None
+        self._state = "starting"
+        self._next_start = 0.0
+        self._backoff = options.backoff_first
+        self._closed = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        try:
+            self._accept(self._spawn())
+        except ConfigError:
+            raise
+        except _WorkerDied as exc:
+            # Not the configuration's fault: the supervisor retries with backoff once the
+            # gateway's event loop runs, and requests meanwhile get a 503.
+            self._record_exit(str(exc))
+            self._state = "restarting"
+            self._next_start = time.monotonic() + self._backoff
+
+    # ---- process lifecycle --------------------------------------------------------------
+
+    def _spawn(self) -> _Conn:
+        """Start a worker and wait for READY (blocking: call it from a thread)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        if self.options.memory_mb:
+            env["OPENCLONE_WORKER_MEMORY_MB"] = str(self.options.memory_mb)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "openclone.engines.worker_main", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()  # only the worker holds it now: its death closes the socket
+        spec = {"engine": self.engine_name, "model": self.model_name, "params": self.params}
+        try:
+            ours.sendall(frame(Kind.SPEC, 0, json.dumps(spec).encode()))
+            ours.settimeout(self.options.start_timeout)
+            kind, _, payload = read_frame_sync(ours)
+        except (OSError, EOFError, ConnectionError) as exc:
+            ours.close()
+            reason = _exit_reason(_reap(proc)) if not isinstance(exc, TimeoutError) else None
+            if reason is None:
+                _kill(proc)
+                reason = f"did not start within {self.options.start_timeout:.0f} s"
+            raise _WorkerDied(reason) from None
+        if kind == Kind.FATAL:
+            ours.close()
+            err = error_from(payload)
+            code = _reap(proc)
+            if isinstance(err, ConfigError) or code == EXIT_CONFIG:
+                raise ConfigError(str(err)) from None
+            raise _WorkerDied(f"failed to start: {err}")
+        ours.settimeout(None)
+        ours.setblocking(False)
+        return _Conn(proc, ours, json.loads(payload))
+
+    def _accept(self, conn: _Conn) -> None:
+        ready = conn.ready
+        self.capabilities = capabilities_from(ready.get("capabilities", {}))
+        self._adapters = list(ready.get("adapters", []))
+        self._detail = dict(ready.get("detail", {}))
+        self._conn = conn
+        self._state = "ready"
+        log.info("engine worker for %s ready (pid %d)", self.model_name, conn.proc.pid)
+
+    def _record_exit(self, reason: str) -> None:
+        self._last_exit = {"reason": reason, "at": time.time()}
+
+    async def _attach(self) -> None:
+        """Bind to the running event loop on first use (start the supervisor); wait while a
+        started worker's socket is being opened."""
+        if self._supervisor is None and not self._closed:
+            self._supervisor = asyncio.create_task(
+                self._supervise(), name=f"supervisor-{self.model_name}"
+            )
+        if self._conn is not None and self._conn.writer is None:
+            await self._ready.wait()
+
+    async def _open(self, conn: _Conn) -> None:
+        conn.reader, conn.writer = await asyncio.open_unix_connection(sock=conn.sock, limit=2**20)
+        self._ready.set()
+
+    async def _supervise(self) -> None:
+        while not self._closed:
+            conn = self._conn
+            if conn is None:
+                await asyncio.sleep(max(0.0, self._next_start - time.monotonic()))
+                if self._closed:
+                    return
+                try:
+                    conn = await asyncio.to_thread(self._spawn)
+                except (ConfigError, _WorkerDied) as exc:
+                    self._restarts += 1
+                    self._record_exit(str(exc))
+                    self._schedule_restart()
+                    log.error("engine worker for %s failed to start: %s", self.model_name, exc)
+                    continue
+                self._restarts += 1
+                self._accept(conn)
+                await self._open(conn)
+            elif conn.reader is None:
+                await self._open(conn)
+            await self._read(conn)
+            if self._closed:
+                return
+            reason = _exit_reason(await asyncio.to_thread(_reap, conn.proc))
+            self._died(conn, reason)
+
+    async def _read(self, conn: _Conn) -> None:
+        assert conn.reader is not None
+        while True:
+            try:
+                kind, rid, payload = await read_frame(conn.reader)
+            except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                return
+            if kind == Kind.DETAIL:
+                self._detail = json.loads(payload)
+                continue
+            pending = self._pending.get(rid)
+            if pending is not None:
+                pending.events.put_nowait((kind, payload))
+
+    def _died(self, conn: _Conn, reason: str) -> None:
+        self._conn = None
+        self._ready.clear()
+        if conn.writer is not None:
+            conn.writer.close()
+        self._record_exit(reason)
+        up_for = time.monotonic() - conn.started
+        if up_for >= self.options.stable_after:
+            self._backoff = self.options.backoff_first
+        self._schedule_restart()
+        log.error(
+            "engine worker for %s (pid %d) %s; %d request(s) affected; restarting in %.1f s",
+            self.model_name,
+            conn.proc.pid,
+            reason,
+            len(self._pending),
+            self._next_start - time.monotonic(),
+        )
+        for pending in self._pending.values():
+            pending.events.put_nowait((Kind.FATAL, reason.encode()))
+
+    def _schedule_restart(self) -> None:
+        self._state = "restarting"
+        self._next_start = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.options.backoff_max)
+
+    def _unavailable(self, why: str, retryable: bool = True) -> EngineError:
+        err = EngineError(
+            f"the engine worker of model '{self.model_name}' {why}",
+            code="engine_unavailable",
+            retryable=retryable,
+            status_code=503,
+        )
+        err.retry_after = max(1.0, self._next_start - time.monotonic())
+        return err
+
+    # ---- requests -----------------------------------------------------------------------
+
+    async def _send(self, kind: Kind, payload: bytes) -> tuple[int, _Pending]:
+        await self._attach()
+        conn = self._conn
+        if self._closed:
+            raise EngineError("engine is shutting down", retryable=True, status_code=503)
+        if conn is None or conn.writer is None:
+            raise self._unavailable(f"is restarting after it {self._last_exit_reason()}")
+        rid = next(self._ids)
+        pending = self._pending[rid] = _Pending()
+        conn.writer.write(frame(kind, rid, payload))
+        await conn.writer.drain()
+        return rid, pending
+
+    def _last_exit_reason(self) -> str:
+        return (self._last_exit or {}).get("reason", "stopped")
+
+    def _cancel(self, rid: int) -> None:
+        self._pending.pop(rid, None)
+        conn = self._conn
+        if conn is not None and conn.writer is not None and not conn.writer.is_closing():
+            conn.writer.write(frame(Kind.CANCEL, rid))
+
+    def _failure(self, kind: Kind, payload: bytes, started: bool) -> OpenCloneError:
+        if kind == Kind.ERROR:
+            return error_from(payload)
+        reason = payload.decode()
+        if started:
+            return EngineError(
+                f"the engine worker of model '{self.model_name}' {reason} mid-stream; "
+                "the answer is incomplete",
+                code="engine_unavailable",
+                status_code=503,
+            )
+        return self._unavailable(f"{reason} before answering")
+
+    async def _call(self, kind: Kind, req: BaseModel, scope: str | None, out: type[M]) -> M:
+        rid, pending = await self._send(kind, _request_payload(req, scope))
+        done = False
+        try:
+            got, payload = await pending.events.get()
+            done = True
+            if got == Kind.RESULT:
+                return out.model_validate_json(payload)
+            raise self._failure(got, payload, started=False)
+        finally:
+            if done:
+                self._pending.pop(rid, None)
+            else:
+                self._cancel(rid)
+
+    async def _stream(
+        self, kind: Kind, req: BaseModel, scope: str | None, out: type[M]
+    ) -> AsyncIterator[M]:
+        rid, pending = await self._send(kind, _request_payload(req, scope))
+        done = False
+        try:
+            while True:
+                got, payload = await pending.events.get()
+                if got == Kind.ITEM:
+                    pending.started = True
+                    yield out.model_validate_json(payload)
+                    continue
+                done = True
+                if got == Kind.END:
+                    return
+                raise self._failure(got, payload, pending.started)
+        finally:
+            if done:
+                self._pending.pop(rid, None)
+            else:
+                self._cancel(rid)
+
+    # ---- the Engine protocol ------------------------------------------------------------
+
+    async def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
+        return await self._call(Kind.CHAT, req, req.cache_scope, ChatCompletion)
+
+    def stream(self, req: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        return self._stream(Kind.STREAM, req, req.cache_scope, ChatCompletionChunk)
+
+    async def complete(self, req: CompletionRequest) -> Completion:
+        return await self._call(Kind.COMPLETE, req, req.cache_scope, Completion)
+
+    def stream_complete(self, req: CompletionRequest) -> AsyncIterator[Completion]:
+        return self._stream(Kind.STREAM_COMPLETE, req, req.cache_scope, Completion)
+
+    def adapter_names(self) -> list[str]:
+        return list(self._adapters)
+
+    async def add_adapter(self, name: str, path: str) -> None:
+        rid, pending = await self._send(
+            Kind.ADD_ADAPTER, json.dumps({"name": name, "path": path}).encode()
+        )
+        try:
+            got, payload = await pending.events.get()
+        finally:
+            self._pending.pop(rid, None)
+        if got != Kind.RESULT:
+            raise self._failure(got, payload, started=False)
+        self._adapters = json.loads(payload)
+        # A restarted worker loads what its parameters name: keep the adapter on restarts.
+        adapters = dict(self.params.get("adapters") or {})
+        adapters[name] = path
+        self.params = {**self.params, "adapters": adapters}
+
+    async def health(self) -> bool:
+        await self._attach()
+        conn = self._conn
+        return conn is not None and conn.proc.poll() is None and not self._closed
+
+    def worker_status(self) -> dict[str, Any]:
+        conn = self._conn
+        return {
+            "state": self._state,
+            "pid": conn.proc.pid if conn is not None else None,
+            "restarts": self._restarts,
+            "last_exit": self._last_exit,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {**self._detail, "worker": self.worker_status()}
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._state = "stopped"
+        conn = self._conn
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if conn is None:
+            return
+        # The worker stops at SHUTDOWN or at the end of its socket, whichever comes first.
+        if conn.writer is not None and not conn.writer.is_closing():
+            with contextlib.suppress(ConnectionError, OSError):
+                conn.writer.write(frame(Kind.SHUTDOWN, 0))
+                await conn.writer.drain()
+        else:
+            conn.sock.close()
+        await asyncio.to_thread(_stop, conn.proc, 30.0)
+        if conn.writer is not None:
+            conn.writer.close()
+        self._conn = None
+
+
+def _request_payload(req: BaseModel, scope: str | None) -> bytes:
+    return json.dumps(scope).encode() + b"\n" + req.model_dump_json(by_alias=True, exclude_unset=True).encode()
+
+
+def _reap(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        return proc.returncode
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory, or kill -9)" if name == "SIGKILL" else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code}"

@@ -1,0 +1,196 @@
+"""An engine worker process: one local engine (llama.cpp, transformers) behind a socket.
+
+Started by :class:`~openclone.engines.supervised.SupervisedEngine` as
+``python -m openclone.engines.worker_main FD``. The gateway sends what to load, the worker
+answers READY with the engine's capabilities, then serves any number of concurrent
+requests, each its own task, until SHUTDOWN or until the gateway's end of the socket
+closes — a worker never outlives its gateway. Native crashes end this process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import dataclasses
+import json
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from openclone.engines.base import AdapterHost, Engine
+from openclone.engines.ipc import Kind, error_payload, frame, read_frame
+from openclone.errors import ConfigError, InvalidRequestError
+from openclone.schema import ChatCompletionRequest, CompletionRequest
+
+log = logging.getLogger("openclone.worker")
+
+EXIT_CONFIG = 3  # the engine cannot be built from its configuration: restarting won't help
+_DETAIL_EVERY = 0.25  # seconds between checks of describe() for /health
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the gateway dies, even by ``kill -9``."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the gateway died before the line above
+        os._exit(0)
+
+
+def _limit_memory(mb: int | None) -> None:
+    if mb:
+        size = mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+
+class _Worker:
+    def __init__(self, engine: Engine, writer: asyncio.StreamWriter) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._detail = ""
+
+    def send(self, kind: Kind, rid: int, payload: bytes = b"") -> None:
+        self.writer.write(frame(kind, rid, payload))
+
+    def detail(self) -> None:
+        """Send describe() when it changed since the last time."""
+        text = json.dumps(self.engine.describe(), default=str)
+        if text != self._detail:
+            self._detail = text
+            self.send(Kind.DETAIL, 0, text.encode())
+
+    async def tick(self) -> None:
+        while True:
+            await asyncio.sleep(_DETAIL_EVERY)
+            self.detail()
+
+    def start(self, kind: Kind, rid: int, payload: bytes) -> None:
+        self.tasks[rid] = asyncio.create_task(self._handle(kind, rid, payload))
+
+    def cancel(self, rid: int) -> None:
+        task = self.tasks.get(rid)
+        if task is not None:
+            task.cancel()
+
+    async def _handle(self, kind: Kind, rid: int, payload: bytes) -> None:
+        try:
+            if kind == Kind.ADD_ADAPTER:
+                body = json.loads(payload)
+                if not isinstance(self.engine, AdapterHost):
+                    raise ConfigError("this engine cannot load adapters")
+                await self.engine.add_adapter(body["name"], body["path"])
+                self.send(Kind.RESULT, rid, json.dumps(self.engine.adapter_names()).encode())
+            elif kind in (Kind.CHAT, Kind.COMPLETE):
+                req = _request(kind, payload)
+                result: BaseModel
+                if isinstance(req, ChatCompletionRequest):
+                    result = await self.engine.chat(req)
+                else:
+                    result = await self.engine.complete(req)
+                self.send(Kind.RESULT, rid, result.model_dump_json().encode())
+            else:
+                req = _request(kind, payload)
+                it: AsyncIterator[BaseModel] = (
+                    self.engine.stream(req)
+                    if isinstance(req, ChatCompletionRequest)
+                    else self.engine.stream_complete(req)
+                )
+                try:
+                    async for item in it:
+                        self.send(Kind.ITEM, rid, item.model_dump_json().encode())
+                        await self.writer.drain()
+                finally:
+                    await it.aclose()  # type: ignore[attr-defined]
+                self.send(Kind.END, rid)
+        except asyncio.CancelledError:
+            pass  # the gateway asked; it expects no answer
+        except BaseException as exc:  # every failure goes back to the gateway, typed
+            self.send(Kind.ERROR, rid, error_payload(exc))
+        finally:
+            self.tasks.pop(rid, None)
+            self.detail()
+
+
+def _request(kind: Kind, payload: bytes) -> ChatCompletionRequest | CompletionRequest:
+    scope_json, _, body = payload.partition(b"\n")
+    cls = ChatCompletionRequest if kind in (Kind.CHAT, Kind.STREAM) else CompletionRequest
+    try:
+        req = cls.model_validate_json(body)
+    except ValidationError as exc:  # the gateway validated it: this is a bug, not the client
+        raise InvalidRequestError(f"the worker could not read the request: {exc}") from exc
+    req.scope_cache(json.loads(scope_json))
+    return req
+
+
+def _build(spec: dict[str, Any]) -> Engine:
+    from openclone.engines import create_engine
+
+    return create_engine(spec["engine"], spec["model"], spec["params"], isolation="thread")
+
+
+async def _serve(sock: socket.socket) -> int:
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=2**20)
+    kind, _, payload = await read_frame(reader)
+    if kind != Kind.SPEC:
+        return 2
+    spec = json.loads(payload)
+    try:
+        engine = await asyncio.to_thread(_build, spec)
+    except BaseException as exc:
+        writer.write(frame(Kind.FATAL, 0, error_payload(exc)))
+        await writer.drain()
+        return EXIT_CONFIG if isinstance(exc, ConfigError) else 1
+    ready = {
+        "capabilities": dataclasses.asdict(engine.capabilities),
+        "adapters": engine.adapter_names() if isinstance(engine, AdapterHost) else [],
+        "detail": engine.describe(),
+        "pid": os.getpid(),
+    }
+    writer.write(frame(Kind.READY, 0, json.dumps(ready, default=str).encode()))
+    worker = _Worker(engine, writer)
+    ticker = asyncio.create_task(worker.tick())
+    try:
+        while True:
+            try:
+                kind, rid, payload = await read_frame(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break  # the gateway is gone
+            if kind == Kind.CANCEL:
+                worker.cancel(rid)
+            elif kind == Kind.SHUTDOWN:
+                break
+            else:
+                worker.start(kind, rid, payload)
+    finally:
+        ticker.cancel()
+        for task in list(worker.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        await engine.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    fd = int(args[0])
+    _die_with_parent()
+    _limit_memory(int(os.environ.get("OPENCLONE_WORKER_MEMORY_MB", "0") or 0) or None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the gateway, which stops us
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s worker: %(message)s")
+    sock = socket.socket(fileno=fd)
+    code = asyncio.run(_serve(sock))
+    sys.stdout.flush()
+    os._exit(code)  # skip interpreter teardown: native libraries have been closed already
+
+
+if __name__ == "__main__":
+    main()
