@@ -48,7 +48,9 @@ def create_engine(
     memory_mb = params.pop("worker_memory_mb", None)
     start_timeout = params.pop("worker_start_timeout", 600.0)
     if chosen not in ("process", "thread"):
-        raise ConfigError(f"model {model!r}: isolation must be 'process' or 'thread', not {chosen!r}")
+        raise ConfigError(
+            f"model {model!r}: isolation must be 'process' or 'thread', not {chosen!r}"
+        )
     isolation = isolation or chosen
     cls = _engine_class(engine, model)
     if isolation == "process" and getattr(cls, "runs_native_code", False):

@@ -105,7 +105,10 @@ def error_payload(exc: BaseException) -> bytes:
     elif isinstance(exc, errors.ConfigError):
         body = {"class": "ConfigError", "message": str(exc)}
     else:
-        body = {"class": "EngineError", "message": f"generation failed: {type(exc).__name__}: {exc}"}
+        body = {
+            "class": "EngineError",
+            "message": f"generation failed: {type(exc).__name__}: {exc}",
+        }
     return json.dumps(body).encode()
 
 

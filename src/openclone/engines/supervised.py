@@ -422,7 +422,11 @@ class SupervisedEngine:
 
 
 def _request_payload(req: BaseModel, scope: str | None) -> bytes:
-    return json.dumps(scope).encode() + b"\n" + req.model_dump_json(by_alias=True, exclude_unset=True).encode()
+    return (
+        json.dumps(scope).encode()
+        + b"\n"
+        + req.model_dump_json(by_alias=True, exclude_unset=True).encode()
+    )
 
 
 def _reap(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:

@@ -21,7 +21,7 @@ class _ReplicaCollector(Collector):
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         up = GaugeMetricFamily(
             "openclone_replica_up", "1 when the replica takes requests", labels=["model", "replica"]
         )
@@ -31,14 +31,32 @@ class _ReplicaCollector(Collector):
         fails = GaugeMetricFamily(
             "openclone_replica_failures", "times marked down", labels=["model", "replica"]
         )
+        restarts = CounterMetricFamily(
+            "openclone_engine_worker_restarts",
+            "times the replica's engine worker process was started again",
+            labels=["model", "replica"],
+        )
+        exits = GaugeMetricFamily(
+            "openclone_engine_worker_last_exit_timestamp_seconds",
+            "when the replica's engine worker last died, by reason",
+            labels=["model", "replica", "reason"],
+        )
         for route in self.router.routes.values():
             for r in route.replicas:
                 up.add_metric([route.name, r.id], 1.0 if r.healthy else 0.0)
                 busy.add_metric([route.name, r.id], float(r.in_flight))
                 fails.add_metric([route.name, r.id], float(r.failures))
+                worker = r.worker_status()
+                if worker is not None:
+                    restarts.add_metric([route.name, r.id], float(worker["restarts"]))
+                    if worker["last_exit"]:
+                        last = worker["last_exit"]
+                        exits.add_metric([route.name, r.id, last["reason"]], last["at"])
         yield up
         yield busy
         yield fails
+        yield restarts
+        yield exits
 
 
 class _CaptureCollector(Collector):

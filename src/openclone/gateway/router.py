@@ -57,6 +57,11 @@ class Replica:
         self.healthy = True
         self.last_error = None
 
+    def worker_status(self) -> dict[str, Any] | None:
+        """The engine worker process's state, for engines that run in one."""
+        status = getattr(self.engine, "worker_status", None)
+        return status() if callable(status) else None
+
     def status(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -66,6 +71,7 @@ class Replica:
             "served": self.served,
             "failures": self.failures,
             "last_error": self.last_error,
+            "worker": self.worker_status(),
             "detail": self.engine.describe(),
         }
 

@@ -6,6 +6,10 @@ process ``python -m openclone.jobs.worker <dir>`` in its own session, so it outl
 command that started it and a Ctrl-C in that terminal does not reach it. The worker writes
 the status; this side writes it only before the worker starts and after it is gone. A job
 whose status says running but whose process is dead crashed, and is reported as failed.
+
+Every attempt's status names its own worker: the launcher records the new process (pid and
+start time) before it lets the worker begin, so no reader ever judges an attempt by the
+process of the one before, and a worker that is still starting counts as alive.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from openclone.train.config import openclone_home
 
 __all__ = [
     "FINAL_STATES",
+    "GO_AHEAD",
     "JobStatus",
     "cancel_job",
     "get_job",
@@ -45,6 +50,9 @@ State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 # environment, never in spec.json: the job directory is plain files.
 API_KEY_ENV = "OPENCLONE_JOB_API_KEY"
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+# What the launcher writes to a new worker's stdin once the attempt's status is recorded; a
+# worker whose stdin closes without it (its launcher died first) leaves the job alone.
+GO_AHEAD = b"go"
 
 
 @dataclass
@@ -56,6 +64,9 @@ class JobStatus:
     total: int = 0
     message: str = ""
     pid: int | None = None
+    # The worker's start time in clock ticks after boot (procfs; None without it). It tells
+    # the worker from a later process given the same pid, even while the worker is in exec.
+    pid_start: int | None = None
     attempt: int = 1
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -94,8 +105,22 @@ def _read_status(job_dir: Path) -> JobStatus:
     return JobStatus(**json.loads((job_dir / "status.json").read_text(encoding="utf-8")))
 
 
-def _alive(pid: int, job_id: str) -> bool:
-    """Is ``pid`` still this job's worker? Zombies and recycled pids count as dead."""
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """``pid``'s state letter and start time (clock ticks after boot) from procfs, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int, pid_start: int | None) -> bool:
+    """Is the worker that started as ``pid`` at ``pid_start`` still running? Zombies and
+    recycled pids count as dead.
+
+    The worker is recognised by its start time, which fork sets and exec keeps; not by its
+    command line, which reads empty while exec runs, just after the launcher has started it.
+    """
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
     try:
@@ -103,28 +128,32 @@ def _alive(pid: int, job_id: str) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass  # it exists; whose it is, procfs tells
+    if not Path("/proc/self/stat").is_file():  # no procfs (macOS): the signal is all there is
         return True
-    proc = Path(f"/proc/{pid}")
-    if not proc.is_dir():  # no procfs (macOS): the signal check is all there is
-        return True
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes()
-    except (OSError, IndexError):
+    stat = _proc_stat(pid)
+    if stat is None:  # gone since the signal
         return False
-    return state not in ("Z", "X") and job_id.encode() in cmdline
+    state, started = stat
+    return state not in ("Z", "X") and pid_start in (None, started)
 
 
 def get_job(job_id: str) -> JobStatus:
     """The job's status; a running job whose process died is marked failed here."""
     job_dir = _dir(job_id)
     status = _read_status(job_dir)
-    if not status.done and status.pid is not None and not _alive(status.pid, job_id):
-        status.state = "failed"
-        status.error = "the worker process died without finishing (killed or crashed); resume it"
-        status.finished = time.time()
-        write_status(job_dir, status)
-    return status
+    if status.done or status.pid is None or _alive(status.pid, status.pid_start):
+        return status
+    # Its process is gone. A worker writes its last status before it exits, and a resume may
+    # have launched another attempt meanwhile: if the status changed, judge the new one.
+    latest = _read_status(job_dir)
+    if latest != status:
+        return get_job(job_id)
+    latest.state = "failed"
+    latest.error = "the worker process died without finishing (killed or crashed); resume it"
+    latest.finished = time.time()
+    write_status(job_dir, latest)
+    return latest
 
 
 def list_jobs() -> list[JobStatus]:
@@ -135,13 +164,19 @@ def list_jobs() -> list[JobStatus]:
 
 
 def _launch(job_dir: Path, status: JobStatus, api_key: str | None = None) -> JobStatus:
+    """Start a worker for the attempt ``status`` describes and record it before it may run.
+
+    The worker waits for :data:`GO_AHEAD` on its stdin before it reads ``status.json``, so it
+    always reads this attempt, with its own pid, and never the status of the one before.
+    """
     with (job_dir / "log.txt").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "openclone.jobs.worker", str(job_dir)],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            bufsize=0,
             env={
                 **os.environ,
                 "OPENCLONE_HOME": str(openclone_home()),
@@ -150,8 +185,13 @@ def _launch(job_dir: Path, status: JobStatus, api_key: str | None = None) -> Job
                 **({API_KEY_ENV: api_key} if api_key else {}),
             },
         )
-    status.pid = proc.pid
-    write_status(job_dir, status)
+    assert proc.stdin is not None
+    with proc.stdin:  # closed without the go-ahead when recording fails: the worker gives up
+        stat = _proc_stat(proc.pid)
+        status.pid, status.pid_start = proc.pid, stat[1] if stat else None
+        write_status(job_dir, status)
+        with contextlib.suppress(BrokenPipeError):  # it died already; get_job will say so
+            proc.stdin.write(GO_AHEAD)
     return status
 
 
@@ -168,8 +208,10 @@ def start_job(kind: str, spec: dict[str, Any], api_key: str | None = None) -> Jo
     job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     job_dir = jobs_dir() / job_id
     job_dir.mkdir(parents=True)
+    status = JobStatus(id=job_id, kind=kind)
+    write_status(job_dir, status)  # before spec.json, which makes the job visible
     (job_dir / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec}, indent=2))
-    return _launch(job_dir, JobStatus(id=job_id, kind=kind), api_key)
+    return _launch(job_dir, status, api_key)
 
 
 def job_api_key() -> str | None:
@@ -204,12 +246,12 @@ def cancel_job(job_id: str, grace: float = 30.0) -> JobStatus:
     except ProcessLookupError:
         return get_job(job_id)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(status.pid, job_id):
+    while time.monotonic() < deadline and _alive(status.pid, status.pid_start):
         time.sleep(0.2)
-    if _alive(status.pid, job_id):
+    if _alive(status.pid, status.pid_start):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(status.pid, signal.SIGKILL)
-        while _alive(status.pid, job_id):
+        while _alive(status.pid, status.pid_start):
             time.sleep(0.05)
     status = _read_status(_dir(job_id))
     if not status.done:  # killed before it could say so itself

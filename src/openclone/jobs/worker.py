@@ -4,6 +4,9 @@ Job kinds live in :data:`KINDS`, a plain name -> function table; a kind gets its
 :class:`JobContext` for progress and stop requests, and whether this attempt resumes an
 earlier one, and returns a JSON-ready result. SIGTERM and SIGINT ask the kind to stop
 gracefully (training checkpoints first); the job then ends as ``cancelled``.
+
+The worker starts once its launcher says so on stdin (:data:`~openclone.jobs.runner.GO_AHEAD`,
+then end of file): by then ``status.json`` is this attempt's, naming this process.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from openclone.jobs.runner import JobStatus, job_api_key, write_status
+from openclone.jobs.runner import GO_AHEAD, JobStatus, job_api_key, write_status
 
 __all__ = ["KINDS", "JobContext", "main"]
 
@@ -181,6 +184,9 @@ def main(job_dir: Path) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-eval INFO chatter
+    if sys.stdin.buffer.read() != GO_AHEAD:  # the launcher died before recording this attempt
+        logging.getLogger("openclone.jobs").error("no go-ahead from the launcher; not started")
+        return 1
     data = json.loads((job_dir / "spec.json").read_text())
     status = JobStatus(**json.loads((job_dir / "status.json").read_text()))
     status.state, status.started = "running", time.time()
