@@ -1,5 +1,8 @@
 """What the HTTP server costs: the same prompts, same settings, through the server and
-through the engine called in process, sequentially and at concurrency 8.
+through the engine called in process, sequentially and at concurrency 8. The server runs
+twice: with its engine in a supervised worker process (the default, "server") and in the
+gateway's own process (``isolation = "thread"``, "server in-process engine"), so the
+cost of the process boundary is measured in the same run.
 
     python benchmarks/serve_overhead.py [PATH.jsonl] [--requests 24] [--max-tokens 64]
         [--llama-server /path/to/llama-server]
@@ -43,7 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from openclone.config import bundled_model_path
-from openclone.engines.llamacpp import LlamaCppConfig, LlamaCppEngine
+from openclone.engines.llamacpp import LlamaCppConfig, LlamaCppEngine, use_extra_buffers
 from openclone.schema import ChatCompletionRequest
 
 MODEL = "bench"
@@ -191,23 +194,24 @@ def main() -> None:
 
     asyncio.run(local_phase())
 
-    port = free_port()
-    cfg = Path(f"/tmp/openclone-bench-{port}.toml")
-    cfg.write_text(
-        f'[[models]]\nname = "{MODEL}"\nengine = "llamacpp"\n'
-        f"params = {_toml_table({'model_path': str(bundled_model_path()), **engine_params})}\n"
-    )
-    proc = start_server(["--config", str(cfg)], port)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        asyncio.run(over_http(url, warm, args.max_tokens, 1))
-        for c in args.concurrency:
-            results[f"server c={c}"] = asyncio.run(
-                over_http(url, phase(c), args.max_tokens, c)
-            ).row()
-    finally:
-        proc.terminate()
-        proc.wait()
+    for label, isolation in (("server", "process"), ("server in-process engine", "thread")):
+        port = free_port()
+        cfg = Path(f"/tmp/openclone-bench-{port}.toml")
+        params = {"model_path": str(bundled_model_path()), **engine_params, "isolation": isolation}
+        cfg.write_text(
+            f'[[models]]\nname = "{MODEL}"\nengine = "llamacpp"\nparams = {_toml_table(params)}\n'
+        )
+        proc = start_server(["--config", str(cfg)], port)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            asyncio.run(over_http(url, warm, args.max_tokens, 1))
+            for c in args.concurrency:
+                results[f"{label} c={c}"] = asyncio.run(
+                    over_http(url, phase(c), args.max_tokens, c)
+                ).row()
+        finally:
+            proc.terminate()
+            proc.wait()
 
     if args.llama_server:
         reference = LlamaCppConfig(**engine_params)
@@ -260,6 +264,11 @@ def main() -> None:
             "ttft_p50_added_ms": server["ttft_p50_ms"] - local["ttft_p50_ms"],
             "latency_p50_added_ms": server["latency_p50_ms"] - local["latency_p50_ms"],
         }
+        threaded = results[f"server in-process engine c={c}"]
+        summary[f"c={c}"]["worker_vs_in_process_server"] = server["tok_s"] / threaded["tok_s"]
+        summary[f"c={c}"]["worker_ttft_p50_added_ms"] = (
+            server["ttft_p50_ms"] - threaded["ttft_p50_ms"]
+        )
         if f"llama-server c={c}" in results:
             summary[f"c={c}"]["vs_llama_server"] = (
                 server["tok_s"] / results[f"llama-server c={c}"]["tok_s"]
@@ -268,6 +277,10 @@ def main() -> None:
         console.print(
             f"c={c}: server/in-process throughput {s['throughput_ratio']:.3f}x, "
             f"TTFT p50 added {s['ttft_p50_added_ms']:+.2f} ms, latency p50 added {s['latency_p50_added_ms']:+.2f} ms"
+        )
+        console.print(
+            f"c={c}: worker-process / in-process-engine server {s['worker_vs_in_process_server']:.3f}x, "
+            f"TTFT p50 added {s['worker_ttft_p50_added_ms']:+.2f} ms"
         )
         if "vs_llama_server" in s:
             console.print(f"c={c}: OpenClone server / llama-server {s['vs_llama_server']:.3f}x")
@@ -283,6 +296,7 @@ def main() -> None:
                 "machine": platform.machine(),
                 "model": "SmolLM2-135M-Instruct Q4_1",
                 "engine_params": engine_params,
+                "extra_buffers": use_extra_buffers(LlamaCppConfig(**engine_params).extra_buffers),
                 "llama_server": str(args.llama_server) if args.llama_server else None,
                 "llama_server_args": args.llama_server_args,
             },

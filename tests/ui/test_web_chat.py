@@ -21,6 +21,10 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 OUT = Path(__file__).resolve().parents[2] / "test-output" / "ui"
+# Milliseconds. The bundled model on a busy 2-core machine can take minutes to answer; every
+# other step waits on the page or a quick API call.
+REPLY_TIMEOUT = 180_000
+PAGE_TIMEOUT = 60_000
 
 
 def _chromium() -> str:
@@ -107,6 +111,7 @@ def test_chat_history_feedback_safety_and_arena(
     server, key, home = site
     OUT.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1200, "height": 800})  # type: ignore[attr-defined]
+    page.set_default_timeout(PAGE_TIMEOUT)
     dialogs: list[str] = []
 
     def answer(dialog: object) -> None:
@@ -129,15 +134,17 @@ def test_chat_history_feedback_safety_and_arena(
     page.wait_for_selector("#app:not([hidden])")
     assert "ana" in page.inner_text("#who")
 
-    # Send a message; the streamed reply appears.
+    # Send a message; the streamed reply appears. Wait until the send is over, answered or
+    # failed (the error banner): a failure then shows at once, with its message.
     page.fill("#prompt", "Hello! Who are you?")
     page.keyboard.press("Enter")
     page.wait_for_function(
         "() => { const b = document.querySelectorAll('#messages .bubble.assistant'); "
-        "return b.length && b[b.length-1].textContent.trim().length > 0 && "
-        "document.querySelector('#stop').hidden }",
-        timeout=60_000,
+        "return !document.querySelector('#banner').hidden || (b.length && "
+        "b[b.length-1].textContent.trim().length > 0 && document.querySelector('#stop').hidden) }",
+        timeout=REPLY_TIMEOUT,
     )
+    assert page.is_hidden("#banner"), page.inner_text("#banner")
     page.screenshot(path=str(OUT / "chat.png"))
 
     # Thumbs down with a comment is stored with the capture.
@@ -172,7 +179,11 @@ def test_chat_history_feedback_safety_and_arena(
     page.click(".views button[data-view=arena]")
     page.fill("#arena-prompt", "Write a haiku about the sea.")
     page.click("#arena-form button[type=submit]")
-    page.wait_for_selector("#arena-vote:not([hidden])", timeout=90_000)
+    page.wait_for_selector(
+        "#arena-vote:not([hidden]), #banner:not([hidden])", timeout=REPLY_TIMEOUT
+    )
+    assert page.is_hidden("#banner"), page.inner_text("#banner")
+    assert page.inner_text("#arena-a").strip() and page.inner_text("#arena-b").strip()
     page.screenshot(path=str(OUT / "arena.png"))
     page.click("#arena-vote button[data-winner=a]")
     page.wait_for_function(
@@ -186,14 +197,17 @@ def test_chat_history_feedback_safety_and_arena(
 
     # At phone width the page still works (the sidebar opens from the menu button).
     page.set_viewport_size({"width": 390, "height": 800})
-    right = "() => document.querySelector('#sidebar').getBoundingClientRect().right"
-    page.wait_for_timeout(400)
-    assert page.evaluate(right) <= 0  # off-screen until the menu button opens it
+    # The sidebar slides (a transition): look once it has come to rest.
+    right = "document.querySelector('#sidebar').getBoundingClientRect().right"
+    at_rest = "() => !document.getAnimations().length"
+    page.wait_for_function(at_rest)
+    assert page.evaluate(f"() => {right}") <= 0  # off-screen until the menu button opens it
     page.click("#open-sidebar")
-    page.wait_for_timeout(400)  # the sidebar slides in
-    assert page.evaluate(right) > 0
+    page.wait_for_function(at_rest)
+    assert page.evaluate(f"() => {right}") > 0
     page.screenshot(path=str(OUT / "phone-menu.png"))
     page.click("#close-sidebar")
+    page.wait_for_function(at_rest)
     page.screenshot(path=str(OUT / "phone.png"))
     page.close()
 
