@@ -57,3 +57,21 @@ def test_terminal_chat_streams_a_reply_from_the_bundled_model(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     reply = result.output.split("bot>", 1)[1].split("you>", 1)[0].strip()
     assert reply  # the model answered something
+
+
+def test_terminal_chat_in_process_reaches_a_registry_version(tmp_path: Path) -> None:
+    """``openclone chat`` opens the same router as the gateway: NAME@N resolves."""
+    cfg = tmp_path / "openclone.toml"
+    cfg.write_text('[[models]]\nname = "tiny"\nparams = { n_ctx = 512, n_parallel = 1 }\n')
+    registered = runner.invoke(
+        app, ["registry", "register", "bot", "--target", "tiny", "--config", str(cfg)]
+    )
+    assert registered.exit_code == 0, registered.output
+    assert registered.output.strip() == "bot@1"
+    result = runner.invoke(
+        app,
+        ["chat", "--config", str(cfg), "--model", "bot@1", "--temperature", "0"],
+        input="Say hello.\n\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.split("bot>", 1)[1].split("you>", 1)[0].strip()

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from conftest import BUNDLED, Server
 
-from openclone.client import HTTPClient, RouterClient
 from openclone.config import load_settings
 from openclone.errors import ModelNotFound
+from openclone.routing.client import HTTPClient, RouterClient
 from openclone.schema import ChatCompletionRequest
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from openclone.errors import ConfigError
@@ -23,10 +24,12 @@ from openclone.errors import ConfigError
 __all__ = [
     "BUNDLED_MODEL_NAME",
     "ModelConfig",
+    "Price",
     "ReplicaConfig",
     "Settings",
     "bundled_model_path",
     "load_settings",
+    "openclone_home",
 ]
 
 BUNDLED_MODEL_NAME = "smollm2-135m-instruct"
@@ -92,13 +95,21 @@ def _bundled_catalog() -> list[ModelConfig]:
     ]
 
 
-class ModelPrice(BaseModel):
-    """``[prices] "gpt-4o" = { input = 2.5, output = 10 }``: USD per million tokens."""
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class Price:
+    """USD per million tokens: ``[prices] "gpt-4o" = { input = 2.5, output = 10 }``.
 
-    model_config = ConfigDict(extra="forbid")
+    The one price type: settings, distill's teacher bill and eval's cost columns all use it.
+    A local model costs 0 unless you price its hardware. Positional arguments work too:
+    ``Price(2.5, 10)``.
+    """
 
     input: float = Field(default=0.0, ge=0)
     output: float = Field(default=0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for that many prompt and completion tokens."""
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
 
 
 class Settings(BaseSettings):
@@ -129,7 +140,7 @@ class Settings(BaseSettings):
         description="PostgreSQL: VACUUM FULL the tables an erasure touched, so no dead tuple "
         "keeps erased text (locks those tables while it runs); off: plain VACUUM",
     )
-    prices: dict[str, ModelPrice] = Field(
+    prices: dict[str, Price] = Field(
         default_factory=dict,
         description="USD per million tokens by model, for distill's and eval's cost accounts",
     )
@@ -216,3 +227,11 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     except ValueError as exc:
         raise ConfigError(f"invalid settings ({source}): {exc}") from exc
     return settings
+
+
+def openclone_home(config: Path | None = None) -> Path:
+    """``Settings.home``, for code given no :class:`Settings`: ``$OPENCLONE_HOME``, else
+    ``home`` in the TOML file (found as :func:`load_settings` finds it), else
+    ``~/.openclone``. Runs, records, jobs and the SQLite store all live there, so that what
+    ``openclone train`` writes is where ``openclone serve`` looks."""
+    return load_settings(config).home

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer, scoring
 from typer.testing import CliRunner
 
-from openclone.cli_data import data_app
+from openclone.cli.data import data_app
 from openclone.data import NearDuplicateFilter, dedupe, lcs_length, rouge_l, tokenize
 
 SHAREGPT = Path(__file__).resolve().parents[3] / "shared" / "data" / "sharegpt_prompts.jsonl"

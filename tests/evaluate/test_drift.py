@@ -10,8 +10,8 @@ import pytest
 from conftest import BUNDLED
 
 from evaluate.eval_helpers import StandInClient, bundled_settings
-from openclone.client import RouterClient
 from openclone.evaluate import BaselineError, DriftReport, watch
+from openclone.routing.client import RouterClient
 from openclone.schema import ChatCompletionRequest
 
 PROMPTS = ["Name a colour.", "What is 2 + 2?", "Say hello to Ada."]

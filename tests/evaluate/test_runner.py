@@ -8,9 +8,9 @@ import pytest
 from conftest import BUNDLED
 
 from evaluate.eval_helpers import StandInClient, bundled_settings
-from openclone.client import RouterClient
 from openclone.errors import ContextLengthExceeded, ModelNotFound, RateLimited
 from openclone.evaluate import EvalReport, Price, evaluate_pair, load_prompt_set
+from openclone.routing.client import RouterClient
 from openclone.schema import ChatCompletionRequest
 
 

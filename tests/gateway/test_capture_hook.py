@@ -11,7 +11,7 @@ import pytest
 
 from openclone.config import ModelConfig, load_settings
 from openclone.gateway.app import create_app
-from openclone.gateway.capture import Exchange
+from openclone.store.exchange import Exchange
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from openclone.train.data import IGNORE_INDEX, file_sha256
-from openclone.train.records import get_trained, list_trained
+from openclone.files import file_sha256
+from openclone.store.trained import get_trained, list_trained
+from openclone.train.data import IGNORE_INDEX
 from train.train_helpers import ANSWER, QUESTION, TAUGHT, Trained
 
 pytestmark = pytest.mark.slow

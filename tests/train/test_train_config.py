@@ -21,6 +21,20 @@ def test_defaults_name_the_run_and_place_it_in_home(tmp_path: Path) -> None:
     assert gguf.base_name == "Qwen2-0.5B.Q8_0"
 
 
+def test_home_from_openclone_toml_is_the_default_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENCLONE_HOME")
+    (tmp_path / "openclone.toml").write_text(f'home = "{(tmp_path / "h").as_posix()}"\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(dataset=tmp_path / "d.jsonl", name="x")
+    assert cfg.run_dir == tmp_path / "h" / "models" / "x"
+    monkeypatch.setenv("OPENCLONE_HOME", str(tmp_path / "env"))  # the environment wins
+    assert TrainConfig(dataset=tmp_path / "d.jsonl", name="x").run_dir.parent.parent == (
+        tmp_path / "env"
+    )
+
+
 def test_every_field_is_documented() -> None:
     source = Path(TrainConfig.__module__.replace(".", "/") + ".py")
     text = (Path(__file__).parents[2] / "src" / source).read_text()

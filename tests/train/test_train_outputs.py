@@ -1,5 +1,6 @@
-"""What a run leaves behind: the base named in the record, and one writer of OpenClone's own
-files when several processes train together. Real (one- or two-step) runs on the bundled model."""
+"""What a run leaves behind: the base named in the record, the home it is recorded in, and one
+writer of OpenClone's own files when several processes train together. Real (one- or two-step)
+runs on the bundled model."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from openclone.cli import app
-from openclone.config import bundled_model_path
+from openclone.config import bundled_model_path, load_settings
+from openclone.store.trained import get_trained, record_path
 from openclone.train import sft
-from openclone.train.records import get_trained, record_path
 from train.train_helpers import fast_config, write_teaching_set
 
 pytestmark = pytest.mark.slow
@@ -58,3 +59,23 @@ def test_only_the_main_process_writes_config_report_and_record(
     record = record_path(cfg.run_name)
     assert not record.exists() and not record.with_suffix(".tmp").exists()
     assert result.metrics == {}
+
+
+def test_home_set_only_in_openclone_toml_holds_the_record_the_server_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.delenv("OPENCLONE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))  # a stray ~/.openclone lands here
+    home = tmp_path / "toml-home"
+    (tmp_path / "openclone.toml").write_text(f'home = "{home.as_posix()}"\n')
+    monkeypatch.chdir(tmp_path)
+    write_teaching_set(tmp_path / "teach.jsonl", n=2)
+    tiny = [f"--{k.replace('_', '-')}={v}" for k, v in {**_TINY, "batch_size": 1}.items()]
+    result = CliRunner().invoke(app, ["train", "--dataset", "teach.jsonl", "--name", "th", *tiny])
+    assert result.exit_code == 0, result.output
+    run = home / "models" / "th"
+    assert (run / "record.json").is_file() and (run / "adapter").is_dir()
+    # The server finds trained models in its settings' home.
+    record = get_trained("th", load_settings().home)
+    assert record.adapter_path == str(run / "adapter")

@@ -1,4 +1,4 @@
-"""Datasets: file formats and Alpaca's near-duplicate filter, exact and fast."""
+"""Datasets: file formats, Alpaca's near-duplicate filter (exact and fast), held-out splits."""
 
 from openclone.data.dedupe import NearDuplicateFilter, dedupe, lcs_length, rouge_l, tokenize
 from openclone.data.formats import (
@@ -7,6 +7,7 @@ from openclone.data.formats import (
     instruction_of,
     read_instructions,
 )
+from openclone.data.split import split_unit
 
 __all__ = [
     "DatasetFormatError",
@@ -17,5 +18,6 @@ __all__ = [
     "lcs_length",
     "read_instructions",
     "rouge_l",
+    "split_unit",
     "tokenize",
 ]

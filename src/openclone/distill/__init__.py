@@ -6,12 +6,13 @@ Two ways in, one output (OpenAI chat JSONL plus a dataset card):
 * :func:`distill_prompts`: the teacher re-answers given prompts, such as the company's own
   consented captures (:func:`captured_prompts`) or a chat JSONL file (:func:`read_prompts`).
 
-Both take a :class:`DistillConfig` and any :class:`~openclone.client.ChatClient`, and
+Both take a :class:`DistillConfig` and any :class:`~openclone.routing.client.ChatClient`, and
 continue an interrupted run on the same output instead of starting over.
 """
 
+from openclone.config import Price  # the one price type, here for distill's callers
 from openclone.distill.captures import captured_prompts, distill_prompts, read_prompts
-from openclone.distill.config import DistillConfig, DistillError, Price, RetryPolicy
+from openclone.distill.config import DistillConfig, DistillError, RetryPolicy
 from openclone.distill.filters import Reason
 from openclone.distill.parse import parse_tasks
 from openclone.distill.run import DistillResult, ProgressEvent

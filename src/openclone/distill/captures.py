@@ -16,7 +16,6 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from openclone.client import ChatClient
 from openclone.config import Settings
 from openclone.data.formats import DatasetFormatError, iter_dataset_rows, to_chat
 from openclone.distill.config import DistillConfig, DistillError
@@ -26,6 +25,7 @@ from openclone.distill.prompts import answer_messages
 from openclone.distill.run import DistillResult, ProgressEvent, run_distill, run_workers
 from openclone.distill.teacher import Teacher, TeacherFailed, TeacherRejected
 from openclone.errors import OpenCloneError
+from openclone.routing.client import ChatClient
 
 __all__ = ["captured_prompts", "distill_prompts", "prompt_id", "prompt_of", "read_prompts"]
 

@@ -6,7 +6,6 @@ people) at the end of every session, interrupted ones included.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -15,20 +14,13 @@ from typing import Any
 
 from openclone.distill.config import DistillConfig
 from openclone.distill.output import DistillOutput
+from openclone.files import file_sha256
 
 __all__ = ["build_card", "card_paths", "render_markdown", "write_card"]
 
 
 def card_paths(out: Path) -> tuple[Path, Path]:
     return out.with_suffix(".card.json"), out.with_suffix(".card.md")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _iso(t: float) -> str:
@@ -58,7 +50,7 @@ def build_card(config: DistillConfig, output: DistillOutput) -> dict[str, Any]:
         "dataset": output.path.name,
         "format": "openai-chat-jsonl",
         "rows": output.kept,
-        "sha256": _sha256(output.path),
+        "sha256": file_sha256(output.path),
         "mode": state.mode,
         "teacher": state.teacher,
         "source": state.source,
@@ -78,8 +70,8 @@ def build_card(config: DistillConfig, output: DistillOutput) -> dict[str, Any]:
         },
         "cost_usd": round(account.cost_usd, 6),
         "prices_usd_per_million_tokens": {
-            "input": config.price.input_per_million,
-            "output": config.price.output_per_million,
+            "input": config.price.input,
+            "output": config.price.output,
         },
         "wall_seconds": round(output.elapsed(), 3),
         "sessions": state.sessions,

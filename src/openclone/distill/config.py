@@ -10,30 +10,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openclone.config import Price
 from openclone.errors import OpenCloneError
 
-__all__ = ["DistillConfig", "DistillError", "Price", "RetryPolicy", "load_prices"]
+__all__ = ["DistillConfig", "DistillError", "RetryPolicy", "checked_price", "load_prices"]
 
 
 class DistillError(OpenCloneError):
     """A distill run that cannot start or go on; the message says why and what to do."""
 
 
-@dataclass(frozen=True)
-class Price:
-    """US dollars per million tokens; 0 for a local model, whose tokens cost only time."""
-
-    input_per_million: float = 0.0
-    output_per_million: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.input_per_million < 0 or self.output_per_million < 0:
-            raise DistillError("prices cannot be negative")
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (
-            prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
-        ) / 1e6
+def checked_price(input: float, output: float) -> Price:
+    """A :class:`~openclone.config.Price` from a file or flags; a negative one is a
+    DistillError rather than a validation error."""
+    if input < 0 or output < 0:
+        raise DistillError("prices cannot be negative")
+    return Price(input, output)
 
 
 def load_prices(path: Path) -> dict[str, Price]:
@@ -55,7 +47,9 @@ def load_prices(path: Path) -> dict[str, Price]:
         if not isinstance(entry, dict) or not set(entry) <= {"input", "output"}:
             raise DistillError(f"{path}: prices.{model} must be {{ input = …, output = … }}")
         try:
-            prices[model] = Price(float(entry.get("input", 0)), float(entry.get("output", 0)))
+            prices[model] = checked_price(
+                float(entry.get("input", 0)), float(entry.get("output", 0))
+            )
         except (TypeError, ValueError) as exc:
             raise DistillError(f"{path}: prices.{model}: {exc}") from exc
     return prices
@@ -170,4 +164,9 @@ class DistillConfig:
         data = dataclasses.asdict(self)
         for key in ("out", "seeds"):
             data[key] = str(data[key]) if data[key] is not None else None
+        # the card's spelling since its first version
+        data["price"] = {
+            "input_per_million": self.price.input,
+            "output_per_million": self.price.output,
+        }
         return data

@@ -15,12 +15,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from openclone.config import Settings, load_settings
-from openclone.distill.config import DistillConfig, DistillError, Price, RetryPolicy, load_prices
+from openclone.config import Price, Settings, load_settings
+from openclone.distill.config import (
+    DistillConfig,
+    DistillError,
+    RetryPolicy,
+    checked_price,
+    load_prices,
+)
 from openclone.distill.run import DistillResult, ProgressEvent
 from openclone.distill.seeds import SeedSet, load_seeds
 
-__all__ = ["DistillPlan", "DistillRequest", "plan", "run_plan"]
+__all__ = ["DistillPlan", "DistillRequest", "plan", "run_plan", "shortfall"]
 
 
 @dataclass
@@ -64,6 +70,14 @@ class DistillRequest:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def job_spec(self) -> dict[str, Any]:
+        """The ``distill`` job's spec, every path absolute: the worker runs elsewhere."""
+        spec = {**self.to_dict(), "out": str(Path(self.out).resolve())}
+        for name in ("seeds", "prompts", "prices", "config"):
+            if spec[name]:
+                spec[name] = str(Path(spec[name]).resolve())
+        return spec
+
 
 @dataclass
 class DistillPlan:
@@ -92,13 +106,11 @@ def plan(req: DistillRequest) -> DistillPlan:
     settings = load_settings(Path(req.config) if req.config else None)
     model = req.teacher or settings.default_model or ""
     configured = settings.prices.get(model)
-    listed = (load_prices(Path(req.prices)) if req.prices else {}).get(
-        model, Price(configured.input, configured.output) if configured else Price()
-    )
+    listed = (load_prices(Path(req.prices)) if req.prices else {}).get(model, configured or Price())
     # A flag beats the prices file, which beats openclone.toml's [prices], which beats 0.
-    price = Price(
-        listed.input_per_million if req.price_input is None else req.price_input,
-        listed.output_per_million if req.price_output is None else req.price_output,
+    teacher_price = checked_price(
+        listed.input if req.price_input is None else req.price_input,
+        listed.output if req.price_output is None else req.price_output,
     )
     config = DistillConfig(
         out=Path(req.out),
@@ -117,7 +129,7 @@ def plan(req: DistillRequest) -> DistillPlan:
         concurrency=req.concurrency,
         requests_per_minute=req.rpm,
         retry=RetryPolicy(max_attempts=req.max_attempts, timeout=req.timeout),
-        price=price,
+        price=teacher_price,
         random_seed=req.random_seed,
     )
     source: Iterable[Any] | None = None
@@ -167,3 +179,18 @@ async def run_plan(
         )
     finally:
         await client.aclose()
+
+
+def shortfall(p: DistillPlan, result: DistillResult) -> str | None:
+    """Why ``result`` must not pass as a success, else None.
+
+    Fewer rows than asked for (the round budget ran out) must not slip silently into a
+    training pipeline: the CLI exits 3, a job fails. The rows stay either way, and the same
+    run started again continues from them.
+    """
+    if result.status != "budget exhausted":
+        return None
+    return (
+        f"budget exhausted: {result.kept} of {p.config.count} rows in {result.out}; raise "
+        "--max-rounds or use a stronger --teacher"
+    )

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openclone.client import ChatClient
 from openclone.distill.card import write_card
 from openclone.distill.config import DistillConfig
 from openclone.distill.output import DistillOutput
 from openclone.distill.teacher import Account, Teacher
+from openclone.routing.client import ChatClient
 
 __all__ = ["DistillResult", "ProgressEvent", "run_distill", "run_workers"]
 

@@ -15,7 +15,6 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from openclone.client import ChatClient
 from openclone.distill.config import DistillConfig
 from openclone.distill.filters import AnswerFilter, InstructionFilter, Reason
 from openclone.distill.output import DistillOutput
@@ -25,6 +24,7 @@ from openclone.distill.run import DistillResult, ProgressEvent, run_distill, run
 from openclone.distill.seeds import SeedSet, load_seeds
 from openclone.distill.task import Task
 from openclone.distill.teacher import Teacher, TeacherFailed, TeacherRejected
+from openclone.routing.client import ChatClient
 
 __all__ = ["SOURCE", "distill_self_instruct"]
 

@@ -19,9 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from openclone.client import ChatClient, HTTPClient, RouterClient
-from openclone.config import Settings
-from openclone.distill.config import DistillError, Price, RetryPolicy
+from openclone.config import Price, Settings
+from openclone.distill.config import DistillError, RetryPolicy
 from openclone.errors import (
     AuthenticationError,
     EngineError,
@@ -31,6 +30,8 @@ from openclone.errors import (
     RateLimited,
     UnsupportedParameter,
 )
+from openclone.model_names import parse_model_name
+from openclone.routing.client import ChatClient, HTTPClient, RouterClient
 from openclone.schema import ChatCompletion, ChatCompletionRequest
 
 __all__ = [
@@ -219,7 +220,8 @@ async def open_teacher_client(
     router in this process with only the teacher loaded (the other models are not needed)."""
     if base_url:
         return HTTPClient(base_url, api_key, timeout=settings.request_timeout)
-    entry = settings.model(teacher.split(":", 1)[0])
+    name = parse_model_name(teacher)
+    entry = settings.model(name.base if name.adapter else teacher)
     if entry is None:
         raise DistillError(_unknown_model(teacher, [m.name for m in settings.models]))
     only = settings.model_copy(update={"models": [entry], "default_model": entry.name})

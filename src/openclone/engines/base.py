@@ -8,20 +8,26 @@ Rules every engine follows:
 
 * The event loop never blocks: blocking work (llama.cpp, torch) runs in a worker thread
   or process behind a bounded queue. A full queue raises :class:`~openclone.errors.RateLimited`.
-* ``stream()`` returns an async iterator. The caller owns it: when the client goes away the
-  caller stops iterating and calls ``aclose()`` on it; the engine must then stop generating
-  and free the slot promptly (cancellation is not an error).
+* An engine is built by ``from_config(model_name, params)`` (its catalog entry's params);
+  bad params raise :class:`~openclone.errors.ConfigError`. Engines that run native model
+  code set ``runs_native_code = True`` and are then served from a supervised worker
+  process (:mod:`openclone.engines.supervised`).
+* ``stream()`` returns an async generator. The caller owns it: when the client goes away the
+  caller stops iterating and calls ``aclose()`` on it (which is why the type is a generator,
+  not any iterator); the engine must then stop generating and free the slot promptly
+  (cancellation is not an error).
 * Errors are OpenClone errors. Anything raised before the first chunk with
   ``EngineError(retryable=True)`` (connection refused, replica crashed) lets the router try
   another replica; a request the client got wrong is an ``InvalidRequestError`` and is not retried.
 * What the engine cannot do (see :class:`Capabilities`) is refused with
   :class:`~openclone.errors.UnsupportedParameter`, never silently ignored.
 * ``close()`` releases the model or connections; it is called once, at shutdown.
+* An engine whose ``capabilities.adapters`` is true also implements :class:`AdapterHost`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -51,13 +57,18 @@ class Capabilities:
 class Engine(Protocol):
     capabilities: Capabilities
 
+    @classmethod
+    def from_config(cls, model_name: str, params: dict[str, Any]) -> Engine:
+        """Build the engine serving catalog model ``model_name`` from its params."""
+        ...
+
     async def chat(self, req: ChatCompletionRequest) -> ChatCompletion: ...
 
-    def stream(self, req: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]: ...
+    def stream(self, req: ChatCompletionRequest) -> AsyncGenerator[ChatCompletionChunk, None]: ...
 
     async def complete(self, req: CompletionRequest) -> Completion: ...
 
-    def stream_complete(self, req: CompletionRequest) -> AsyncIterator[Completion]: ...
+    def stream_complete(self, req: CompletionRequest) -> AsyncGenerator[Completion, None]: ...
 
     async def health(self) -> bool:
         """True when the engine can take requests; cheap, called by the router's prober."""

@@ -37,6 +37,7 @@ from openclone.errors import (
     RateLimited,
     UnsupportedParameter,
 )
+from openclone.model_names import parse_model_name
 from openclone.schema import (
     AssistantMessage,
     ChatCompletion,
@@ -221,7 +222,7 @@ class LocalEngine(ABC):
         adapter = ""
         if req.model != self.model_name:
             known = self.adapter_names()
-            adapter = req.model if req.model in known else req.model.partition(":")[2]
+            adapter = req.model if req.model in known else parse_model_name(req.model).adapter or ""
         if adapter and adapter not in self.adapter_names():
             have = ", ".join(self.adapter_names()) or "none"
             raise ModelNotFound(
@@ -308,7 +309,7 @@ class LocalEngine(ABC):
             )
         return ChatCompletion(model=req.model, choices=choices, usage=usage)
 
-    async def stream(self, req: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(self, req: ChatCompletionRequest) -> AsyncGenerator[ChatCompletionChunk, None]:
         prompt, params, tools = self._chat_prompt(req)
         cid, created = new_id("chatcmpl"), int(time.time())
 
@@ -391,7 +392,7 @@ class LocalEngine(ABC):
                 )
         return Completion(model=req.model, choices=choices, usage=usage)
 
-    async def stream_complete(self, req: CompletionRequest) -> AsyncIterator[Completion]:
+    async def stream_complete(self, req: CompletionRequest) -> AsyncGenerator[Completion, None]:
         cid, created = new_id("cmpl"), int(time.time())
         usage = Usage()
         for p_index, text_in in enumerate(req.prompts()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -127,7 +127,7 @@ class OpenAIEngine:
         out.model = getattr(req, "model", self.model_name)  # type: ignore[attr-defined]
         return out
 
-    async def _stream(self, path: str, req: BaseModel, cls: type[T]) -> AsyncIterator[T]:
+    async def _stream(self, path: str, req: BaseModel, cls: type[T]) -> AsyncGenerator[T, None]:
         client_model = getattr(req, "model", self.model_name)
         try:
             async with self._http.stream(path, self._body(req, stream=True)) as (status, lines):
@@ -154,13 +154,13 @@ class OpenAIEngine:
     async def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
         return await self._post("/chat/completions", req, ChatCompletion)
 
-    def stream(self, req: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+    def stream(self, req: ChatCompletionRequest) -> AsyncGenerator[ChatCompletionChunk, None]:
         return self._stream("/chat/completions", req, ChatCompletionChunk)
 
     async def complete(self, req: CompletionRequest) -> Completion:
         return await self._post("/completions", req, Completion)
 
-    def stream_complete(self, req: CompletionRequest) -> AsyncIterator[Completion]:
+    def stream_complete(self, req: CompletionRequest) -> AsyncGenerator[Completion, None]:
         return self._stream("/completions", req, Completion)
 
     async def health(self) -> bool:

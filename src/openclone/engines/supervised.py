@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -129,6 +129,15 @@ class SupervisedEngine:
             self._record_exit(str(exc))
             self._state = "restarting"
             self._next_start = time.monotonic() + self._backoff
+
+    @classmethod
+    def from_config(cls, model_name: str, params: dict[str, Any]) -> SupervisedEngine:
+        """``params["engine"]`` names the engine the worker hosts; the rest are its params."""
+        rest = dict(params)
+        engine = rest.pop("engine", None)
+        if not isinstance(engine, str):
+            raise ConfigError(f"model {model_name!r}: a supervised engine needs params.engine")
+        return cls(engine, model_name, rest, WorkerOptions())
 
     # ---- process lifecycle --------------------------------------------------------------
 
@@ -326,7 +335,7 @@ class SupervisedEngine:
 
     async def _stream(
         self, kind: Kind, req: BaseModel, scope: str | None, out: type[M]
-    ) -> AsyncIterator[M]:
+    ) -> AsyncGenerator[M, None]:
         rid, pending = await self._send(kind, _request_payload(req, scope))
         done = False
         try:
@@ -351,13 +360,13 @@ class SupervisedEngine:
     async def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
         return await self._call(Kind.CHAT, req, req.cache_scope, ChatCompletion)
 
-    def stream(self, req: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+    def stream(self, req: ChatCompletionRequest) -> AsyncGenerator[ChatCompletionChunk, None]:
         return self._stream(Kind.STREAM, req, req.cache_scope, ChatCompletionChunk)
 
     async def complete(self, req: CompletionRequest) -> Completion:
         return await self._call(Kind.COMPLETE, req, req.cache_scope, Completion)
 
-    def stream_complete(self, req: CompletionRequest) -> AsyncIterator[Completion]:
+    def stream_complete(self, req: CompletionRequest) -> AsyncGenerator[Completion, None]:
         return self._stream(Kind.STREAM_COMPLETE, req, req.cache_scope, Completion)
 
     def adapter_names(self) -> list[str]:

@@ -20,7 +20,7 @@ import resource
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -99,7 +99,7 @@ class _Worker:
                 self.send(Kind.RESULT, rid, result.model_dump_json().encode())
             else:
                 req = _request(kind, payload)
-                it: AsyncIterator[BaseModel] = (
+                it: AsyncGenerator[BaseModel, None] = (
                     self.engine.stream(req)
                     if isinstance(req, ChatCompletionRequest)
                     else self.engine.stream_complete(req)
@@ -109,7 +109,7 @@ class _Worker:
                         self.send(Kind.ITEM, rid, item.model_dump_json().encode())
                         await self.writer.drain()
                 finally:
-                    await it.aclose()  # type: ignore[attr-defined]
+                    await it.aclose()
                 self.send(Kind.END, rid)
         except asyncio.CancelledError:
             pass  # the gateway asked; it expects no answer

@@ -12,11 +12,12 @@
 =============  ===============================================================
 """
 
+from openclone.config import Price  # the one price type, here for eval's callers
 from openclone.evaluate.arena import Battle, Rating, bradley_terry, leaderboard, read_battles
 from openclone.evaluate.drift import BaselineError, DriftReport, watch
 from openclone.evaluate.judge import parse_verdict
 from openclone.evaluate.report import write_reports
-from openclone.evaluate.results import Answer, EvalReport, EvalRow, Price
+from openclone.evaluate.results import Answer, EvalReport, EvalRow
 from openclone.evaluate.runner import EvalConfig, battles_of, evaluate_pair, run_eval
 from openclone.evaluate.sets import EvalItem, PromptSet, held_out_set, load_prompt_set, split_rows
 

@@ -9,6 +9,7 @@ and its prior are described in :mod:`openclone.evaluate.stats`.
 Battles come from the store (the chat UI's votes) or from JSONL files, one battle a line:
 ``{"model_a": ..., "model_b": ..., "winner": "a", "source": "judge"}``. Chatbot Arena's
 export spelling (``model_a``/``model_b``/``tie (bothbad)`` as winners) is read too.
+:class:`Battle` is the store's (:mod:`openclone.store.votes`), re-exported here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from openclone.data.formats import DatasetFormatError
 from openclone.evaluate.stats import ELO_SCALE, bt_bootstrap, bt_strengths, percentile_interval
+from openclone.store.votes import SOURCES, WINNERS, Battle
 
 __all__ = [
     "SOURCES",
@@ -34,27 +36,9 @@ __all__ = [
     "read_battles",
 ]
 
-WINNERS = ("a", "b", "tie", "both_bad")
-SOURCES = ("human", "judge")
 _ALIASES = {"model_a": "a", "model_b": "b", "tie (bothbad)": "both_bad"}
 _SCORE = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}
 MEAN_RATING = 1000.0
-
-
-@dataclass(frozen=True)
-class Battle:
-    model_a: str
-    model_b: str
-    winner: str  # a | b | tie | both_bad
-    source: str = "human"  # human | judge
-
-    def __post_init__(self) -> None:
-        if self.winner not in WINNERS:
-            raise ValueError(f"winner must be one of {', '.join(WINNERS)}, got {self.winner!r}")
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        if self.model_a == self.model_b:
-            raise ValueError(f"a battle needs two different models, got {self.model_a!r} twice")
 
 
 @dataclass

@@ -14,12 +14,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from openclone.config import Price
 from openclone.errors import EngineError, ModelNotFound, RateLimited, ReplicaUnavailable
-from openclone.evaluate.results import Answer, Price
+from openclone.evaluate.results import Answer
 from openclone.schema import ChatCompletionRequest, ChatMessage, ResponseFormat
 
 if TYPE_CHECKING:
-    from openclone.client import ChatClient
+    from openclone.routing.client import ChatClient
 
 __all__ = ["FATAL", "ask", "is_transient"]
 
@@ -72,12 +73,14 @@ async def ask(
         choice = resp.choices[0] if resp.choices else None
         text = (choice.message.content or "") if choice else ""
         usage = resp.usage
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
         return Answer(
             text=text,
             latency_s=latency,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            cost=(price or Price()).cost(usage),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=(price or Price()).cost(prompt_tokens, completion_tokens),
             finish_reason=choice.finish_reason if choice else None,
         )
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover

@@ -33,7 +33,7 @@ from openclone.evaluate.sets import EvalItem
 from openclone.schema import ChatMessage
 
 if TYPE_CHECKING:
-    from openclone.client import ChatClient
+    from openclone.routing.client import ChatClient
 
 __all__ = ["BaselineError", "DriftReport", "DriftRow", "watch"]
 

@@ -7,22 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from openclone.evaluate.judge import Verdict
-from openclone.schema import Usage
 
-__all__ = ["Answer", "EvalReport", "EvalRow", "ModelSummary", "Price"]
-
-
-@dataclass(frozen=True)
-class Price:
-    """USD per million tokens; local models cost 0 unless you price their hardware."""
-
-    input: float = 0.0
-    output: float = 0.0
-
-    def cost(self, usage: Usage | None) -> float:
-        if usage is None:
-            return 0.0
-        return (usage.prompt_tokens * self.input + usage.completion_tokens * self.output) / 1e6
+__all__ = ["Answer", "EvalReport", "EvalRow", "ModelSummary"]
 
 
 @dataclass

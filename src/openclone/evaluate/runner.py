@@ -20,21 +20,32 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from openclone.config import Price
 from openclone.errors import APIError
 from openclone.evaluate.arena import Battle, append_battles
 from openclone.evaluate.calls import FATAL, ask
 from openclone.evaluate.judge import combine, judge_messages, parse_verdict, verdict_format
 from openclone.evaluate.metrics import reference_metrics
-from openclone.evaluate.results import Answer, EvalReport, EvalRow, ModelSummary, Price
+from openclone.evaluate.results import Answer, EvalReport, EvalRow, ModelSummary
 from openclone.evaluate.sets import EvalItem, PromptSet, held_out_set, load_prompt_set
 from openclone.evaluate.stats import bootstrap_ci, lc_win_rate, win_rate
 from openclone.schema import ChatMessage
 
 if TYPE_CHECKING:
-    from openclone.client import ChatClient
     from openclone.config import Settings
+    from openclone.routing.client import ChatClient
 
-__all__ = ["EvalConfig", "battles_of", "default_out", "evaluate_pair", "run_eval"]
+__all__ = [
+    "EvalConfig",
+    "EvalJob",
+    "EvalRun",
+    "battles_of",
+    "default_out",
+    "evaluate_pair",
+    "open_and_run_eval",
+    "record_battles",
+    "run_eval",
+]
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
@@ -240,16 +251,22 @@ async def open_and_run_eval(
     api_key: str | None = None,
     on_progress: Progress | None = None,
     prompt_set: PromptSet | None = None,
-) -> tuple[EvalReport, dict[str, Path]]:
+) -> EvalRun:
     """:func:`run_eval` through a client of its own: the server at ``base_url``, else the
-    catalog's models loaded in this process (closed again at the end)."""
-    from openclone.client import open_client
+    catalog's models loaded in this process (closed again at the end). With
+    ``config.record`` the judge's outcomes then join the arena's battles in the store.
+
+    The whole run, as ``openclone eval`` and the ``eval`` job both drive it.
+    """
+    from openclone.routing.client import open_client
 
     client = await open_client(settings, base_url, api_key)
     try:
-        return await run_eval(config, client, on_progress, prompt_set)
+        report, paths = await run_eval(config, client, on_progress, prompt_set)
     finally:
         await client.aclose()
+    recorded = record_battles(settings, report) if config.record else 0
+    return EvalRun(report, paths, recorded)
 
 
 def record_battles(settings: Settings, report: EvalReport) -> int:
@@ -322,6 +339,8 @@ class EvalConfig:
     """USD per million input/output tokens, by model name; unlisted models cost 0."""
     retries: int = 4
     """Retries of a rate-limited or transiently failing request."""
+    record: bool = True
+    """Add the judge's outcomes to the arena's battles in the store (:func:`open_and_run_eval`)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -359,6 +378,46 @@ class EvalConfig:
         if self.split_of is not None:
             return held_out_set(self.split_of, self.fraction, self.split_seed, self.limit)
         return load_prompt_set(self.prompts, self.limit)
+
+
+@dataclass
+class EvalJob:
+    """An evaluation as a background job: the run, and where the worker finds the models."""
+
+    config: EvalConfig
+    settings_file: Path | None = None
+    """The openclone.toml to read (default: ``OPENCLONE_*`` and the defaults)."""
+    base_url: str | None = None
+    """A running server to ask instead of the catalog's models in process."""
+
+    def to_spec(self) -> dict[str, Any]:
+        """The job's spec, every path absolute: the worker runs in another directory."""
+        spec = self.config.to_dict()
+        spec["out"] = str(self.config.out.resolve())
+        if self.config.split_of is not None:
+            spec["split_of"] = str(self.config.split_of.resolve())
+        if self.config.prompts and Path(self.config.prompts).exists():  # a file, not a set's name
+            spec["prompts"] = str(Path(self.config.prompts).resolve())
+        settings_file = str(self.settings_file.resolve()) if self.settings_file else None
+        return {"eval": spec, "config": settings_file, "base_url": self.base_url}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> EvalJob:
+        # A job started before ``record`` joined the config kept it beside it.
+        config = EvalConfig.from_dict({"record": spec.get("record", True), **spec["eval"]})
+        settings_file = Path(spec["config"]) if spec.get("config") else None
+        return cls(config, settings_file, spec.get("base_url"))
+
+
+@dataclass
+class EvalRun:
+    """What :func:`open_and_run_eval` did."""
+
+    report: EvalReport
+    paths: dict[str, Path]
+    """The written reports (and battles.jsonl) by kind."""
+    recorded: int
+    """Battles added to the store's arena (0 without ``record``)."""
 
 
 def default_out(home: Path, candidate: str, reference: str) -> Path:

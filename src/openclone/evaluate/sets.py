@@ -17,7 +17,6 @@ the same prompt never lands on both sides. The trainer must split with the same 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from openclone.data.formats import DatasetFormatError
+from openclone.data.split import split_unit
 from openclone.schema import ChatMessage
 
 __all__ = [
@@ -188,11 +188,6 @@ def split_key(row: Any) -> str:
         return json.dumps(row, sort_keys=True, ensure_ascii=False)
 
 
-def _unit(key: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def split_rows(
     rows: Sequence[T], fraction: float, seed: int = 0, key: Callable[[T], str] = split_key
 ) -> tuple[list[T], list[T]]:
@@ -204,7 +199,7 @@ def split_rows(
     train: list[T] = []
     held: list[T] = []
     for row in rows:
-        (held if _unit(key(row), seed) < fraction else train).append(row)
+        (held if split_unit(key(row), seed) < fraction else train).append(row)
     return train, held
 
 

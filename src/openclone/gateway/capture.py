@@ -9,12 +9,11 @@ Capture never slows or fails a request: a sink that raises is logged and ignored
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from openclone.schema import ChatCompletionChunk, Completion, Usage
+from openclone.store.exchange import Exchange
 
 log = logging.getLogger("openclone.capture")
 
@@ -23,26 +22,6 @@ __all__ = ["CaptureSink", "Exchange", "StreamAssembler", "new_capture_id", "subm
 
 def new_capture_id() -> str:
     return uuid.uuid4().hex
-
-
-@dataclass
-class Exchange:
-    id: str
-    endpoint: str  # "chat" | "completions"
-    model: str
-    request: dict[str, Any]
-    response: dict[str, Any] | None
-    status: int
-    latency_ms: float
-    stream: bool
-    replica: str | None = None
-    usage: Usage | None = None
-    tenant: str | None = None
-    user: str | None = None
-    key_id: str | None = None
-    conversation: str | None = None  # X-OpenClone-Conversation
-    train: bool | None = None  # X-OpenClone-Train, when the request says
-    created: float = field(default_factory=time.time)
 
 
 class CaptureSink(Protocol):

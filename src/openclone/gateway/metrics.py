@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from openclone.gateway.router import Router
+from openclone.routing.router import Router
 
 if TYPE_CHECKING:
     from openclone.store.writer import CaptureWriter

@@ -28,9 +28,7 @@ async def completions(body: CompletionRequest, request: Request, gw: GatewayDep)
 
 @router.get("/models")
 async def list_models(gw: GatewayDep) -> ModelList:
-    names = [n for n in gw.router.routes if "+" not in n]  # "+adapters" engines are internal
-    names += [n for n in gw.router.aliases if n not in gw.router.routes]
-    return ModelList(data=[_card(gw, name) for name in names])
+    return ModelList(data=[_card(gw, name) for name in gw.router.names()])
 
 
 @router.get("/models/{model_id:path}")

@@ -285,7 +285,7 @@ async def battle_side(
                 yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
         finally:
-            await it.aclose()  # type: ignore[attr-defined]
+            await it.aclose()
 
     return StreamingResponse(events(), media_type="text/event-stream")
 

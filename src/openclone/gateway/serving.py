@@ -7,16 +7,16 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from openclone.errors import APIError, EngineError
-from openclone.gateway.capture import Exchange, StreamAssembler, new_capture_id, submit_safely
-from openclone.gateway.router import Replica
+from openclone.gateway.capture import StreamAssembler, new_capture_id, submit_safely
 from openclone.gateway.state import Gateway
+from openclone.routing.router import Replica
 from openclone.schema import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -26,6 +26,7 @@ from openclone.schema import (
     StreamOptions,
     Usage,
 )
+from openclone.store.exchange import Exchange
 
 log = logging.getLogger("openclone.gateway")
 T = TypeVar("T")
@@ -142,7 +143,7 @@ async def serve(
         if wants_usage
         else req.model_copy(update={"stream_options": StreamOptions(include_usage=True)})
     )
-    it: AsyncIterator[ChatCompletionChunk | Completion]
+    it: AsyncGenerator[ChatCompletionChunk | Completion, None]
     try:
         if isinstance(engine_req, ChatCompletionRequest):
             chat_stream = engine_req
@@ -170,7 +171,7 @@ async def _sse(
     gw: Gateway,
     endpoint: str,
     model: str,
-    it: AsyncIterator[ChatCompletionChunk | Completion],
+    it: AsyncGenerator[ChatCompletionChunk | Completion, None],
     wants_usage: bool,
     t0: float,
     exchange: Exchange | None,
@@ -210,7 +211,7 @@ async def _sse(
         err = EngineError(f"the stream failed: {type(exc).__name__}")
         yield b"data: " + json.dumps(err.to_dict()).encode() + b"\n\n"
     finally:
-        await it.aclose()  # type: ignore[attr-defined]
+        await it.aclose()
         elapsed = time.perf_counter() - t0
         m.requests.labels(endpoint, model, status).inc()
         m.latency.labels(endpoint, model).observe(elapsed)

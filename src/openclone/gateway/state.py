@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from openclone.config import Settings
 from openclone.gateway.capture import CaptureSink
 from openclone.gateway.metrics import Metrics
-from openclone.gateway.router import Router
+from openclone.routing.router import Router
 
 if TYPE_CHECKING:
     from openclone.store import Store

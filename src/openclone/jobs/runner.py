@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from openclone.config import openclone_home
 from openclone.errors import InvalidRequestError
-from openclone.train.config import openclone_home
 
 __all__ = [
     "FINAL_STATES",

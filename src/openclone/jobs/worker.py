@@ -107,7 +107,8 @@ def _run_async(ctx: JobContext, work: Callable[[], Coroutine[Any, Any, T]]) -> T
 
 
 def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]:
-    from openclone.distill.recipe import DistillRequest, plan, run_plan
+    from openclone.distill.config import DistillError
+    from openclone.distill.recipe import DistillRequest, plan, run_plan, shortfall
     from openclone.distill.run import ProgressEvent
 
     p = plan(DistillRequest.from_dict(spec))
@@ -130,45 +131,40 @@ def _distill(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, A
         "cost_usd": result.account.cost_usd,
         "card": str(result.card_md),
     }
-    if result.status == "budget exhausted":  # fewer rows than asked must not pass as success
-        from openclone.distill.config import DistillError
-
-        raise DistillError(
-            f"budget exhausted: {result.kept} of {p.config.count} rows in {result.out}; raise "
-            "--max-rounds or use a stronger --teacher, then resume the job"
-        )
+    if why := shortfall(p, result):  # the rows stay; resuming the job continues from them
+        raise DistillError(f"{why}, then resume the job")
     return out
 
 
 def _eval(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]:
     from openclone.config import load_settings
-    from openclone.evaluate.runner import EvalConfig, open_and_run_eval, record_battles
+    from openclone.evaluate.runner import EvalJob, open_and_run_eval
 
-    settings = load_settings(Path(spec["config"]) if spec.get("config") else None)
-    cfg = EvalConfig.from_dict(spec["eval"])
-    pset = cfg.load_prompts()
+    job = EvalJob.from_spec(spec)
+    settings = load_settings(job.settings_file)
+    pset = job.config.load_prompts()
 
     def on_progress(done: int, total: int) -> None:
         ctx.progress(done, total, "prompts")
 
     try:
-        report, paths = _run_async(
+        run = _run_async(
             ctx,
             lambda: open_and_run_eval(
-                settings, cfg, spec.get("base_url"), job_api_key(), on_progress, pset
+                settings, job.config, job.base_url, job_api_key(), on_progress, pset
             ),
         )
     except asyncio.CancelledError:  # an evaluation is cheap to run again: nothing to keep
-        raise Cancelled({"out": str(cfg.out)}) from None
-    recorded = record_battles(settings, report) if spec.get("record", True) else 0
+        raise Cancelled({"out": str(job.config.out)}) from None
+    report = run.report
     return {
         "win_rate": report.win_rate,
         "ci": [report.ci_low, report.ci_high],
         "n": report.n,
         "unparsed": report.unparsed,
         "errors": report.errors,
-        "battles_recorded": recorded,
-        "reports": {kind: str(path) for kind, path in paths.items()},
+        "battles_recorded": run.recorded,
+        "reports": {kind: str(path) for kind, path in run.paths.items()},
     }
 
 

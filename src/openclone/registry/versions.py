@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from openclone.errors import InvalidRequestError, ModelNotFound
 from openclone.registry.gate import GateResult, check
 from openclone.store.audit import audit
+from openclone.store.catalog import resolution_map
 from openclone.store.db import Store
 from openclone.store.tables import Alias, Decision, ModelVersion, now
 
@@ -224,24 +225,3 @@ def decisions(store: Store, name: str) -> list[dict[str, Any]]:
              "evidence": d.evidence, "actor": d.actor, "created": d.created}
             for d in rows
         ]  # fmt: skip
-
-
-def resolution_map(store: Store) -> tuple[dict[str, tuple[str, str]], dict[str, dict[str, Any]]]:
-    """{requested name: (pinned name, router target)} for every alias and version, and the
-    engine specs of versions that bring their own engine (keyed by pinned name)."""
-    with store.session() as s:
-        versions = list(s.scalars(select(ModelVersion)))
-        aliases = {a.name: a.version for a in s.scalars(select(Alias))}
-    out: dict[str, tuple[str, str]] = {}
-    specs: dict[str, dict[str, Any]] = {}
-    by_key = {(v.name, v.version): v for v in versions}
-    for v in versions:
-        pinned = f"{v.name}@{v.version}"
-        out[pinned] = (pinned, v.target)
-        if v.engine is not None:
-            specs[pinned] = v.engine
-    for name, version in aliases.items():
-        found = by_key.get((name, version))
-        if found is not None:
-            out[name] = (f"{name}@{version}", found.target)
-    return out, specs

@@ -17,7 +17,6 @@ fixed preamble, not something to learn from, and is removed from every row that 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -30,6 +29,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from openclone.errors import InvalidRequestError
+from openclone.files import file_sha256
 from openclone.store.accounts import find_tenant
 from openclone.store.audit import audit
 from openclone.store.db import Store
@@ -46,7 +46,6 @@ __all__ = [
     "CaptureInfo",
     "ExportResult",
     "export_captures",
-    "file_sha256",
     "iter_captured_prompts",
     "list_captures",
 ]
@@ -111,14 +110,6 @@ class ExportResult:
     rows: int
     sha256: str
     skipped: dict[str, int]  # reason -> rows (and boilerplate prompts removed)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _chat(cap: Capture, mode: str, redactor: RedactorLike) -> dict[str, Any] | None:

@@ -23,11 +23,11 @@ from sqlalchemy import Delete, Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from openclone.errors import InvalidRequestError
+from openclone.files import file_sha256
 from openclone.store.accounts import Principal, find_tenant, find_user
 from openclone.store.audit import audit
 from openclone.store.conversations import owned_capture
 from openclone.store.db import Store
-from openclone.store.export import file_sha256
 from openclone.store.tables import (
     ApiKey,
     Capture,

@@ -25,7 +25,6 @@ from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from openclone.gateway.capture import Exchange
 from openclone.store.accounts import (
     TENANT_NAME_MAX,
     USER_NAME_MAX,
@@ -35,6 +34,7 @@ from openclone.store.accounts import (
 )
 from openclone.store.conversations import append_exchange, claim_conversation
 from openclone.store.db import Store
+from openclone.store.exchange import Exchange
 from openclone.store.scrub import clean_json, clean_text, redact_exchange, resolve_redactor
 from openclone.store.tables import Capture, Tenant, User
 

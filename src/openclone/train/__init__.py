@@ -4,8 +4,8 @@ Heavy dependencies (torch, transformers, trl) are imported when a run starts, so
 this package (for configs, records, the CLI) stays cheap.
 """
 
+from openclone.store.trained import TrainedModel, get_trained, list_trained
 from openclone.train.config import TrainConfig
-from openclone.train.records import TrainedModel, get_trained, list_trained
 from openclone.train.sft import Progress, SFTRunner, TrainResult
 
 __all__ = [

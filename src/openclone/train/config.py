@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 import time
 import tomllib
@@ -17,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from openclone.config import BUNDLED_MODEL_NAME
+from openclone.config import BUNDLED_MODEL_NAME, openclone_home
 from openclone.errors import ConfigError
 from openclone.train.distributed import Launch
 
+# openclone_home is config's (Settings.home), re-exported for older imports.
 __all__ = ["TrainConfig", "default_base_name", "openclone_home"]
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -34,11 +34,6 @@ def default_base_name(base: str | None) -> str:
     """The catalog name of a base given as a path: the bundled model's name, or the file or
     directory name (``.gguf`` dropped)."""
     return BUNDLED_MODEL_NAME if base is None else Path(base).name.removesuffix(".gguf")
-
-
-def openclone_home() -> Path:
-    """``$OPENCLONE_HOME`` (``~/.openclone`` by default), where runs, records and jobs live."""
-    return Path(os.environ.get("OPENCLONE_HOME", "~/.openclone")).expanduser()
 
 
 @dataclass
@@ -63,7 +58,8 @@ class TrainConfig:
     base_name: str | None = None
     """The base's catalog name (the ``BASE`` in ``BASE:ADAPTER``); default: bundled name or stem."""
     output_dir: Path | None = None
-    """Where adapter, checkpoints and report go; default ``$OPENCLONE_HOME/models/<name>``."""
+    """Where adapter, checkpoints and report go; default ``<home>/models/<name>``, where home is
+    ``Settings.home`` (``$OPENCLONE_HOME``, else ``home`` in openclone.toml)."""
 
     # --- schedule ---
     epochs: float = 3.0

@@ -10,7 +10,6 @@ labels while every other token gets -100. That works for any prefix-preserving t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -27,7 +26,6 @@ __all__ = [
     "IGNORE_INDEX",
     "Conversation",
     "TokenizedSplit",
-    "file_sha256",
     "read_chat_jsonl",
     "split_eval",
     "tokenize_conversation",
@@ -46,14 +44,6 @@ class Conversation:
     messages: list[dict[str, Any]]
     targets: frozenset[int]
     tools: list[dict[str, Any]] | None = None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _message(raw: Any, where: str) -> tuple[dict[str, Any], bool]:
@@ -143,9 +133,9 @@ def split_eval(
 
 
 def _rank(key: str) -> float:
-    from openclone.evaluate.sets import _unit
+    from openclone.data.split import split_unit
 
-    return _unit(key, 0)
+    return split_unit(key, 0)
 
 
 def _render(tokenizer: Any, conv: Conversation, upto: int, generation_prompt: bool) -> str:

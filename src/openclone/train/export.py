@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from openclone.errors import ConfigError
-from openclone.train.records import TrainedModel, get_trained
+from openclone.store.trained import TrainedModel, get_trained
 
 __all__ = [
     "GGUF_QUANTS",

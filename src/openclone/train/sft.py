@@ -345,8 +345,8 @@ class SFTRunner:
         return SFTConfig(**args)
 
     def _record(self, cfg: TrainConfig, path: Path, result: TrainResult) -> None:
-        from openclone.train.data import file_sha256
-        from openclone.train.records import TrainedModel, save_record
+        from openclone.files import file_sha256
+        from openclone.store.trained import TrainedModel, save_record
 
         save_record(
             TrainedModel(

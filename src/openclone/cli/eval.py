@@ -1,5 +1,4 @@
-"""``openclone eval``, ``openclone arena leaderboard`` and ``openclone watch``: recipes over
-:mod:`openclone.evaluate`.
+"""``openclone eval`` and ``openclone arena leaderboard``: recipes over :mod:`openclone.evaluate`.
 
 Without ``--base-url`` the catalog's router runs in this process (the models load here);
 with it, requests go to a running OpenClone or any OpenAI-compatible server.
@@ -9,60 +8,40 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openclone.config import Settings, load_settings
-from openclone.errors import APIError, ConfigError, ModelNotFound, OpenCloneError
+from openclone.cli.common import (
+    FAILED,
+    USAGE,
+    ApiKeyOpt,
+    BaseUrlOpt,
+    ConfigOpt,
+    DetachOpt,
+    announce_job,
+    console,
+    err,
+    exit_on_error,
+    fail,
+    read_settings,
+)
+from openclone.config import Settings
+from openclone.errors import OpenCloneError
 
 if TYPE_CHECKING:
-    from openclone.client import ChatClient
-    from openclone.evaluate import EvalConfig, EvalItem, EvalReport, Price, PromptSet
+    from openclone.evaluate import EvalConfig, EvalReport, Price, PromptSet
     from openclone.evaluate.arena import Battle
-    from openclone.evaluate.drift import DriftReport
+    from openclone.evaluate.runner import EvalRun
 
-__all__ = ["arena_app", "eval_command", "watch_command"]
+__all__ = ["arena_app", "eval_command"]
 
-console = Console()
-err = Console(stderr=True)
 arena_app = typer.Typer(
     help="Arena ratings from human votes and judge verdicts.", no_args_is_help=True
 )
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="openclone.toml to read")]
-BaseUrlOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="a running server, e.g. http://127.0.0.1:8000/v1 (default: models in process)"
-    ),
-]
-ApiKeyOpt = Annotated[str | None, typer.Option(envvar="OPENAI_API_KEY", help="key for --base-url")]
-# Usage errors (a bad file, a bad flag) exit 2 like Typer's own; failures while running exit 1.
-USAGE, FAILED, DRIFTED = 2, 1, 3
-
-
-def _fail(exc: Exception, code: int = FAILED) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}", soft_wrap=True, markup=True, highlight=False)
-    return typer.Exit(code)
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        raise _fail(exc, USAGE) from None
-
-
-async def _client(settings: Settings, base_url: str | None, api_key: str | None) -> ChatClient:
-    from openclone.client import open_client
-
-    return await open_client(settings, base_url, api_key)
 
 
 def _prices(specs: list[str]) -> dict[str, Price]:
@@ -121,15 +100,13 @@ def eval_command(
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     config: ConfigOpt = None,
-    detach: Annotated[
-        bool, typer.Option("--detach", help="run as a background job (openclone jobs ...)")
-    ] = False,
+    detach: DetachOpt = False,
 ) -> None:
     """Evaluate a candidate against a reference model, judged pairwise with the order swapped."""
     from openclone.evaluate import Price
-    from openclone.evaluate.runner import EvalConfig, default_out
+    from openclone.evaluate.runner import EvalConfig, EvalJob, default_out
 
-    settings = _settings(config)
+    settings = read_settings(config)
     judge = judge or settings.default_model or ""
     try:
         cfg = EvalConfig(
@@ -146,6 +123,7 @@ def eval_command(
             judge_max_tokens=judge_max_tokens,
             judge_json=judge_json,
             seed=seed,
+            record=record,
             # --price beats openclone.toml's [prices]
             prices={
                 **{m: Price(p.input, p.output) for m, p in settings.prices.items()},
@@ -154,47 +132,26 @@ def eval_command(
         )
         pset = cfg.load_prompts()  # before any model loads: a bad file fails at once
     except (ValueError, OpenCloneError) as exc:
-        raise _fail(exc, USAGE) from None
+        raise fail(exc, USAGE) from None
     if detach:
-        _detach_eval(cfg, config, base_url, api_key, record)
+        from openclone.jobs import start_job
+
+        spec = EvalJob(cfg, config, base_url).to_spec()
+        job = start_job("eval", spec, api_key=api_key)
+        announce_job(job, f"reports in {spec['eval']['out']}")
         return
     err.print(
         f"evaluating [bold]{candidate}[/bold] against [bold]{reference}[/bold] on "
         f"{len(pset.items)} prompts of {pset.name}, judge [bold]{judge}[/bold]"
     )
-    try:
-        report, paths = asyncio.run(_eval(cfg, pset, settings, base_url, api_key))
-    except OpenCloneError as exc:
-        raise _fail(exc) from None
-    if record:
-        _record(settings, report)
-    _print_report(report, paths)
-
-
-def _detach_eval(
-    cfg: EvalConfig, config: Path | None, base_url: str | None, api_key: str | None, record: bool
-) -> None:
-    from openclone.cli_train import announce_job
-    from openclone.jobs import start_job
-
-    spec = cfg.to_dict()
-    spec["out"] = str(cfg.out.resolve())
-    if cfg.split_of is not None:
-        spec["split_of"] = str(cfg.split_of.resolve())
-    if cfg.prompts and Path(cfg.prompts).exists():  # a file, not a bundled set's name
-        spec["prompts"] = str(Path(cfg.prompts).resolve())
-    job_spec = {
-        "eval": spec,
-        "config": str(config.resolve()) if config else None,
-        "base_url": base_url,
-        "record": record,
-    }
-    announce_job(start_job("eval", job_spec, api_key=api_key), f"reports in {spec['out']}")
+    with exit_on_error(FAILED):
+        run = asyncio.run(_eval(cfg, pset, settings, base_url, api_key))
+    _print_report(run.report, run.paths)
 
 
 async def _eval(
     cfg: EvalConfig, pset: PromptSet, settings: Settings, base_url: str | None, api_key: str | None
-) -> tuple[EvalReport, dict[str, Path]]:
+) -> EvalRun:
     from openclone.evaluate.runner import open_and_run_eval
 
     columns = (TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -208,12 +165,6 @@ async def _eval(
             lambda done, total: bar.update(task, completed=done),
             pset,
         )
-
-
-def _record(settings: Settings, report: EvalReport) -> None:
-    from openclone.evaluate.runner import record_battles
-
-    record_battles(settings, report)
 
 
 def _pct(x: float | None) -> str:
@@ -265,16 +216,14 @@ def leaderboard_command(
     from openclone.evaluate.arena import leaderboard, read_battles
 
     if source not in ("human", "judge", "all"):
-        raise _fail(ValueError(f"--source must be human, judge or all, got {source!r}"), USAGE)
-    try:
+        raise fail(f"--source must be human, judge or all, got {source!r}", USAGE)
+    with exit_on_error(USAGE):
         found: list[Battle] = []
         if battles:
             for path in battles:
                 found += read_battles(path)
         else:
-            found = _store_battles(_settings(config))
-    except OpenCloneError as exc:
-        raise _fail(exc, USAGE) from None
+            found = _store_battles(read_settings(config))
     rows = leaderboard(found, source, bootstrap=bootstrap)
     if not rows:
         console.print(f"no {'' if source == 'all' else source + ' '}battles yet")
@@ -301,123 +250,3 @@ def _store_battles(settings: Settings) -> list[Battle]:
         return load_battles(store)
     finally:
         store.close()
-
-
-# ---- watch -----------------------------------------------------------------------------
-
-
-def watch_command(
-    model: Annotated[str, typer.Argument(help="the model to watch, typically a closed upstream")],
-    prompts: Annotated[
-        str | None, typer.Option(help="pinned prompt set: bundled name or file (default: general)")
-    ] = None,
-    baseline: Annotated[
-        Path | None,
-        typer.Option(
-            help="baseline answers; written on the first run (default: $OPENCLONE_HOME/drift/MODEL.json)"
-        ),
-    ] = None,
-    threshold: Annotated[
-        float, typer.Option(min=0, max=1, help="drift when the mean ROUGE-L similarity is below")
-    ] = 0.9,
-    every: Annotated[
-        float | None, typer.Option(min=1, help="check again every SECONDS until Ctrl-C")
-    ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="use the first N prompts")] = None,
-    max_tokens: Annotated[
-        int, typer.Option(min=1, help="answer length (pinned by the baseline)")
-    ] = 256,
-    concurrency: Annotated[int, typer.Option(min=1, help="requests in flight")] = 4,
-    base_url: BaseUrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Replay a pinned prompt set greedily and report when the answers drift from the baseline.
-
-    Exit status: 0 no drift (or baseline written), 3 drift, 1 failure, 2 bad usage.
-    """
-    from openclone.evaluate.sets import load_prompt_set
-
-    settings = _settings(config)
-    try:
-        pset = load_prompt_set(prompts, limit)
-    except OpenCloneError as exc:
-        raise _fail(exc, USAGE) from None
-    path = baseline or settings.home / "drift" / (re.sub(r"[^A-Za-z0-9._-]+", "_", model) + ".json")
-    try:
-        drifted = asyncio.run(
-            _watch(
-                settings,
-                base_url,
-                api_key,
-                model,
-                pset.items,
-                path,
-                threshold,
-                every,
-                max_tokens,
-                concurrency,
-            )
-        )
-    except OpenCloneError as exc:
-        raise _fail(exc) from None
-    except KeyboardInterrupt:
-        return
-    if drifted:
-        raise typer.Exit(DRIFTED)
-
-
-async def _watch(
-    settings: Settings,
-    base_url: str | None,
-    api_key: str | None,
-    model: str,
-    items: list[EvalItem],
-    path: Path,
-    threshold: float,
-    every: float | None,
-    max_tokens: int,
-    concurrency: int,
-) -> bool:
-    from openclone.evaluate.drift import watch
-
-    client = await _client(settings, base_url, api_key)
-    try:
-        while True:
-            try:
-                report = await watch(
-                    client,
-                    model,
-                    items,
-                    path,
-                    threshold,
-                    max_tokens=max_tokens,
-                    concurrency=concurrency,
-                )
-            except APIError as exc:
-                # On a schedule, an upstream outage is one failed check, not the end of the watch.
-                if every is None or isinstance(exc, ModelNotFound):
-                    raise
-                err.print(f"[yellow]check failed:[/yellow] {exc}", soft_wrap=True)
-            else:
-                _print_drift(report)
-                if every is None:
-                    return report.drifted
-            await asyncio.sleep(every)
-    finally:
-        await client.aclose()
-
-
-def _print_drift(report: DriftReport) -> None:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    if report.created_baseline:
-        console.print(
-            f"{stamp} baseline written: {report.baseline_path} ({report.n} prompts)", soft_wrap=True
-        )
-        return
-    status = "[red]DRIFT[/red]" if report.drifted else "[green]stable[/green]"
-    console.print(
-        f"{stamp} {status} {report.model}: mean similarity {report.mean_similarity:.3f} "
-        f"(threshold {report.threshold:g}), {report.changed_share:.0%} of {report.n} answers changed",
-        soft_wrap=True,
-    )

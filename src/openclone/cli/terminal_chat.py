@@ -8,19 +8,22 @@ from collections.abc import AsyncIterator
 from rich.console import Console
 
 from openclone.config import Settings
-from openclone.gateway.router import Router
+from openclone.routing import Router, open_router
 from openclone.schema import ChatCompletionRequest, ChatMessage
 
 
 async def _local_stream(router: Router, req: ChatCompletionRequest) -> AsyncIterator[str]:
-    it, _ = await router.stream(req.model, lambda e: e.stream(req))
+    # Registry names (an alias, NAME@N) resolve here as they do in the gateway.
+    _, target = router.pin(req.model)
+    routed = req if target == req.model else req.model_copy(update={"model": target})
+    it, _ = await router.stream(target, lambda e: e.stream(routed))
     try:
         async for chunk in it:
             for choice in chunk.choices:
                 if choice.delta.content:
                     yield choice.delta.content
     finally:
-        await it.aclose()  # type: ignore[attr-defined]
+        await it.aclose()
 
 
 async def _remote_stream(client: object, req: ChatCompletionRequest) -> AsyncIterator[str]:
@@ -54,11 +57,12 @@ async def run_chat(
         client = AsyncOpenAI(base_url=url, api_key=api_key)
     else:
         with console.status(f"loading {name}…"):
-            router = await Router.build(settings)
-        router.resolve(name)
+            router = await open_router(settings)
     history = [ChatMessage(role="system", content=system)] if system else []
-    console.print(f"[dim]chatting with {name}; empty line or Ctrl-D to quit[/dim]")
     try:
+        if router is not None:
+            await router.route_for(router.pin(name)[1])  # an unknown name fails before the prompt
+        console.print(f"[dim]chatting with {name}; empty line or Ctrl-D to quit[/dim]")
         while True:
             try:
                 line = await asyncio.to_thread(console.input, "[bold green]you> [/bold green]")

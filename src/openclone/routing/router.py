@@ -14,13 +14,14 @@ import difflib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from openclone.config import ModelConfig, Settings
 from openclone.engines import Engine, create_engine
 from openclone.errors import APIError, EngineError, ModelNotFound, ReplicaUnavailable
+from openclone.model_names import is_internal, parse_model_name
 
 __all__ = ["ModelRoute", "Replica", "Router"]
 
@@ -103,6 +104,8 @@ class Router:
         self.engine_specs: dict[str, dict[str, Any]] = {}  # NAME@N -> {"engine", "params"}
         self._discovering: dict[str, asyncio.Lock] = {}
         self._prober: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._closers: list[Callable[[], None]] = []
 
     @classmethod
     async def build(cls, settings: Settings) -> Router:
@@ -124,9 +127,10 @@ class Router:
 
     def resolve(self, name: str) -> ModelRoute:
         route = self.routes.get(name)
-        if route is None and ":" in name:
+        parsed = parse_model_name(name)
+        if route is None and parsed.adapter is not None:
             # BASE:ADAPTER goes to the base's replicas, which pick the adapter per request.
-            base = self.routes.get(name.split(":", 1)[0])
+            base = self.routes.get(parsed.base)
             if base is not None and any(r.engine.capabilities.adapters for r in base.replicas):
                 return base
         if route is None:
@@ -135,7 +139,7 @@ class Router:
 
     def _not_found(self, name: str) -> ModelNotFound:
         # OpenAI's wording, plus the likeliest intended name ("SmolLM2-135M-Instruct").
-        known = [n for n in [*self.routes, *self.aliases] if "+" not in n]
+        known = self.names()
         by_case = [n for n in known if n.lower() == name.lower()]
         close = by_case or difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -143,6 +147,11 @@ class Router:
             f"The model '{name}' does not exist or you do not have access to it.{hint}",
             param="model",
         )
+
+    def names(self) -> list[str]:
+        """Every name a client may send that the router knows now (no internal keys)."""
+        listed = [n for n in self.routes if not is_internal(n)]
+        return listed + [n for n in self.aliases if n not in self.routes]
 
     def pin(self, name: str) -> tuple[str, str]:
         """(the name to show, the model to route to): a registry alias or ``NAME@N`` resolves
@@ -224,8 +233,8 @@ class Router:
             return result, replica
 
     async def stream(
-        self, model: str, fn: Callable[[Engine], AsyncIterator[T]]
-    ) -> tuple[AsyncIterator[T], Replica]:
+        self, model: str, fn: Callable[[Engine], AsyncGenerator[T, None]]
+    ) -> tuple[AsyncGenerator[T, None], Replica]:
         """Open ``fn(engine)`` and read its first item; fail over if that fails retryably.
 
         The returned iterator yields that first item again and must be closed by the caller.
@@ -244,7 +253,7 @@ class Router:
             except BaseException as exc:
                 replica.in_flight -= 1
                 with contextlib.suppress(Exception):
-                    await it.aclose()  # type: ignore[attr-defined]
+                    await it.aclose()
                 if isinstance(exc, EngineError) and exc.retryable:
                     replica.mark_down(exc.message, self.settings.down_cooldown)
                     continue
@@ -257,8 +266,8 @@ class Router:
             return self._guard(replica, first, it), replica
 
     async def _guard(
-        self, replica: Replica, first: T | None, it: AsyncIterator[T]
-    ) -> AsyncIterator[T]:
+        self, replica: Replica, first: T | None, it: AsyncGenerator[T, None]
+    ) -> AsyncGenerator[T, None]:
         try:
             if first is not None:
                 yield first
@@ -266,7 +275,7 @@ class Router:
                     yield item
         finally:
             replica.in_flight -= 1
-            await it.aclose()  # type: ignore[attr-defined]
+            await it.aclose()
 
     # ---- health ------------------------------------------------------------------------
 
@@ -303,11 +312,20 @@ class Router:
             except Exception:
                 log.exception("replica probe failed")
 
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Run ``task`` for the router's lifetime; ``close()`` cancels it."""
+        self._background.append(task)
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the engines are closed (e.g. close a store the router owns)."""
+        self._closers.append(fn)
+
     async def close(self) -> None:
-        if self._prober is not None:
-            self._prober.cancel()
+        for task in [*self._background, *([self._prober] if self._prober else [])]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._prober
+                await task
+        self._background.clear()
         # A discovered route may sit under several names (NAME and BASE:NAME): close it once.
         for route in {id(r): r for r in self.routes.values()}.values():
             for r in route.replicas:
@@ -315,3 +333,6 @@ class Router:
                     await r.engine.close()
                 except Exception:
                     log.exception("closing %s failed", r.id)
+        for fn in self._closers:
+            fn()
+        self._closers.clear()

@@ -10,14 +10,13 @@ and raise the errors of :mod:`openclone.errors` (``RateLimited`` on 429, a retry
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from openclone.config import Settings
 from openclone.engines.openai_upstream import OpenAIConfig, OpenAIEngine
-from openclone.gateway.router import Router
+from openclone.routing.router import Router
 from openclone.schema import ChatCompletion, ChatCompletionRequest
 
 __all__ = ["ChatClient", "HTTPClient", "RouterClient", "open_client"]
@@ -41,19 +40,9 @@ class RouterClient:
 
     @classmethod
     async def start(cls, settings: Settings) -> RouterClient:
-        from openclone.gateway.discovery import registry_models, trained_models
-        from openclone.registry.versions import resolution_map
-        from openclone.store import open_store
+        from openclone.routing.open import open_router
 
-        router = await Router.build(settings)
-        store = await asyncio.to_thread(open_store, settings)
-        try:  # registry names (NAME, NAME@N) resolve as they do in the gateway
-            router.aliases, router.engine_specs = await asyncio.to_thread(resolution_map, store)
-        finally:
-            store.close()
-        router.discoverers += [registry_models, trained_models]
-        router.start()
-        return cls(router)
+        return cls(await open_router(settings))
 
     async def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
         shown, target = self.router.pin(req.model)

@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from openclone.cli_store import ConfigOpt, _store
+from openclone.cli.common import FAILED, ConfigOpt, console, err, opened_store
+from openclone.model_names import parse_model_name
 
 __all__ = ["promote_command", "registry_app", "rollback_command"]
 
-console = Console()
-err = Console(stderr=True)
 registry_app = typer.Typer(help="Model registry: versions, aliases, lineage.", no_args_is_help=True)
 
 
@@ -50,7 +48,7 @@ def register_command(
         raise typer.BadParameter(f"--lineage is not JSON: {exc}") from None
     if target:
         extra = {**_trained_lineage(target), **extra}
-    with _store(config) as store:
+    with opened_store(config) as store:
         info = register(store, name, target, engine=engine, lineage=extra)
     print(info.pinned)
 
@@ -58,10 +56,11 @@ def register_command(
 def _trained_lineage(target: str) -> dict[str, Any]:
     """A trained model's record (base, dataset hash, config) becomes the version's lineage."""
     from openclone.errors import ModelNotFound
-    from openclone.train.records import get_trained
+    from openclone.store.trained import get_trained
 
     try:
-        rec = get_trained(target.rpartition(":")[2])
+        parsed = parse_model_name(target)
+        rec = get_trained(parsed.adapter or parsed.base)
     except ModelNotFound:
         return {}
     return {"base": rec.base, "dataset": rec.dataset, "dataset_sha256": rec.dataset_sha256,
@@ -74,7 +73,7 @@ def list_command(
 ) -> None:
     from openclone.registry.versions import list_versions
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         rows = list_versions(store, name)
     table = Table("version", "serves", "status", "alias", "created")
     for v in rows:
@@ -89,10 +88,10 @@ def show_command(
 ) -> None:
     from openclone.registry.versions import decisions, get_version
 
-    base, _, ver = name.partition("@")
-    with _store(config) as store:
-        v = get_version(store, base, int(ver) if ver else None)
-        history = decisions(store, base)
+    parsed = parse_model_name(name)
+    with opened_store(config) as store:
+        v = get_version(store, parsed.base, parsed.version)
+        history = decisions(store, parsed.base)
     console.print_json(
         json.dumps({**v.__dict__, "pinned": v.pinned, "decisions": history}, default=str)
     )
@@ -107,7 +106,7 @@ def alias_command(
     """Point NAME at VERSION without the gate (use promote for live traffic)."""
     from openclone.registry.versions import set_alias
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         set_alias(store, name, version)
     console.print(f"{name} -> {name}@{version}")
 
@@ -120,7 +119,7 @@ def archive_command(
 ) -> None:
     from openclone.registry.versions import archive
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         archive(store, name, version)
     console.print(f"archived {name}@{version}")
 
@@ -145,7 +144,7 @@ def promote_command(
     """Make NAME@VERSION serve NAME, if the evidence allows; every decision is recorded."""
     from openclone.registry.versions import PromotionRefused, promote
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         try:
             result = promote(
                 store, name, version, vs_champion=_report(vs_champion), vs_teacher=_report(vs_teacher),
@@ -155,7 +154,7 @@ def promote_command(
             err.print(
                 f"[red]refused:[/red] {'; '.join(exc.result.reasons)} (recorded; --force overrides)"
             )
-            raise typer.Exit(1) from None
+            raise typer.Exit(FAILED) from None
     note = f" (forced past: {'; '.join(result.reasons)})" if result.reasons else ""
     console.print(f"{name} -> {name}@{version}{note}")
 
@@ -164,6 +163,6 @@ def rollback_command(name: Annotated[str, typer.Argument()], config: ConfigOpt =
     """Point NAME back at the version it served before."""
     from openclone.registry.versions import rollback
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         back = rollback(store, name)
     console.print(f"{name} -> {name}@{back}")

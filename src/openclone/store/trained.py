@@ -1,8 +1,11 @@
-"""Records of trained models: ``$OPENCLONE_HOME/models/<name>/record.json``.
+"""Records of trained models: ``<home>/models/<name>/record.json``.
 
 One JSON file per trained adapter says what it is (base, dataset hash, config, metrics), so
-``openclone serve`` can offer it by name and as ``BASE:ADAPTER``. The model registry will
-take these over; until then this module is the whole API.
+``openclone serve`` can offer it by name and as ``BASE:ADAPTER``. Training writes these
+(``openclone.train``); the router reads them (``openclone.routing.discovery``), so they live
+here, below both. Registering a trained model as a registry version (``openclone registry
+register``) is how it gets versions, aliases and promotion. ``home`` is ``Settings.home``
+(:func:`openclone.config.openclone_home` when not given), the one the server reads.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openclone.config import openclone_home
 from openclone.errors import ModelNotFound
-from openclone.train.config import openclone_home
 
 __all__ = ["TrainedModel", "get_trained", "list_trained", "record_path", "save_record"]
 
@@ -41,9 +44,9 @@ def record_path(name: str, home: Path | None = None) -> Path:
     return (home or openclone_home()) / "models" / name / "record.json"
 
 
-def save_record(model: TrainedModel) -> Path:
+def save_record(model: TrainedModel, home: Path | None = None) -> Path:
     """Write atomically, so a reader never sees half a record."""
-    path = record_path(model.name)
+    path = record_path(model.name, home)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(model), indent=2), encoding="utf-8")

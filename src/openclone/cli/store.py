@@ -8,18 +8,13 @@ is one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
-from openclone.config import load_settings
-from openclone.errors import OpenCloneError
-from openclone.store import Store, open_store
+from openclone.cli.common import FAILED, USAGE, ConfigOpt, console, err, fail, opened_store
 
 __all__ = [
     "audit_app",
@@ -30,10 +25,6 @@ __all__ = [
     "tenants_app",
 ]
 
-console = Console()
-err = Console(stderr=True)
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="openclone.toml to read")]
-
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 tenants_app = typer.Typer(
     help="Tenants: consent default, redaction, retention.", no_args_is_help=True
@@ -43,25 +34,6 @@ retention_app = typer.Typer(
     help="Retention: erase captures past their tenant's limit.", no_args_is_help=True
 )
 audit_app = typer.Typer(help="The audit log of admin actions, and erasures.", no_args_is_help=True)
-
-
-def _fail(message: object, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _store(config: Path | None) -> Iterator[Store]:
-    try:
-        store = open_store(load_settings(config))
-    except OpenCloneError as exc:
-        _fail(exc, 2)
-    try:
-        yield store
-    except OpenCloneError as exc:
-        _fail(exc)
-    finally:
-        store.close()
 
 
 def _when(t: float | None) -> str:
@@ -98,7 +70,7 @@ def keys_create(
     """Create a key; it is printed once, alone on the last line of the output."""
     from openclone.store.keys import create_key
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         info, token = create_key(store, tenant, user, admin)
     who = f"{tenant}/{user}" if user else tenant
     err.print(f"key {info.id} ({info.scope}) for {who}; store it now, it is not shown again:")
@@ -113,7 +85,7 @@ def keys_list(
     """Every key, revoked ones too (the plaintext is never shown again)."""
     from openclone.store.keys import list_keys
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         keys = list_keys(store, tenant)
     table = Table("tenant", "user", "scope", "created", "last used", "revoked")
     # The prefix (unique, what `keys revoke` takes) must survive a narrow terminal whole.
@@ -132,7 +104,7 @@ def keys_revoke(
     """Revoke a key; gateways stop accepting it within seconds."""
     from openclone.store.keys import revoke_key
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         info = revoke_key(store, key)
     console.print(f"revoked key {info.id} ({info.prefix}…) of {info.tenant}")
 
@@ -157,7 +129,7 @@ def tenants_set(
 
     _choice(consent, ("on", "off"), "--consent")
     _choice(redact, REDACT_MODES, "--redact")
-    with _store(config) as store:
+    with opened_store(config) as store:
         t = set_tenant_policy(
             store, tenant, actor="cli", consent=None if consent is None else consent == "on",
             redact=redact, retention_days=retention_days, clear_retention=no_retention,
@@ -173,7 +145,7 @@ def tenants_list(config: ConfigOpt = None) -> None:
     """Tenants and their policies."""
     from openclone.store.accounts import list_tenants
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         tenants = list_tenants(store)
     table = Table("tenant", "consent", "redact", "retention", "users", "live keys", "created")
     for t in tenants:
@@ -194,17 +166,17 @@ def erase_command(
     from openclone.store.privacy import erase
 
     if not (user or tenant or conversation):
-        _fail("say what to erase: --user U --tenant T, --conversation ID or --tenant T", 2)
+        raise fail("say what to erase: --user U --tenant T, --conversation ID or --tenant T", USAGE)
     if user and not tenant:
-        _fail("--user needs the person's --tenant", 2)
+        raise fail("--user needs the person's --tenant", USAGE)
     if conversation:
         what = f"conversation {conversation}"
     else:
         what = f"user {user} of tenant {tenant}" if user else f"tenant {tenant} (everything in it)"
     if not yes and not typer.confirm(f"Erase {what}? This cannot be undone", err=True):
         err.print("nothing erased")
-        raise typer.Exit(1)
-    with _store(config) as store:
+        raise typer.Exit(FAILED)
+    with opened_store(config) as store:
         result = erase(store, actor="cli", tenant=tenant, user=user, conversation=conversation)
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v) or "nothing stored"
     console.print(f"erased {what}: {counts} (erasure {result.id})")
@@ -233,7 +205,7 @@ def captures_export(
     from openclone.store.export import CaptureFilter, export_captures
 
     _choice(feedback, ("up", "down"), "--feedback")
-    with _store(config) as store:
+    with opened_store(config) as store:
         f = CaptureFilter(
             tenant, model, _date(since, "--since"), _date(until, "--until"), feedback, min_chars
         )
@@ -252,7 +224,7 @@ def captures_list(
     """The newest captures: who, which model, how it went (not their text)."""
     from openclone.store.export import list_captures
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         rows = list_captures(store, tenant, limit)
     table = Table("id", "time", "tenant", "user", "model", "status", "tokens", "ms", "consent",
                   "redacted")  # fmt: skip
@@ -269,7 +241,7 @@ def retention_apply(config: ConfigOpt = None) -> None:
     """Erase what is past each tenant's retention (run it daily, e.g. from cron)."""
     from openclone.store.privacy import apply_retention
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         results = apply_retention(store, actor="cli")
     for r in results:
         console.print(
@@ -289,7 +261,7 @@ def audit_list(
     """Admin actions, newest first."""
     from openclone.store.audit import list_audit
 
-    with _store(config) as store:
+    with opened_store(config) as store:
         entries = list_audit(store, limit, action=action)
     table = Table("time", "actor", "action", "detail")
     for e in entries:
@@ -307,7 +279,7 @@ def audit_erasures(
     from openclone.store.lineage import affected_exports, affected_models, erasures_since
 
     start = _date(since, "--since")
-    with _store(config) as store:
+    with opened_store(config) as store:
         records = erasures_since(store, start)
         exports = affected_exports(store, start)
         models = affected_models(store, start)

@@ -1,39 +1,21 @@
-"""``openclone train``, ``openclone export`` and ``openclone jobs``: recipes over the library.
-
-The lead mounts them on the main app: ``app.command("train")(train_command)``,
-``app.command("export")(export_command)``, ``app.add_typer(jobs_app, name="jobs")``.
-"""
+"""``openclone train`` and ``openclone export``: recipes over :mod:`openclone.train`."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openclone.errors import OpenCloneError
+from openclone.cli.common import FAILED, INTERRUPTED, announce_job, console, err, exit_on_error
 
-if TYPE_CHECKING:
-    from openclone.jobs import JobStatus
-
-__all__ = ["announce_job", "export_command", "jobs_app", "train_command"]
-
-console = Console()
-err = Console(stderr=True)
-jobs_app = typer.Typer(help="Background jobs: list, logs, cancel, resume.", no_args_is_help=True)
-
-
-def _fail(exc: Exception, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(code)
+__all__ = ["export_command", "train_command"]
 
 
 def _resolve_base(base: str | None, settings_file: Path | None) -> tuple[str | None, str | None]:
@@ -128,7 +110,7 @@ def _foreground(cfg: Any) -> None:
                 f"stopped at step {result.final_step}/{result.max_steps}; continue with "
                 f"[bold]openclone train --resume --name {result.name}[/bold]"
             )
-        raise typer.Exit(130)
+        raise typer.Exit(INTERRUPTED)
     if not result.main_process:
         return
     table = Table("", "", show_header=False)
@@ -176,7 +158,7 @@ def train_command(
     """Fine-tune a base model with LoRA on a chat JSONL; the result is served by name."""
     from openclone.jobs import start_job
 
-    try:
+    with exit_on_error(FAILED):
         base_path, base_name = _resolve_base(base, settings)
         flags = {
             "dataset": dataset, "name": name, "base": base_path, "base_name": base_name,
@@ -191,8 +173,6 @@ def train_command(
             announce_job(start_job("train", cfg.to_dict()), f"model {cfg.run_name}")
             return
         _foreground(cfg)
-    except OpenCloneError as exc:
-        raise _fail(exc) from None
 
 
 def export_command(
@@ -205,84 +185,11 @@ def export_command(
     """Export a trained model: merged HF weights and/or a GGUF file."""
     from openclone.train.export import export_model
 
-    try:
-        with err.status("merging and exporting…"):
-            result = export_model(model, merged=merged, gguf=gguf, quant=quant, output=output)
-    except OpenCloneError as exc:
-        raise _fail(exc) from None
+    with exit_on_error(FAILED), err.status("merging and exporting…"):
+        result = export_model(model, merged=merged, gguf=gguf, quant=quant, output=output)
     if result.merged_dir:
         console.print(f"merged HF model: {result.merged_dir}")
     if result.gguf_path:
         console.print(
             f"GGUF: {result.gguf_path}  (serve: openclone serve --model {result.gguf_path})"
         )
-
-
-def announce_job(job: JobStatus, what: str) -> None:
-    """What `--detach` prints: the job's id and how to follow or stop it."""
-    console.print(f"started job [bold]{job.id}[/bold] ({what})")
-    console.print(f"  openclone jobs logs {job.id} --follow   |   openclone jobs cancel {job.id}")
-
-
-@jobs_app.command("list")
-def jobs_list() -> None:
-    """Jobs, newest first."""
-    from openclone.jobs import list_jobs
-
-    table = Table("id", "state", "progress", "message", "age")
-    for job in list_jobs():
-        progress = f"{job.step}/{job.total}" if job.total else ""
-        age = f"{(time.time() - job.created) / 60:.0f} min"
-        table.add_row(job.id, job.state, progress, job.error or job.message, age)
-    console.print(table)
-
-
-@jobs_app.command("logs")
-def jobs_logs(
-    job_id: Annotated[str, typer.Argument(help="job id")],
-    tail: Annotated[int | None, typer.Option(help="last N lines only")] = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="keep printing until done")
-    ] = False,
-) -> None:
-    """Print a job's log."""
-    from openclone.jobs import get_job, job_logs
-
-    try:
-        text = job_logs(job_id, tail)
-        console.print(text, end="", markup=False, highlight=False)
-        seen = len(job_logs(job_id))
-        while follow and not get_job(job_id).done:
-            time.sleep(1)
-            now = job_logs(job_id)
-            console.print(now[seen:], end="", markup=False, highlight=False)
-            seen = len(now)
-    except OpenCloneError as exc:
-        raise _fail(exc) from None
-
-
-@jobs_app.command("cancel")
-def jobs_cancel(
-    job_id: Annotated[str, typer.Argument(help="job id")],
-    grace: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 30.0,
-) -> None:
-    """Stop a job: it checkpoints and exits (killed after --grace seconds)."""
-    from openclone.jobs import cancel_job
-
-    try:
-        status = cancel_job(job_id, grace)
-    except OpenCloneError as exc:
-        raise _fail(exc) from None
-    console.print(f"{job_id}: {status.state}")
-
-
-@jobs_app.command("resume")
-def jobs_resume(job_id: Annotated[str, typer.Argument(help="job id")]) -> None:
-    """Restart a failed or cancelled job from its last checkpoint."""
-    from openclone.jobs import resume_job
-
-    try:
-        status = resume_job(job_id)
-    except OpenCloneError as exc:
-        raise _fail(exc) from None
-    console.print(f"{job_id}: resumed (attempt {status.attempt})")

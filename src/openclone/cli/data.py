@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from openclone.cli.common import FAILED, USAGE, console, err, fail
 from openclone.data import DatasetFormatError, dedupe, read_instructions
+
+__all__ = ["data_app"]
 
 data_app = typer.Typer(
     help="Datasets: filter near-duplicate instructions (Alpaca JSON, Alpaca or chat JSONL).",
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err = Console(stderr=True)
 
 
 @data_app.callback()
@@ -50,8 +50,7 @@ def dedupe_command(
     try:
         dataset = read_instructions(path, field)
     except DatasetFormatError as exc:
-        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(exc, USAGE) from None
     start = time.perf_counter()
     columns = (TextColumn("dedupe"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as progress:
@@ -61,11 +60,34 @@ def dedupe_command(
     try:
         kept = dataset.write(out, keep)
     except OSError as exc:
-        err.print(f"[red]error:[/red] cannot write {out}: {exc.strerror or exc}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise fail(f"cannot write {out}: {exc.strerror or exc}", FAILED) from None
     table = Table(title=f"dedupe: drop when ROUGE-L F > {threshold:g}")
     for column in ("rows in", "kept", "dropped", "time"):
         table.add_column(column, justify="right")
     table.add_row(str(len(keep)), str(kept), str(len(keep) - kept), f"{seconds:.2f} s")
     console.print(table)
     console.print(f"kept rows written to {out}")
+
+
+@data_app.command("convert")
+def convert_command(
+    path: Annotated[Path, typer.Argument(help="OpenAI chat JSONL, Alpaca JSON/JSONL or ShareGPT")],
+    to: Annotated[str, typer.Option("--to", help="openai | alpaca | sharegpt")],
+    out: Annotated[Path, typer.Option("--out", "-o", help=".json: one JSON array; else JSONL")],
+) -> None:
+    """Convert a dataset between OpenAI chat JSONL, Alpaca and ShareGPT."""
+    from openclone.data.formats import LAYOUTS, Layout, convert_dataset
+
+    if to not in LAYOUTS:
+        raise typer.BadParameter(f"choose one of {', '.join(LAYOUTS)}", param_hint="--to")
+    try:
+        result = convert_dataset(path, out, cast(Layout, to))
+    except DatasetFormatError as exc:
+        raise fail(exc, USAGE) from None
+    except OSError as exc:
+        raise fail(f"cannot write {out}: {exc.strerror or exc}", FAILED) from None
+    skipped = ", ".join(f"{n} ({reason})" for reason, n in result.skipped.items())
+    console.print(
+        f"wrote {result.written} of {result.rows} rows to {out} as {to}"
+        + (f"; skipped {skipped}" if skipped else "")
+    )

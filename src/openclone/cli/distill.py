@@ -1,39 +1,35 @@
-"""``openclone distill`` and ``openclone data convert``: thin recipes over ``openclone.distill``."""
+"""``openclone distill``: a thin recipe over ``openclone.distill``."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openclone.errors import APIError, ConfigError, OpenCloneError
+from openclone.cli.common import (
+    FAILED,
+    FELL_SHORT,
+    INTERRUPTED,
+    USAGE,
+    DetachOpt,
+    announce_job,
+    console,
+    err,
+    exit_on_error,
+    fail,
+)
+from openclone.errors import ConfigError
 
 if TYPE_CHECKING:  # the library loads on use, so `openclone --help` stays quick
     from openclone.distill import DistillResult
-    from openclone.distill.recipe import DistillPlan, DistillRequest
+    from openclone.distill.recipe import DistillPlan
 
-__all__ = ["convert_command", "distill_command", "mount"]
-
-console = Console()
-err = Console(stderr=True)
-
-
-def mount(app: typer.Typer) -> None:
-    """Register ``distill`` on the main app and ``convert`` under ``data``."""
-    from openclone.cli_data import data_app
-
-    app.command("distill")(distill_command)
-    data_app.command("convert")(convert_command)
-
-
-def _fail(message: object, code: int) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    return typer.Exit(code)
+__all__ = ["distill_command"]
 
 
 def distill_command(
@@ -100,9 +96,7 @@ def distill_command(
         str | None, typer.Option(envvar="OPENAI_API_KEY", help="key for --base-url")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="openclone.toml")] = None,
-    detach: Annotated[
-        bool, typer.Option("--detach", help="run as a background job (openclone jobs ...)")
-    ] = False,
+    detach: DetachOpt = False,
 ) -> None:
     """Make training data with a teacher: Self-Instruct, or new answers to real prompts.
 
@@ -110,7 +104,7 @@ def distill_command(
     answers them. Rows are appended as they are made; re-run the same command to continue.
     """
     from openclone.distill import DistillError
-    from openclone.distill.recipe import DistillRequest, plan
+    from openclone.distill.recipe import DistillRequest, plan, shortfall
 
     def text(path: Path | None) -> str | None:
         return str(path) if path is not None else None
@@ -129,38 +123,32 @@ def distill_command(
     try:
         the_plan = plan(req)  # every mistake shows here, before a job or a request starts
     except (DistillError, ConfigError) as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, USAGE) from None
     if detach:
         known = [m.name for m in the_plan.settings.models]
         if not req.base_url and the_plan.config.teacher.split(":", 1)[0] not in known:
             # In the foreground the teacher's client says so; a job would only fail later.
             choices = f"; the catalog has: {', '.join(known)}" if known else ""
-            raise _fail(f"unknown teacher model {the_plan.config.teacher!r}{choices}", 1)
-        _detach(req, api_key)
+            raise fail(f"unknown teacher model {the_plan.config.teacher!r}{choices}", FAILED)
+        from openclone.jobs import start_job
+
+        spec = req.job_spec()
+        announce_job(start_job("distill", spec, api_key=api_key), f"writing {spec['out']}")
         return
     try:
-        result = asyncio.run(_run(the_plan, api_key))
+        with exit_on_error(FAILED):
+            result = asyncio.run(_run(the_plan, api_key))
     except KeyboardInterrupt:
         err.print(
             f"[yellow]interrupted.[/yellow] The rows so far are in {out}; run the same "
             "command again to continue.",
             soft_wrap=True,
         )
-        raise typer.Exit(130) from None
-    except (OpenCloneError, APIError) as exc:
-        raise _fail(exc, 1) from None
+        raise typer.Exit(INTERRUPTED) from None
     _summary(result)
-
-
-def _detach(req: DistillRequest, api_key: str | None) -> None:
-    from openclone.cli_train import announce_job
-    from openclone.jobs import start_job
-
-    spec = {**req.to_dict(), "out": str(Path(req.out).resolve())}
-    for name in ("seeds", "prompts", "prices", "config"):
-        if spec[name]:
-            spec[name] = str(Path(spec[name]).resolve())  # the worker runs elsewhere
-    announce_job(start_job("distill", spec, api_key=api_key), f"writing {spec['out']}")
+    if why := shortfall(the_plan, result):
+        err.print(f"[yellow]{escape(why)}[/yellow], and run again to continue", soft_wrap=True)
+        raise typer.Exit(FELL_SHORT)
 
 
 async def _run(the_plan: DistillPlan, api_key: str | None) -> DistillResult:
@@ -195,33 +183,3 @@ def _summary(result: DistillResult) -> None:
     table.add_row("time", f"{result.wall_seconds:.1f} s")
     table.add_row("card", f"{result.card_md}")
     console.print(table)
-    if result.status == "budget exhausted":
-        # Fewer rows than asked for must not pass silently into a training pipeline.
-        err.print(
-            f"[yellow]budget exhausted[/yellow]: {result.kept} of the rows wanted; raise "
-            "--max-rounds or use a stronger --teacher, and run again to continue"
-        )
-        raise typer.Exit(3)
-
-
-def convert_command(
-    path: Annotated[Path, typer.Argument(help="OpenAI chat JSONL, Alpaca JSON/JSONL or ShareGPT")],
-    to: Annotated[str, typer.Option("--to", help="openai | alpaca | sharegpt")],
-    out: Annotated[Path, typer.Option("--out", "-o", help=".json: one JSON array; else JSONL")],
-) -> None:
-    """Convert a dataset between OpenAI chat JSONL, Alpaca and ShareGPT."""
-    from openclone.data.formats import LAYOUTS, DatasetFormatError, Layout, convert_dataset
-
-    if to not in LAYOUTS:
-        raise typer.BadParameter(f"choose one of {', '.join(LAYOUTS)}", param_hint="--to")
-    try:
-        result = convert_dataset(path, out, cast(Layout, to))
-    except DatasetFormatError as exc:
-        raise _fail(exc, 2) from None
-    except OSError as exc:
-        raise _fail(f"cannot write {out}: {exc.strerror or exc}", 1) from None
-    skipped = ", ".join(f"{n} ({reason})" for reason, n in result.skipped.items())
-    console.print(
-        f"wrote {result.written} of {result.rows} rows to {out} as {to}"
-        + (f"; skipped {skipped}" if skipped else "")
-    )

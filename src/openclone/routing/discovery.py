@@ -15,7 +15,8 @@ import re
 from openclone.config import ModelConfig
 from openclone.engines.base import AdapterHost
 from openclone.errors import ModelNotFound
-from openclone.gateway.router import ModelRoute, Router
+from openclone.model_names import adapters_key, parse_model_name
+from openclone.routing.router import ModelRoute, Router
 
 __all__ = ["registry_models", "trained_models"]
 
@@ -24,9 +25,10 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 async def trained_models(router: Router, name: str) -> ModelRoute | None:
-    from openclone.train.records import get_trained
+    from openclone.store.trained import get_trained
 
-    base_name, _, adapter = name.rpartition(":")
+    parsed = parse_model_name(name)
+    base_name, adapter = (parsed.base, parsed.adapter) if parsed.adapter else ("", name)
     if not _NAME.fullmatch(adapter):
         return None
     try:
@@ -35,7 +37,7 @@ async def trained_models(router: Router, name: str) -> ModelRoute | None:
         return None
     if base_name and base_name != record.base:
         return None  # BASE:NAME must name the base the adapter was trained on
-    key = f"{record.base}+adapters"  # the shared engine of every adapter on this base
+    key = adapters_key(record.base)  # the shared engine of every adapter on this base
     route = router.routes.get(key)
     if route is None:
         params = {
