@@ -131,8 +131,9 @@ def test_captures_need_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_only_consented_captures_are_distilled(tmp_path: Path) -> None:
+    from openclone.gateway.capture import new_capture_id
     from openclone.store import open_store
-    from openclone.store.exchange import Exchange, new_capture_id
+    from openclone.store.exchange import Exchange
     from openclone.store.writer import CaptureWriter
 
     settings = load_settings(None)

@@ -8,10 +8,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from openclone.gateway.capture import new_capture_id
 from openclone.schema import Usage
 from openclone.store import Store
 from openclone.store.accounts import Principal
-from openclone.store.exchange import Exchange, new_capture_id
+from openclone.store.exchange import Exchange
 from openclone.store.tables import Capture
 from openclone.store.writer import CaptureWriter
 

@@ -12,8 +12,9 @@ import pytest
 from conftest import BUNDLED, Server, start_server, stop_server
 from sqlalchemy import select
 
+from openclone.gateway.capture import new_capture_id
 from openclone.store import open_store
-from openclone.store.exchange import Exchange, new_capture_id
+from openclone.store.exchange import Exchange
 from openclone.store.tables import Feedback, Vote
 from openclone.store.writer import CaptureWriter
 
