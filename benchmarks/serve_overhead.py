@@ -2,7 +2,9 @@
 through the engine called in process, sequentially and at concurrency 8. The server runs
 twice: with its engine in a supervised worker process (the default, "server") and in the
 gateway's own process (``isolation = "thread"``, "server in-process engine"), so the
-cost of the process boundary is measured in the same run.
+cost of the process boundary is measured in the same run. Every target is started first and
+each phase's prompts go to them in interleaved slices (``--rounds``): this machine's speed
+drifts by 10-30% over minutes, which back-to-back blocks would report as a difference.
 
     python benchmarks/serve_overhead.py [PATH.jsonl] [--requests 24] [--max-tokens 64]
         [--llama-server /path/to/llama-server]
@@ -24,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
 import shlex
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +62,15 @@ class Run:
     latency: list[float]
     tokens: int
     wall: float
+
+    @staticmethod
+    def join(runs: list[Run]) -> Run:
+        return Run(
+            [t for r in runs for t in r.ttft],
+            [t for r in runs for t in r.latency],
+            sum(r.tokens for r in runs),
+            sum(r.wall for r in runs),
+        )
 
     def row(self) -> dict[str, float]:
         return {
@@ -102,7 +115,9 @@ async def run_all(one, prompts: list[str], concurrency: int) -> Run:  # type: ig
     return Run(ttft, latency, tokens, time.perf_counter() - t0)
 
 
-async def in_process(engine: LlamaCppEngine, prompts: list[str], max_tokens: int, conc: int) -> Run:
+async def in_process(
+    engine: LlamaCppEngine, prompts: list[str], conc: int, *, max_tokens: int
+) -> Run:
     async def one(prompt: str) -> tuple[float, int]:
         req = ChatCompletionRequest.model_validate(body(prompt, max_tokens))
         first, n = 0.0, 0
@@ -117,7 +132,7 @@ async def in_process(engine: LlamaCppEngine, prompts: list[str], max_tokens: int
 
 
 async def over_http(
-    url: str, prompts: list[str], max_tokens: int, conc: int, keepalive: bool = True
+    url: str, prompts: list[str], conc: int, *, max_tokens: int, keepalive: bool = True
 ) -> Run:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64 if keepalive else 0)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
@@ -155,6 +170,13 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="each phase's prompts are split into this many slices, and every slice goes to "
+        "every target in turn (rotating the order), so the machine's drift hits all alike",
+    )
+    ap.add_argument(
         "--engine-params", type=json.loads, default={}, help="e.g. '{\"thread_poll\": 50}'"
     )
     ap.add_argument(
@@ -177,23 +199,10 @@ def main() -> None:
         i = args.concurrency.index(c) if args.distinct else 0
         return pool[i * args.requests : (i + 1) * args.requests]
 
-    results: dict[str, dict[str, float]] = {}
     n_ctx = 2048
     engine_params = {"n_ctx": n_ctx, **args.engine_params}
-
-    async def local_phase() -> None:
-        engine = LlamaCppEngine(MODEL, LlamaCppConfig(**engine_params))
-        try:
-            await in_process(engine, warm, args.max_tokens, 1)
-            for c in args.concurrency:
-                results[f"in-process c={c}"] = (
-                    await in_process(engine, phase(c), args.max_tokens, c)
-                ).row()
-        finally:
-            await engine.close()
-
-    asyncio.run(local_phase())
-
+    procs = []
+    targets: dict[str, Callable[[list[str], int], Awaitable[Run]]] = {}
     for label, isolation in (("server", "process"), ("server in-process engine", "thread")):
         port = free_port()
         cfg = Path(f"/tmp/openclone-bench-{port}.toml")
@@ -201,42 +210,60 @@ def main() -> None:
         cfg.write_text(
             f'[[models]]\nname = "{MODEL}"\nengine = "llamacpp"\nparams = {_toml_table(params)}\n'
         )
-        proc = start_server(["--config", str(cfg)], port)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            asyncio.run(over_http(url, warm, args.max_tokens, 1))
-            for c in args.concurrency:
-                results[f"{label} c={c}"] = asyncio.run(
-                    over_http(url, phase(c), args.max_tokens, c)
-                ).row()
-        finally:
-            proc.terminate()
-            proc.wait()
-
+        procs.append(start_server(["--config", str(cfg)], port))
+        targets[label] = functools.partial(
+            over_http, f"http://127.0.0.1:{port}", max_tokens=args.max_tokens
+        )
     if args.llama_server:
         reference = LlamaCppConfig(**engine_params)
         port = free_port()
         threads = reference.n_threads or os.cpu_count() or 1
-        proc = start_process(
-            [
-                str(args.llama_server),
-                *("-m", str(bundled_model_path()), "--host", "127.0.0.1", "--port", str(port)),
-                *("-np", str(reference.n_parallel), "-c", str(n_ctx * reference.n_parallel)),
-                *("-t", str(threads), "-tb", str(threads), "-b", str(reference.n_batch)),
-                *shlex.split(args.llama_server_args),
-            ],
-            port,
+        procs.append(
+            start_process(
+                [
+                    str(args.llama_server),
+                    *("-m", str(bundled_model_path()), "--host", "127.0.0.1", "--port", str(port)),
+                    *("-np", str(reference.n_parallel), "-c", str(n_ctx * reference.n_parallel)),
+                    *("-t", str(threads), "-tb", str(threads), "-b", str(reference.n_batch)),
+                    *shlex.split(args.llama_server_args),
+                ],
+                port,
+            )
         )
+        # llama-server drops a connection after a streamed answer without saying so;
+        # a pooled connection would fail the next request on it.
+        targets["llama-server"] = functools.partial(
+            over_http, f"http://127.0.0.1:{port}", max_tokens=args.max_tokens, keepalive=False
+        )
+
+    async def measure() -> dict[str, dict[str, float]]:
+        engine = LlamaCppEngine(MODEL, LlamaCppConfig(**engine_params))
+        every: dict[str, Callable[[list[str], int], Awaitable[Run]]] = {
+            "in-process": functools.partial(in_process, engine, max_tokens=args.max_tokens),
+            **targets,
+        }
         try:
-            url = f"http://127.0.0.1:{port}"
-            # llama-server drops a connection after a streamed answer without saying so;
-            # a pooled connection would fail the next request on it.
-            asyncio.run(over_http(url, warm, args.max_tokens, 1, keepalive=False))
+            for run in every.values():
+                await run(warm, 1)
+            out: dict[str, dict[str, float]] = {}
+            names = list(every)
             for c in args.concurrency:
-                results[f"llama-server c={c}"] = asyncio.run(
-                    over_http(url, phase(c), args.max_tokens, c, keepalive=False)
-                ).row()
+                prompts = phase(c)
+                size = max(1, len(prompts) // args.rounds)
+                runs: dict[str, list[Run]] = {n: [] for n in names}
+                for r, i in enumerate(range(0, len(prompts), size)):
+                    for name in names[r % len(names) :] + names[: r % len(names)]:
+                        runs[name].append(await every[name](prompts[i : i + size], c))
+                for name in names:
+                    out[f"{name} c={c}"] = Run.join(runs[name]).row()
+            return out
         finally:
+            await engine.close()
+
+    try:
+        results = asyncio.run(measure())
+    finally:
+        for proc in procs:
             proc.terminate()
             proc.wait()
 
@@ -289,6 +316,7 @@ def main() -> None:
         {
             "config": {
                 "prompts": args.requests,
+                "rounds": args.rounds,
                 "distinct_prompts_per_phase": args.distinct,
                 "max_tokens": args.max_tokens,
                 "n_ctx": n_ctx,
