@@ -59,8 +59,7 @@ def _trained_lineage(target: str) -> dict[str, Any]:
     from openclone.store.trained import get_trained
 
     try:
-        parsed = parse_model_name(target)
-        rec = get_trained(parsed.adapter or parsed.base)
+        rec = get_trained(parse_model_name(target).adapter or target)
     except ModelNotFound:
         return {}
     return {"base": rec.base, "dataset": rec.dataset, "dataset_sha256": rec.dataset_sha256,

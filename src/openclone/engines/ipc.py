@@ -27,6 +27,8 @@ from openclone.engines.base import Capabilities
 
 __all__ = [
     "HEADER",
+    "MAX_FRAME",
+    "FrameTooLarge",
     "Kind",
     "capabilities_from",
     "error_from",
@@ -64,11 +66,28 @@ def frame(kind: Kind, rid: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(len(payload), kind, rid) + payload
 
 
+class FrameTooLarge(Exception):
+    """A frame over :data:`MAX_FRAME`; its bytes were skipped, so the stream stays in step."""
+
+    def __init__(self, rid: int, size: int) -> None:
+        super().__init__(f"a message of {size} bytes is over the {MAX_FRAME}-byte limit")
+        self.rid = rid
+
+    def error(self) -> errors.APIError:
+        err = errors.InvalidRequestError(f"the request is too large for the engine: {self}")
+        err.status_code = 413
+        return err
+
+
 async def read_frame(reader: asyncio.StreamReader) -> tuple[Kind, int, bytes]:
-    """The next frame; ``asyncio.IncompleteReadError`` when the peer is gone."""
+    """The next frame; ``asyncio.IncompleteReadError`` when the peer is gone, ``ValueError``
+    for an unknown kind, :class:`FrameTooLarge` for an oversized one."""
     n, kind, rid = HEADER.unpack(await reader.readexactly(HEADER.size))
     if n > MAX_FRAME:
-        raise ConnectionError(f"frame of {n} bytes is over the limit")
+        left = n
+        while left:
+            left -= len(await reader.readexactly(min(left, 1 << 20)))
+        raise FrameTooLarge(rid, n)
     return Kind(kind), rid, await reader.readexactly(n) if n else b""
 
 

@@ -40,9 +40,12 @@ from pydantic import BaseModel
 
 from openclone.engines.base import Capabilities
 from openclone.engines.ipc import (
+    MAX_FRAME,
+    FrameTooLarge,
     Kind,
     capabilities_from,
     error_from,
+    error_payload,
     frame,
     read_frame,
     read_frame_sync,
@@ -119,8 +122,10 @@ class SupervisedEngine:
         self._closed = False
         self._supervisor: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._starting: subprocess.Popen[bytes] | None = None  # a worker not yet READY
         try:
             self._accept(self._spawn())
+            self._starting = None
         except ConfigError:
             raise
         except _WorkerDied as exc:
@@ -143,31 +148,43 @@ class SupervisedEngine:
 
     def _spawn(self) -> _Conn:
         """Start a worker and wait for READY (blocking: call it from a thread)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         if self.options.memory_mb:
             env["OPENCLONE_WORKER_MEMORY_MB"] = str(self.options.memory_mb)
+        try:  # out of file descriptors or memory (right after an OOM kill): try again later
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise _WorkerDied(f"could not be started: {exc}") from None
         try:
+            argv = ["-m", "openclone.engines.worker_main", str(theirs.fileno()), str(os.getpid())]
             proc = subprocess.Popen(
-                [sys.executable, "-m", "openclone.engines.worker_main", str(theirs.fileno())],
+                [sys.executable, *argv],
                 pass_fds=(theirs.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
             )
+        except OSError as exc:
+            ours.close()
+            raise _WorkerDied(f"could not be started: {exc}") from None
         finally:
             theirs.close()  # only the worker holds it now: its death closes the socket
+        self._starting = proc
         spec = {"engine": self.engine_name, "model": self.model_name, "params": self.params}
         try:
             ours.sendall(frame(Kind.SPEC, 0, json.dumps(spec).encode()))
             ours.settimeout(self.options.start_timeout)
             kind, _, payload = read_frame_sync(ours)
-        except (OSError, EOFError, ConnectionError) as exc:
+        except (OSError, EOFError, ConnectionError, ValueError) as exc:
             ours.close()
             reason = _exit_reason(_reap(proc)) if not isinstance(exc, TimeoutError) else None
             if reason is None:
                 _kill(proc)
                 reason = f"did not start within {self.options.start_timeout:.0f} s"
             raise _WorkerDied(reason) from None
+        if kind != Kind.READY and kind != Kind.FATAL:
+            ours.close()
+            _kill(proc)
+            raise _WorkerDied(f"answered {kind.name} instead of READY")
         if kind == Kind.FATAL:
             ours.close()
             err = error_from(payload)
@@ -177,7 +194,13 @@ class SupervisedEngine:
             raise _WorkerDied(f"failed to start: {err}")
         ours.settimeout(None)
         ours.setblocking(False)
-        return _Conn(proc, ours, json.loads(payload))
+        try:
+            ready = json.loads(payload)
+        except ValueError:
+            ours.close()
+            _kill(proc)
+            raise _WorkerDied("sent an unreadable READY") from None
+        return _Conn(proc, ours, ready)
 
     def _accept(self, conn: _Conn) -> None:
         ready = conn.ready
@@ -215,20 +238,30 @@ class SupervisedEngine:
                 try:
                     conn = await asyncio.to_thread(self._spawn)
                 except (ConfigError, _WorkerDied) as exc:
+                    self._starting = None
                     self._restarts += 1
                     self._record_exit(str(exc))
                     self._schedule_restart()
                     log.error("engine worker for %s failed to start: %s", self.model_name, exc)
                     continue
+                self._starting = None
+                if self._closed:  # close() came while it loaded
+                    conn.sock.close()
+                    _stop(conn.proc, 30.0)
+                    return
                 self._restarts += 1
                 self._accept(conn)
                 await self._open(conn)
             elif conn.reader is None:
                 await self._open(conn)
             await self._read(conn)
+            self._conn = None  # before anything awaits: no new request may pick it
+            self._ready.clear()
             if self._closed:
                 return
-            reason = _exit_reason(await asyncio.to_thread(_reap, conn.proc))
+            # A worker that died is reaped at once; one whose socket broke (or that spoke
+            # nonsense) but lives on is killed after a moment.
+            reason = _exit_reason(await asyncio.to_thread(_reap, conn.proc, 3.0))
             self._died(conn, reason)
 
     async def _read(self, conn: _Conn) -> None:
@@ -236,18 +269,22 @@ class SupervisedEngine:
         while True:
             try:
                 kind, rid, payload = await read_frame(conn.reader)
-            except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            except FrameTooLarge as exc:  # that request fails; the others go on
+                pending = self._pending.get(exc.rid)
+                if pending is not None:
+                    pending.events.put_nowait((Kind.ERROR, error_payload(exc.error())))
+                continue
+            except Exception:  # EOF, a broken socket or a bad frame: the worker is lost
                 return
             if kind == Kind.DETAIL:
-                self._detail = json.loads(payload)
+                with contextlib.suppress(ValueError):
+                    self._detail = json.loads(payload)
                 continue
             pending = self._pending.get(rid)
             if pending is not None:
                 pending.events.put_nowait((kind, payload))
 
     def _died(self, conn: _Conn, reason: str) -> None:
-        self._conn = None
-        self._ready.clear()
         if conn.writer is not None:
             conn.writer.close()
         self._record_exit(reason)
@@ -287,13 +324,26 @@ class SupervisedEngine:
         await self._attach()
         conn = self._conn
         if self._closed:
-            raise EngineError("engine is shutting down", retryable=True, status_code=503)
+            raise EngineError(
+                "engine is shutting down",
+                code="engine_unavailable",
+                retryable=True,
+                status_code=503,
+            )
         if conn is None or conn.writer is None:
             raise self._unavailable(f"is restarting after it {self._last_exit_reason()}")
+        if len(payload) > MAX_FRAME:
+            raise FrameTooLarge(0, len(payload)).error()
         rid = next(self._ids)
         pending = self._pending[rid] = _Pending()
-        conn.writer.write(frame(kind, rid, payload))
-        await conn.writer.drain()
+        try:
+            conn.writer.write(frame(kind, rid, payload))
+            await conn.writer.drain()
+        except BaseException as exc:
+            self._cancel(rid)
+            if isinstance(exc, (ConnectionError, OSError)):  # it died just now
+                raise self._unavailable("stopped before answering") from None
+            raise
         return rid, pending
 
     def _last_exit_reason(self) -> str:
@@ -411,10 +461,16 @@ class SupervisedEngine:
         self._closed = True
         self._state = "stopped"
         conn = self._conn
+        starting = self._starting
+        if starting is not None:  # loading a model nobody will ask anything of
+            _kill(starting)
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        for pending in self._pending.values():
+            pending.events.put_nowait((Kind.FATAL, b"was stopped (the server is shutting down)"))
+        self._ready.set()
         if conn is None:
             return
         # The worker stops at SHUTDOWN or at the end of its socket, whichever comes first.

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from openclone.engines.base import AdapterHost, Engine
-from openclone.engines.ipc import Kind, error_payload, frame, read_frame
+from openclone.engines.ipc import FrameTooLarge, Kind, error_payload, frame, read_frame
 from openclone.errors import ConfigError, InvalidRequestError
 from openclone.schema import ChatCompletionRequest, CompletionRequest
 
@@ -36,12 +36,13 @@ EXIT_CONFIG = 3  # the engine cannot be built from its configuration: restarting
 _DETAIL_EVERY = 0.25  # seconds between checks of describe() for /health
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(gateway: int) -> None:
     """Ask Linux to SIGKILL this process when the gateway dies, even by ``kill -9``."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the gateway died before the line above
+    # Compared with the gateway's own pid, not with 1: in a container the gateway is pid 1.
+    if gateway and os.getppid() != gateway:  # it died before the line above
         os._exit(0)
 
 
@@ -74,7 +75,9 @@ class _Worker:
             self.detail()
 
     def start(self, kind: Kind, rid: int, payload: bytes) -> None:
-        self.tasks[rid] = asyncio.create_task(self._handle(kind, rid, payload))
+        task = self.tasks[rid] = asyncio.create_task(self._handle(kind, rid, payload))
+        # Also when a CANCEL comes before the task ever ran (its finally never runs then).
+        task.add_done_callback(lambda _: self.tasks.pop(rid, None))
 
     def cancel(self, rid: int) -> None:
         task = self.tasks.get(rid)
@@ -162,8 +165,11 @@ async def _serve(sock: socket.socket) -> int:
         while True:
             try:
                 kind, rid, payload = await read_frame(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break  # the gateway is gone
+            except FrameTooLarge as exc:  # one request's problem, not the connection's
+                worker.send(Kind.ERROR, exc.rid, error_payload(exc.error()))
+                continue
+            except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+                break  # the gateway is gone (or speaks nonsense: the same to us)
             if kind == Kind.CANCEL:
                 worker.cancel(rid)
             elif kind == Kind.SHUTDOWN:
@@ -182,9 +188,12 @@ async def _serve(sock: socket.socket) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     fd = int(args[0])
-    _die_with_parent()
+    _die_with_parent(int(args[1]) if len(args) > 1 else 0)
     _limit_memory(int(os.environ.get("OPENCLONE_WORKER_MEMORY_MB", "0") or 0) or None)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the gateway, which stops us
+    # Ctrl-C and a SIGTERM to the whole process group reach the gateway, which drains its
+    # requests and then stops us; dying first would fail them and start new workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s worker: %(message)s")
     sock = socket.socket(fileno=fd)
     code = asyncio.run(_serve(sock))

@@ -114,7 +114,7 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
         return None
 
 
-def _alive(pid: int, pid_start: int | None) -> bool:
+def _alive(pid: int, pid_start: int | None, job_id: str = "") -> bool:
     """Is the worker that started as ``pid`` at ``pid_start`` still running? Zombies and
     recycled pids count as dead.
 
@@ -135,14 +135,21 @@ def _alive(pid: int, pid_start: int | None) -> bool:
     if stat is None:  # gone since the signal
         return False
     state, started = stat
-    return state not in ("Z", "X") and pid_start in (None, started)
+    if state in ("Z", "X"):
+        return False
+    if pid_start is None:  # a status written before start times were kept: the old test
+        try:
+            return job_id in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+    return pid_start == started
 
 
 def get_job(job_id: str) -> JobStatus:
     """The job's status; a running job whose process died is marked failed here."""
     job_dir = _dir(job_id)
     status = _read_status(job_dir)
-    if status.done or status.pid is None or _alive(status.pid, status.pid_start):
+    if status.done or status.pid is None or _alive(status.pid, status.pid_start, status.id):
         return status
     # Its process is gone. A worker writes its last status before it exits, and a resume may
     # have launched another attempt meanwhile: if the status changed, judge the new one.
@@ -246,12 +253,12 @@ def cancel_job(job_id: str, grace: float = 30.0) -> JobStatus:
     except ProcessLookupError:
         return get_job(job_id)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(status.pid, status.pid_start):
+    while time.monotonic() < deadline and _alive(status.pid, status.pid_start, status.id):
         time.sleep(0.2)
-    if _alive(status.pid, status.pid_start):
+    if _alive(status.pid, status.pid_start, status.id):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(status.pid, signal.SIGKILL)
-        while _alive(status.pid, status.pid_start):
+        while _alive(status.pid, status.pid_start, status.id):
             time.sleep(0.05)
     status = _read_status(_dir(job_id))
     if not status.done:  # killed before it could say so itself

@@ -52,7 +52,7 @@ class RouterClient:
         return result
 
     def models(self) -> list[str]:
-        return list(self.router.routes)
+        return self.router.names()
 
     async def aclose(self) -> None:
         await self.router.close()

@@ -219,7 +219,9 @@ class Router:
             except EngineError as exc:
                 if not exc.retryable:
                     raise
-                replica.mark_down(exc.message, self.settings.down_cooldown)
+                replica.mark_down(
+                    exc.message, max(self.settings.down_cooldown, exc.retry_after or 0)
+                )
                 continue
             except APIError:
                 raise
@@ -255,7 +257,9 @@ class Router:
                 with contextlib.suppress(Exception):
                     await it.aclose()
                 if isinstance(exc, EngineError) and exc.retryable:
-                    replica.mark_down(exc.message, self.settings.down_cooldown)
+                    replica.mark_down(
+                        exc.message, max(self.settings.down_cooldown, exc.retry_after or 0)
+                    )
                     continue
                 if isinstance(exc, APIError) or not isinstance(exc, Exception):
                     raise
