@@ -11,9 +11,10 @@ teacher is down and :class:`TeacherUnavailable` stops the run (a re-run resumes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,11 +28,11 @@ from openclone.errors import (
     InvalidRequestError,
     ModelNotFound,
     PermissionDenied,
-    RateLimited,
     UnsupportedParameter,
 )
 from openclone.model_names import parse_model_name
 from openclone.routing.client import ChatClient, HTTPClient, RouterClient
+from openclone.routing.retry import Attempts, RetriesExhausted, chat_with_retries
 from openclone.schema import ChatCompletion, ChatCompletionRequest
 
 __all__ = [
@@ -89,9 +90,6 @@ class Account:
         return cls(**known)
 
 
-_RETRYABLE = (RateLimited, TimeoutError)
-
-
 class Teacher:
     def __init__(
         self,
@@ -138,32 +136,44 @@ class Teacher:
         except ValidationError as exc:
             self.account.rejected += 1
             raise TeacherRejected(f"not a valid chat request: {exc.errors()[0]['msg']}") from exc
-        policy, last, attempt = self.retry, "", 0
-        for attempt in range(1, policy.max_attempts + 1):
-            async with self._slots:
-                await self._pace()
-                try:
-                    result = await asyncio.wait_for(self.client.chat(request), policy.timeout)
-                except _RETRYABLE as exc:
-                    last = _describe(exc, policy.timeout)
-                except EngineError as exc:
-                    last = _describe(exc, policy.timeout)
-                    if not exc.retryable:
-                        break  # another try would fail the same way
-                except (ModelNotFound, AuthenticationError, PermissionDenied) as exc:
-                    raise DistillError(self._fatal(exc)) from exc
-                except UnsupportedParameter as exc:
-                    raise DistillError(f"the teacher {self.model!r}: {exc.message}") from exc
-                except InvalidRequestError as exc:
-                    self.account.rejected += 1
-                    raise TeacherRejected(exc.message) from exc
-                else:
-                    self._failures_in_row = 0
-                    return self._book(result, kind)
-            if attempt < policy.max_attempts:
-                self.account.retries += 1
-                ceiling = min(policy.backoff_max, policy.backoff * 2 ** (attempt - 1))
-                await self._sleep(self._rng.uniform(ceiling / 2, ceiling))
+        policy = self.retry
+        attempts = Attempts(
+            tries=policy.max_attempts,
+            backoff=policy.backoff,
+            backoff_max=policy.backoff_max,
+            timeout=policy.timeout,
+        )
+        tries = 1
+
+        def retried(_: BaseException) -> None:
+            nonlocal tries
+            tries += 1
+            self.account.retries += 1
+
+        try:
+            result = await chat_with_retries(
+                self.client,
+                request,
+                attempts,
+                slot=self._turn,
+                on_retry=retried,
+                sleep=self._sleep,
+                rng=self._rng,
+            )
+        except RetriesExhausted as exc:
+            last, attempt = _describe(exc.last, policy.timeout), exc.tries
+        except (ModelNotFound, AuthenticationError, PermissionDenied) as exc:
+            raise DistillError(self._fatal(exc)) from exc
+        except UnsupportedParameter as exc:
+            raise DistillError(f"the teacher {self.model!r}: {exc.message}") from exc
+        except InvalidRequestError as exc:
+            self.account.rejected += 1
+            raise TeacherRejected(exc.message) from exc
+        except EngineError as exc:  # not retryable: another try would fail the same way
+            last, attempt = _describe(exc, policy.timeout), tries
+        else:
+            self._failures_in_row = 0
+            return self._book(result, kind)
         self.account.failed += 1
         self._failures_in_row += 1
         message = f"the teacher {self.model!r} failed {attempt} time(s): {last}"
@@ -173,6 +183,13 @@ class Teacher:
                 "(re-run the same command to continue)"
             )
         raise TeacherFailed(message)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """One try's turn: a concurrency slot, and a start spaced by the rate limit."""
+        async with self._slots:
+            await self._pace()
+            yield
 
     async def _pace(self) -> None:
         if not self._interval:
