@@ -18,8 +18,6 @@ from openclone.engines.base import Capabilities, Engine
 from openclone.errors import ConfigError
 
 Isolation = Literal["process", "thread"]
-# Keys of a model's params that choose how it runs, not what the engine does.
-_ISOLATION_KEYS = ("isolation", "worker_memory_mb", "worker_start_timeout")
 
 __all__ = ["Capabilities", "Engine", "Isolation", "available_engines", "create_engine"]
 
@@ -44,6 +42,7 @@ def create_engine(
     "thread", so that it does not start a worker of its own).
     """
     params = dict(params)
+    # Keys that choose how the engine runs, not what it does: the engine never sees them.
     chosen = params.pop("isolation", "process")
     memory_mb = params.pop("worker_memory_mb", None)
     start_timeout = params.pop("worker_start_timeout", 600.0)

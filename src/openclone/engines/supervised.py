@@ -64,8 +64,6 @@ __all__ = ["SupervisedEngine", "WorkerOptions"]
 log = logging.getLogger("openclone.supervisor")
 M = TypeVar("M", bound=BaseModel)
 
-EXIT_CONFIG = 3  # worker_main's exit code for a configuration it cannot build
-
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -188,9 +186,9 @@ class SupervisedEngine:
         if kind == Kind.FATAL:
             ours.close()
             err = error_from(payload)
-            code = _reap(proc)
-            if isinstance(err, ConfigError) or code == EXIT_CONFIG:
-                raise ConfigError(str(err)) from None
+            _reap(proc)
+            if isinstance(err, ConfigError):  # restarting would meet the same configuration
+                raise err from None
             raise _WorkerDied(f"failed to start: {err}")
         ours.settimeout(None)
         ours.setblocking(False)
@@ -453,7 +451,7 @@ class SupervisedEngine:
         }
 
     def describe(self) -> dict[str, Any]:
-        return {**self._detail, "worker": self.worker_status()}
+        return dict(self._detail)  # the worker's own state: worker_status()
 
     async def close(self) -> None:
         if self._closed:

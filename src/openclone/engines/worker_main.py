@@ -119,7 +119,6 @@ class _Worker:
         except BaseException as exc:  # every failure goes back to the gateway, typed
             self.send(Kind.ERROR, rid, error_payload(exc))
         finally:
-            self.tasks.pop(rid, None)
             self.detail()
 
 

@@ -206,6 +206,11 @@ class Router:
 
     # ---- calls -------------------------------------------------------------------------
 
+    def _rest(self, replica: Replica, exc: EngineError) -> None:
+        """Mark a replica down after a retryable failure: for ``down_cooldown``, or as long
+        as the engine itself expects to be away (a restarting worker), if longer."""
+        replica.mark_down(exc.message, max(self.settings.down_cooldown, exc.retry_after or 0))
+
     async def call(self, model: str, fn: Callable[[Engine], Awaitable[T]]) -> tuple[T, Replica]:
         """Run ``fn(engine)`` on a replica of ``model``, failing over on retryable errors."""
         route = await self.route_for(model)
@@ -219,9 +224,7 @@ class Router:
             except EngineError as exc:
                 if not exc.retryable:
                     raise
-                replica.mark_down(
-                    exc.message, max(self.settings.down_cooldown, exc.retry_after or 0)
-                )
+                self._rest(replica, exc)
                 continue
             except APIError:
                 raise
@@ -257,9 +260,7 @@ class Router:
                 with contextlib.suppress(Exception):
                     await it.aclose()
                 if isinstance(exc, EngineError) and exc.retryable:
-                    replica.mark_down(
-                        exc.message, max(self.settings.down_cooldown, exc.retry_after or 0)
-                    )
+                    self._rest(replica, exc)
                     continue
                 if isinstance(exc, APIError) or not isinstance(exc, Exception):
                     raise
