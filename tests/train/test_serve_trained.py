@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,13 +34,44 @@ def test_running_server_serves_a_new_trained_model_by_name(
                 max_tokens=24,
                 temperature=0,
             )
-            assert out.model == model
+            # A registered run answers as its pinned version, as OpenAI names a snapshot.
+            assert out.model in (model, f"{model}@1")
             return out.choices[0].message.content or ""
 
         with pytest.raises(NotFoundError):
             ask("act")
-        # What `openclone train` leaves in the server's home, while the server runs.
-        shutil.copytree(trained.home / "models", tmp_path / "home" / "models")
+        # What `openclone train` leaves in the server's home, while the server runs: here
+        # two runs on one base (the second reuses the first one's adapter files).
+        models = tmp_path / "home" / "models"
+        shutil.copytree(trained.home / "models", models)
+        record = json.loads((models / "act" / "record.json").read_text())
+        (models / "act2").mkdir()
+        (models / "act2" / "record.json").write_text(json.dumps({**record, "name": "act2"}))
+        # Runs trained before training registered its results join the registry by adoption.
+        adopt = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "openclone",
+                "registry",
+                "adopt",
+                "-c",
+                str(tmp_path / "openclone.toml"),
+            ],
+            env={**os.environ, "OPENCLONE_HOME": str(tmp_path / "home")},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert set(adopt.stdout.split()) == {"act@1", "act2@1"}
+        listed = _wait_listed(client, {"act", "act@1", "act2", "act2@1"})
+        assert {"act", "act@1", "act2", "act2@1"} <= listed  # before anyone asked for them
+
+        # Two first requests at once for two runs on one base: one engine, both answered.
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(ask, ["act", "act2"]))
+        assert all(TAUGHT in a for a in answers)
+        assert server.log.read_text().count("on a new") == 1
 
         assert TAUGHT in ask("act")
         assert TAUGHT in ask(f"{BUNDLED}:act")
@@ -44,3 +81,13 @@ def test_running_server_serves_a_new_trained_model_by_name(
             ask("other-base:act")  # an adapter answers only on the base it was trained on
     finally:
         stop_server(server)
+
+
+def _wait_listed(client: OpenAI, names: set[str]) -> set[str]:
+    """The model list once the registry refresh (every second) has seen ``names``."""
+    deadline = time.monotonic() + 15
+    while True:
+        listed = {m.id for m in client.models.list()}
+        if names <= listed or time.monotonic() > deadline:
+            return listed
+        time.sleep(0.2)

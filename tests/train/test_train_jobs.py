@@ -44,6 +44,7 @@ def test_killed_run_resumes_from_checkpoint_and_cancel_checkpoints_first(tmp_pat
         write_teaching_set(tmp_path / "teach.jsonl", n=4),
         run,
         name="resumable",
+        register="helper",
         max_steps=8,
         save_steps=2,
         eval_fraction=0.0,
@@ -74,6 +75,8 @@ def test_killed_run_resumes_from_checkpoint_and_cancel_checkpoints_first(tmp_pat
     logs = job_logs(job.id)
     assert done.state == "succeeded", logs
     assert done.attempt == 3 and done.result["final_step"] == done.result["max_steps"] == 8
+    # The finished run is in the registry: under its own name, and as a candidate "helper".
+    assert done.result["registered"] == ["resumable@1", "helper@1"]
     assert "resume from " + str(run / "checkpoints" / f"checkpoint-{stopped_at}") in logs
     curve = json.loads((run / "report" / "loss.json").read_text())["train"]
     assert [int(s) for s, _ in curve] == list(range(1, 9))

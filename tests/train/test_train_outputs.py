@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from openclone.cli import app
 from openclone.config import bundled_model_path, load_settings
+from openclone.registry.versions import list_versions
+from openclone.store import open_store
 from openclone.store.trained import get_trained, record_path
 from openclone.train import sft
 from train.train_helpers import fast_config, write_teaching_set
@@ -42,6 +44,7 @@ def test_base_from_train_toml_is_recorded_and_kept_on_resume(
     record = get_trained("tb")
     assert record.metrics["final_step"] == 2  # it did resume and train on
     assert record.base == base and record.served_as == f"{base}:tb"
+    assert "tb@1" in again.output  # the resumed run is still the one version
 
 
 def test_only_the_main_process_writes_config_report_and_record(
@@ -79,3 +82,10 @@ def test_home_set_only_in_openclone_toml_holds_the_record_the_server_reads(
     # The server finds trained models in its settings' home.
     record = get_trained("th", load_settings().home)
     assert record.adapter_path == str(run / "adapter")
+    # ... and in its registry, under the run's name.
+    assert "th@1" in result.output
+    store = open_store(load_settings())
+    try:
+        assert [(v.pinned, v.aliased) for v in list_versions(store)] == [("th@1", True)]
+    finally:
+        store.close()

@@ -54,16 +54,30 @@ def register_command(
 
 
 def _trained_lineage(target: str) -> dict[str, Any]:
-    """A trained model's record (base, dataset hash, config) becomes the version's lineage."""
+    """A trained run's record (base, dataset hash, config) becomes the version's lineage."""
     from openclone.errors import ModelNotFound
+    from openclone.registry.trained import trained_lineage
     from openclone.store.trained import get_trained
 
     try:
-        rec = get_trained(parse_model_name(target).adapter or target)
+        return trained_lineage(get_trained(parse_model_name(target).adapter or target))
     except ModelNotFound:
         return {}
-    return {"base": rec.base, "dataset": rec.dataset, "dataset_sha256": rec.dataset_sha256,
-            "adapter": rec.adapter_path, "training": rec.config, "train_metrics": rec.metrics}  # fmt: skip
+
+
+@registry_app.command("adopt")
+def adopt_command(config: ConfigOpt = None) -> None:
+    """Register trained runs that no version serves yet (runs from before training
+    registered its results): each becomes RUN@1, aliased as RUN."""
+    from openclone.config import openclone_home
+    from openclone.registry.trained import adopt_trained
+
+    with opened_store(config) as store:
+        added = adopt_trained(store, openclone_home(config))
+    for v in added:
+        print(v.pinned)
+    if not added:
+        err.print("every trained run is in the registry")
 
 
 @registry_app.command("list")

@@ -13,7 +13,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openclone.cli.common import FAILED, INTERRUPTED, announce_job, console, err, exit_on_error
+from openclone.cli.common import (
+    FAILED,
+    INTERRUPTED,
+    announce_job,
+    console,
+    err,
+    exit_on_error,
+    opened_store,
+)
 
 __all__ = ["export_command", "train_command"]
 
@@ -65,7 +73,7 @@ def _build_config(config: Path | None, resume: bool, **flags: Any) -> Any:
     )
 
 
-def _foreground(cfg: Any) -> None:
+def _foreground(cfg: Any, settings: Path | None) -> None:
     # Library progress bars (GGUF tensors, dataset maps) would fight with the Rich bar.
     os.environ.setdefault("TQDM_DISABLE", "1")
     from openclone.train.distributed import Launch
@@ -113,8 +121,13 @@ def _foreground(cfg: Any) -> None:
         raise typer.Exit(INTERRUPTED)
     if not result.main_process:
         return
+    from openclone.registry.trained import register_run
+
+    with opened_store(settings) as store:
+        versions = register_run(store, result.name, cfg.register)
     table = Table("", "", show_header=False)
     table.add_row("model", f"{result.name} (serve as {cfg.base_name}:{result.name})")
+    table.add_row("registry", ", ".join(v.pinned for v in versions))
     table.add_row("adapter", str(result.adapter_dir))
     for key in ("final_step", "train_loss", "eval_loss", "tokens_per_second", "wall_seconds"):
         table.add_row(key, str(result.metrics.get(key)))
@@ -124,7 +137,10 @@ def _foreground(cfg: Any) -> None:
 
 def train_command(
     dataset: Annotated[Path | None, typer.Option(help="OpenAI chat JSONL to learn from")] = None,
-    name: Annotated[str | None, typer.Option(help="registry name of the result")] = None,
+    name: Annotated[str | None, typer.Option(help="the run's name: served as NAME")] = None,
+    register: Annotated[
+        str | None, typer.Option(help="also add the result as a version of this registry model")
+    ] = None,
     base: Annotated[
         str | None,
         typer.Option(help="HF model dir, .gguf file or catalog model (default: bundled)"),
@@ -161,7 +177,7 @@ def train_command(
     with exit_on_error(FAILED):
         base_path, base_name = _resolve_base(base, settings)
         flags = {
-            "dataset": dataset, "name": name, "base": base_path, "base_name": base_name,
+            "dataset": dataset, "name": name, "register": register, "base": base_path, "base_name": base_name,
             "output_dir": output, "epochs": epochs, "max_steps": max_steps, "learning_rate": lr,
             "lora_r": lora_r, "lora_alpha": lora_alpha, "batch_size": batch_size,
             "max_length": max_length, "eval_fraction": eval_fraction, "save_steps": save_steps,
@@ -172,7 +188,7 @@ def train_command(
         if detach:
             announce_job(start_job("train", cfg.to_dict()), f"model {cfg.run_name}")
             return
-        _foreground(cfg)
+        _foreground(cfg, settings)
 
 
 def export_command(

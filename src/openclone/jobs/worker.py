@@ -74,7 +74,7 @@ def _train(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any
     runner = SFTRunner(config, on_progress=on_progress)
     ctx.on_stop(runner.request_stop)
     result = runner.run()
-    out = {
+    out: dict[str, Any] = {
         "name": result.name,
         "run_dir": str(result.run_dir),
         "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
@@ -84,7 +84,21 @@ def _train(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any
     }
     if result.stopped:
         raise Cancelled(out)
+    if result.main_process:
+        out["registered"] = _register_run(result.name, config.register)
     return out
+
+
+def _register_run(run: str, also: str | None) -> list[str]:
+    from openclone.config import load_settings
+    from openclone.registry.trained import register_run
+    from openclone.store import open_store
+
+    store = open_store(load_settings())
+    try:
+        return [v.pinned for v in register_run(store, run, also)]
+    finally:
+        store.close()
 
 
 T = TypeVar("T")

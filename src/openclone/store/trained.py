@@ -1,10 +1,11 @@
-"""Records of trained models: ``<home>/models/<name>/record.json``.
+"""Training runs' manifests: ``<home>/models/<run>/record.json``.
 
-One JSON file per trained adapter says what it is (base, dataset hash, config, metrics), so
-``openclone serve`` can offer it by name and as ``BASE:ADAPTER``. Training writes these
-(``openclone.train``); the router reads them (``openclone.routing.discovery``), so they live
-here, below both. Registering a trained model as a registry version (``openclone registry
-register``) is how it gets versions, aliases and promotion. ``home`` is ``Settings.home``
+One JSON file per finished run says what its adapter is (base, dataset hash, config,
+metrics), so the server can load the adapter when ``RUN`` or ``BASE:RUN`` is asked for.
+Training writes these (``openclone.train``); the router reads them
+(``openclone.routing.discovery``), so they live here, below both. They are not a registry:
+the registry (``openclone.registry.trained``) lists runs as versions with aliases and
+promotion, and training registers each finished run there. ``home`` is ``Settings.home``
 (:func:`openclone.config.openclone_home` when not given), the one the server reads.
 """
 
@@ -25,7 +26,7 @@ __all__ = ["TrainedModel", "get_trained", "list_trained", "record_path", "save_r
 
 @dataclass(frozen=True)
 class TrainedModel:
-    name: str  # the registry name; served as NAME and as BASE:NAME
+    name: str  # the run's name; served as NAME and as BASE:NAME
     base: str  # the base's catalog name
     base_path: str  # the base's HF directory or .gguf file
     adapter_path: str  # the PEFT adapter directory (adapter_model.safetensors)

@@ -51,8 +51,12 @@ class TrainConfig:
 
     # --- model and outputs ---
     name: str | None = None
-    """Registry name of the trained adapter; default ``<dataset stem>-<YYYYmmdd-HHMMSS>``
-    (required when several processes train together: they must agree on it)."""
+    """The run's name, served as ``NAME`` and ``BASE:NAME`` and registered as ``NAME@1``;
+    default ``<dataset stem>-<YYYYmmdd-HHMMSS>`` (required when several processes train
+    together: they must agree on it)."""
+    register: str | None = None
+    """Also add the result as a new version of this registry model (a candidate until
+    ``openclone promote`` passes it through the gate)."""
     base: str | None = None
     """An HF model directory or a ``.gguf`` file; ``None`` is the bundled SmolLM2-135M-Instruct."""
     base_name: str | None = None
@@ -154,6 +158,10 @@ class TrainConfig:
         need(
             self.name is None or bool(_NAME.match(self.name)),
             "name: letters, digits, _ and - only (at most 64)",
+        )
+        need(
+            self.register is None or bool(_NAME.match(self.register)),
+            "register: letters, digits, _ and - only (at most 64)",
         )
         need(self.epochs > 0 and math.isfinite(self.epochs), "epochs: must be > 0")
         need(isinstance(self.max_steps, int) and self.max_steps != 0, "max_steps: -1 or > 0")
