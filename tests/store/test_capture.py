@@ -42,13 +42,13 @@ def test_a_capture_keeps_the_exchange_with_consent_and_redaction(store: Store) -
     assert (writer.written, writer.dropped, writer.failed, writer.queued) == (2, 0, 0, 0)
 
 
-def test_consent_header_beats_the_person_who_beats_the_tenant(store: Store) -> None:
+def test_a_persons_no_beats_the_header_which_beats_the_tenant(store: Store) -> None:
     set_tenant_policy(store, "acme", actor="admin", consent=True)
     set_user_consent(store, "acme", "bob", False, actor="bob")
     cases = {
         "tenant default": (exchange("1", user="ana"), True),
         "person opted out": (exchange("2", user="bob"), False),
-        "header over person": (exchange("3", user="bob", train=True), True),
+        "person over header": (exchange("3", user="bob", train=True), False),  # issue 19
         "header over tenant": (exchange("4", user="ana", train=False), False),
         "no person": (exchange("5", user=None), True),
     }

@@ -50,7 +50,7 @@ def test_the_plaintext_key_is_never_stored(store: Store) -> None:
     assert rows and all(token not in str(r) and token[10:] not in str(r) for r in rows)
 
 
-def test_another_gateway_sees_a_revocation_within_the_cache_ttl(
+def test_another_gateway_sees_a_revocation(
     store: Store, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("openclone.store.keys.AUTH_TTL", 0.3)
@@ -59,8 +59,10 @@ def test_another_gateway_sees_a_revocation_within_the_cache_ttl(
     try:
         assert authenticate(other, token) is not None
         revoke_key(store, info.id)
-        assert authenticate(other, token) is not None  # still cached there, briefly
-        time.sleep(0.4)
+        if other.keys_version() is None:
+            # PostgreSQL: gateways may be on other machines; the cache lives AUTH_TTL there.
+            time.sleep(0.4)
+        # SQLite: every process on the machine sees the key stamp: refused at once.
         assert authenticate(other, token) is None
     finally:
         other.close()

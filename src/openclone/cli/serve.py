@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +37,14 @@ def _file_model(path: Path) -> ModelConfig:
     return ModelConfig(name=name, engine="llamacpp", params={"model_path": str(path.resolve())})
 
 
+@contextmanager
+def _tls_errors() -> Iterator[None]:
+    try:
+        yield
+    except ssl.SSLError as exc:  # a key that is not the certificate's, a PEM that is not one
+        raise fail(f"cannot serve HTTPS with --tls-cert/--tls-key: {exc}", USAGE) from None
+
+
 def serve_command(
     host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
@@ -41,22 +52,32 @@ def serve_command(
     model: Annotated[
         Path | None, typer.Option(help="serve this GGUF file alone, no config needed")
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS; needs --tls-key")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
 ) -> None:
     """Serve the catalog behind an OpenAI-compatible API."""
     import uvicorn
 
     from openclone.gateway.app import create_app
 
+    if (tls_cert is None) != (tls_key is None):
+        raise fail("--tls-cert and --tls-key go together", USAGE)
+    for given in (tls_cert, tls_key):
+        if given is not None and not given.is_file():
+            raise fail(f"TLS file not found: {given}", USAGE)
     models = [_file_model(model)] if model else None
     settings = read_settings(config, host=host, port=port, models=models)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     names = ", ".join(m.name for m in settings.models)
+    scheme = "https" if tls_cert else "http"
     err.print(
-        f"OpenClone serving [bold]{names}[/bold] on http://{settings.host}:{settings.port}/v1"
+        f"OpenClone serving [bold]{names}[/bold] on {scheme}://{settings.host}:{settings.port}/v1"
     )
-    with exit_on_error(FAILED):
+    with exit_on_error(FAILED), _tls_errors():
         uvicorn.run(
             create_app(settings),
             host=settings.host,
@@ -64,6 +85,8 @@ def serve_command(
             log_level=settings.log_level,
             access_log=False,  # per-request log lines cost more than the gateway itself
             timeout_graceful_shutdown=10,
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
         )
 
 

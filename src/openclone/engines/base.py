@@ -22,7 +22,9 @@ Rules every engine follows:
 * What the engine cannot do (see :class:`Capabilities`) is refused with
   :class:`~openclone.errors.UnsupportedParameter`, never silently ignored.
 * ``close()`` releases the model or connections; it is called once, at shutdown.
-* An engine whose ``capabilities.adapters`` is true also implements :class:`AdapterHost`.
+* An engine whose ``capabilities.adapters`` is true also implements :class:`AdapterHost`;
+  one whose ``capabilities.embeddings`` is true implements :class:`Embedder` (the gateway
+  answers 400 for a model without it).
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ from openclone.schema import (
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
 )
 
-__all__ = ["AdapterHost", "Capabilities", "Engine"]
+__all__ = ["AdapterHost", "Capabilities", "Embedder", "Engine"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Capabilities:
     logprobs: bool = False
     adapters: bool = False
     max_context: int | None = None
+    embeddings: bool = False
 
 
 @runtime_checkable
@@ -92,3 +97,14 @@ class AdapterHost(Protocol):
     async def add_adapter(self, name: str, path: str) -> None:
         """Load the PEFT adapter at ``path`` as ``name`` while serving."""
         ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """An engine that embeds text (``capabilities.embeddings``).
+
+    ``embed`` answers every input in order with float vectors (the gateway encodes base64);
+    a ``dimensions`` the model cannot give is an ``UnsupportedParameter``.
+    """
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingList: ...

@@ -11,16 +11,21 @@ prompt cache before another request overwrites it, so with more conversations th
 returning chat (or a repeated system prompt) still skips what was evaluated before.
 
 The model's own chat template (GGUF metadata) formats chats; JSON output and forced tool
-calls are enforced with llama.cpp grammars.
+calls are enforced with llama.cpp grammars. Embeddings come from a second, lazily created
+context on the same weights (:mod:`openclone.engines.llamacpp_embed`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import os
 import queue
 import random
+import re
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,13 +34,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openclone.engines.base import Capabilities
 from openclone.engines.ggml_threads import make_threadpool
+from openclone.engines.llamacpp_embed import LlamaEmbedder
 from openclone.engines.local import Finished, Job, LocalEngine, TokenOut
 from openclone.engines.prompt_cache import PromptCache
 from openclone.engines.textstream import StopAwareText
 from openclone.errors import ConfigError, EngineError, UnsupportedParameter
-from openclone.schema import FinishReason, TokenLogprob, TopLogprob
+from openclone.schema import (
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    FinishReason,
+    TokenLogprob,
+    TopLogprob,
+)
 
 __all__ = ["LlamaCppConfig", "LlamaCppEngine", "cpu_has_amx", "use_extra_buffers"]
+
+_ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class LlamaCppConfig(BaseModel):
@@ -74,6 +90,17 @@ class LlamaCppConfig(BaseModel):
         default="auto",
         description="ggml AMX/repacked weight buffers; auto: off on AMX CPUs, else on",
     )
+    # Its compute buffer grows with this (~100 MB at 512 for the bundled model), and it is
+    # only allocated on the first embeddings request.
+    embed_n_ctx: int = Field(
+        default=512, ge=0, description="longest embeddings input in tokens; 0: no embeddings"
+    )
+    adapters: dict[str, str] = Field(
+        default_factory=dict, description="adapter name -> GGUF LoRA file (llama.cpp format)"
+    )
+    max_adapters: int = Field(
+        default=32, ge=1, description="adapters kept loaded; the least recently used go first"
+    )
 
 
 @dataclass
@@ -87,6 +114,10 @@ class _Slot:
     sampler: Any = None
     text: StopAwareText | None = None
     generated: int = 0
+
+    @property
+    def adapter(self) -> str | None:
+        return self.job.params.adapter if self.job is not None else None
 
 
 class LlamaCppEngine(LocalEngine):
@@ -144,6 +175,13 @@ class LlamaCppEngine(LocalEngine):
             PromptCache(config.prompt_cache_mb * 1024 * 1024) if config.prompt_cache_mb else None
         )
         self._prompt_tokens = {"reused": 0, "evaluated": 0}  # since start, for /health
+        # LoRA adapters: every known one by name, the loaded ones in LRU order (scheduler
+        # thread only), and which set the context applies now.
+        self._adapter_paths: dict[str, str] = {}
+        self._loaded: OrderedDict[str, Any] = OrderedDict()
+        self._applied: str | None = None
+        for name, adapter_path in config.adapters.items():
+            self._check_adapter(name, adapter_path)
 
         meta = self._model.metadata()
         template = config.chat_template or meta.get("tokenizer.chat_template")
@@ -163,9 +201,16 @@ class LlamaCppEngine(LocalEngine):
             tools=True,
             json_schema=True,
             logprobs=True,
-            adapters=False,
+            adapters=True,
             max_context=config.n_ctx,
+            embeddings=config.embed_n_ctx > 0,
         )
+        self._embedder = (
+            LlamaEmbedder(self._model, config.embed_n_ctx, threads) if config.embed_n_ctx else None
+        )
+        # One thread: the embedding context serves one request at a time, and a burst of
+        # embeddings cannot take more than one core from generation.
+        self._embed_pool = ThreadPoolExecutor(1, thread_name_prefix=f"embed-{model_name}")
         super().__init__()
 
     @classmethod
@@ -202,10 +247,113 @@ class LlamaCppEngine(LocalEngine):
             "n_parallel": self.config.n_parallel,
             "extra_buffers": self.extra_buffers,
             "active": active,
+            "adapters": {"known": len(self._adapter_paths), "loaded": len(self._loaded)},
             "prompt_tokens": dict(self._prompt_tokens),
             **self.load(),
             **({"prompt_cache": self._cache.stats()} if self._cache is not None else {}),
         }
+
+    # ---- LoRA adapters --------------------------------------------------------------------
+
+    def adapter_names(self) -> list[str]:
+        return list(self._adapter_paths)
+
+    async def add_adapter(self, name: str, path: str) -> None:
+        """Offer the GGUF LoRA at ``path`` as ``name``; the scheduler loads it on first use."""
+        self._check_adapter(name, path)
+
+    def _check_adapter(self, name: str, path: str) -> None:
+        if not _ADAPTER_NAME.fullmatch(name):
+            raise ConfigError(f"model {self.model_name!r}: bad adapter name {name!r}")
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            raise ConfigError(f"model {self.model_name!r}: adapter {name!r}: {exc}") from exc
+        if magic != b"GGUF":
+            raise ConfigError(
+                f"model {self.model_name!r}: adapter {name!r}: {path} is not a GGUF LoRA file "
+                "(llama.cpp serves adapters converted to GGUF; PEFT directories go to the "
+                "transformers engine)"
+            )
+        self._adapter_paths = {**self._adapter_paths, name: path}  # one swap: readers see one
+
+    def _adapter(self, name: str) -> Any:
+        """The loaded adapter (scheduler thread): loaded now if needed, the least recently
+        used one freed when more than ``max_adapters`` would be loaded."""
+        handle = self._loaded.get(name)
+        if handle is not None:
+            self._loaded.move_to_end(name)
+            return handle
+        busy = {s.adapter for s in self._slots if s.job is not None}
+        while len(self._loaded) >= self.config.max_adapters:
+            victim = next((n for n in self._loaded if n not in busy), None)
+            if victim is None:
+                break  # every loaded adapter is decoding now: go over the bound briefly
+            if victim == self._applied:
+                self._apply(None)  # the context must not keep a freed adapter
+            self._c.llama_adapter_lora_free(self._loaded.pop(victim))
+        path = self._adapter_paths[name]
+        handle = self._c.llama_adapter_lora_init(self._model.model, path.encode())
+        if not handle:
+            raise EngineError(
+                f"model {self.model_name!r}: llama.cpp cannot load adapter {name!r} from {path} "
+                "(not a LoRA for this base?)",
+                retryable=False,
+                status_code=400,
+            )
+        self._loaded[name] = handle
+        return handle
+
+    def _apply(self, name: str | None) -> None:
+        """Make the context decode with adapter ``name`` (None: the base weights)."""
+        if name == self._applied:
+            return
+        if name is None:
+            self._c.llama_set_adapters_lora(self._ctx.ctx, None, 0, None)
+        else:
+            handles = (self._c.llama_adapter_lora_p_ctypes * 1)(self._loaded[name])
+            scales = (ctypes.c_float * 1)(1.0)
+            self._c.llama_set_adapters_lora(self._ctx.ctx, handles, 1, scales)
+        self._applied = name
+
+    # ---- embeddings -----------------------------------------------------------------------
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingList:
+        embedder = self._embedder
+        if embedder is None:
+            raise UnsupportedParameter(
+                f"model {self.model_name!r} does not support embeddings (embed_n_ctx = 0)",
+                param="model",
+            )
+        if req.dimensions is not None and req.dimensions != embedder.n_embd:
+            raise UnsupportedParameter(
+                f"model {self.model_name!r} gives {embedder.n_embd}-dimensional embeddings "
+                f"and cannot shorten them; leave dimensions out or set it to {embedder.n_embd}",
+                param="dimensions",
+            )
+        if self._closed:
+            raise EngineError("engine is shutting down", retryable=True, status_code=503)
+        loop = asyncio.get_running_loop()
+        try:
+            vectors, tokens = await loop.run_in_executor(
+                self._embed_pool, embedder.embed, req.inputs()
+            )
+        except RuntimeError as exc:  # the pool was shut down: close() is under way
+            raise EngineError("engine is shutting down", retryable=True, status_code=503) from exc
+        return EmbeddingList(
+            data=[Embedding(index=i, embedding=v) for i, v in enumerate(vectors)],
+            model=req.model,
+            usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+        )
+
+    async def close(self) -> None:
+        # The embedding context uses the model's weights, which the scheduler frees at its
+        # end: finish the embeddings in flight and free that context first.
+        await asyncio.to_thread(self._embed_pool.shutdown, True)
+        if self._embedder is not None:
+            self._embedder.close()
+        await super().close()
 
     def generate_sync(self, job: Job) -> None:  # pragma: no cover - the scheduler replaces it
         raise NotImplementedError("LlamaCppEngine schedules jobs in _work")
@@ -243,7 +391,10 @@ class LlamaCppEngine(LocalEngine):
                 job.emit(exc)
 
     def _start(self, job: Job, free: list[_Slot]) -> None:
-        scope = job.params.cache_scope
+        if job.params.adapter is not None:
+            self._adapter(job.params.adapter)  # loaded before admission: errors go to this job
+        # KV computed under one adapter is wrong for another: reuse is per tenant and adapter.
+        scope = _scope(job.params.cache_scope, job.params.adapter)
         # Another scope's KV is never reused: it counts as sharing nothing.
         shared = {
             id(s): _common_prefix(s.cached, job.prompt) if s.scope == scope else 0 for s in free
@@ -332,9 +483,9 @@ class LlamaCppEngine(LocalEngine):
         return smpl
 
     def _step(self) -> None:
-        c, batch = self._c, self._batch
-        n = 0
-        rows: list[tuple[_Slot, int]] = []  # slots to sample, with their batch row
+        # One llama_decode per adapter in use: sequences with the same adapter (or none)
+        # decode together; different adapters share the weights and the step, not the call.
+        groups: dict[str | None, list[_Slot]] = {}
         for slot in self._slots:
             job = slot.job
             if job is None:
@@ -342,14 +493,24 @@ class LlamaCppEngine(LocalEngine):
             if job.cancelled.is_set():
                 self._finish(slot, "stop")
                 continue
+            groups.setdefault(slot.adapter, []).append(slot)
+        # The adapter applied now goes first: one switch fewer per step.
+        for adapter in sorted(groups, key=lambda a: a != self._applied):
+            self._decode(groups[adapter], adapter)
+
+    def _decode(self, slots: list[_Slot], adapter: str | None) -> None:
+        c, batch = self._c, self._batch
+        n = 0
+        rows: list[tuple[_Slot, int]] = []  # slots to sample, with their batch row
+        for slot in slots:
             if slot.pending or n >= self.config.n_batch:
                 continue
             self._put(n, slot.last, len(slot.cached), slot.seq, True)
             slot.cached.append(slot.last)
             rows.append((slot, n))
             n += 1
-        for slot in self._slots:  # prompts fill what the batch has left
-            if slot.job is None or not slot.pending or n >= self.config.n_batch:
+        for slot in slots:  # prompts fill what the batch has left
+            if not slot.pending or n >= self.config.n_batch:
                 continue
             take = slot.pending[: self.config.n_batch - n]
             for i, tok in enumerate(take):
@@ -362,10 +523,13 @@ class LlamaCppEngine(LocalEngine):
             slot.pending = slot.pending[len(take) :]
         if n == 0:
             return
+        if adapter is not None:
+            self._adapter(adapter)  # marks it recently used (busy adapters are never evicted)
+        self._apply(adapter)
         batch.n_tokens = n
         rc = c.llama_decode(self._ctx.ctx, batch)
         if rc != 0:
-            for slot in self._slots:
+            for slot in slots:
                 if slot.job is not None:
                     slot.job.emit(
                         EngineError(f"llama_decode failed with code {rc}", retryable=False)
@@ -500,6 +664,10 @@ def _build_has_amx() -> bool:
 
     info = llama_cpp.llama_print_system_info().decode(errors="replace")
     return "AMX_INT8 = 1" in info
+
+
+def _scope(cache_scope: str | None, adapter: str | None) -> str | None:
+    return cache_scope if adapter is None else f"{cache_scope or ''}\x00lora:{adapter}"
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

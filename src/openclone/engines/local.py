@@ -197,6 +197,9 @@ class LocalEngine(ABC):
             job.cancelled.set()
 
     # ---- request → prompt ----------------------------------------------------------------
+    # The Engine methods below call these through asyncio.to_thread: rendering a template and
+    # tokenising a prompt of megabytes takes seconds, and on the event loop (the gateway's,
+    # with isolation = "thread", or the worker's) it would stall every other request.
 
     def _params(self, req: ChatCompletionRequest | CompletionRequest, prompt_len: int) -> GenParams:
         room = self.n_ctx - prompt_len
@@ -286,7 +289,7 @@ class LocalEngine(ABC):
     # ---- the Engine protocol -------------------------------------------------------------
 
     async def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
-        prompt, params, tools = self._chat_prompt(req)
+        prompt, params, tools = await asyncio.to_thread(self._chat_prompt, req)
         choices: list[Choice] = []
         usage = Usage()
         for i in range(req.n):
@@ -310,7 +313,7 @@ class LocalEngine(ABC):
         return ChatCompletion(model=req.model, choices=choices, usage=usage)
 
     async def stream(self, req: ChatCompletionRequest) -> AsyncGenerator[ChatCompletionChunk, None]:
-        prompt, params, tools = self._chat_prompt(req)
+        prompt, params, tools = await asyncio.to_thread(self._chat_prompt, req)
         cid, created = new_id("chatcmpl"), int(time.time())
 
         def chunk(choice: ChunkChoice | None, usage: Usage | None = None) -> ChatCompletionChunk:
@@ -376,7 +379,7 @@ class LocalEngine(ABC):
         choices: list[CompletionChoice] = []
         usage = Usage()
         for p_index, text_in in enumerate(req.prompts()):
-            prompt, params = self._completion_prompt(req, text_in)
+            prompt, params = await asyncio.to_thread(self._completion_prompt, req, text_in)
             for i in range(req.n):
                 text, lps, finish, u = await self._collect(prompt, _with_seed(params, i))
                 usage = usage + u
@@ -396,7 +399,7 @@ class LocalEngine(ABC):
         cid, created = new_id("cmpl"), int(time.time())
         usage = Usage()
         for p_index, text_in in enumerate(req.prompts()):
-            prompt, params = self._completion_prompt(req, text_in)
+            prompt, params = await asyncio.to_thread(self._completion_prompt, req, text_in)
             for i in range(req.n):
                 index = p_index * req.n + i
                 if req.echo:

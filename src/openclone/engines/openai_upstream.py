@@ -34,6 +34,8 @@ from openclone.schema import (
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
 )
 
 __all__ = ["OpenAIConfig", "OpenAIEngine"]
@@ -84,6 +86,8 @@ class OpenAIEngine:
             logprobs=True,
             adapters=False,
             max_context=config.max_context,
+            # Whether the upstream model embeds is the upstream's to say: it answers 4xx if not.
+            embeddings=True,
         )
 
     @classmethod
@@ -162,6 +166,12 @@ class OpenAIEngine:
 
     def stream_complete(self, req: CompletionRequest) -> AsyncGenerator[Completion, None]:
         return self._stream("/completions", req, Completion)
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingList:
+        # Floats on the wire: the gateway encodes base64 itself, for every engine alike.
+        return await self._post(
+            "/embeddings", req.model_copy(update={"encoding_format": "float"}), EmbeddingList
+        )
 
     async def health(self) -> bool:
         try:

@@ -57,6 +57,8 @@ from openclone.schema import (
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
 )
 
 __all__ = ["SupervisedEngine", "WorkerOptions"]
@@ -416,6 +418,10 @@ class SupervisedEngine:
 
     def stream_complete(self, req: CompletionRequest) -> AsyncGenerator[Completion, None]:
         return self._stream(Kind.STREAM_COMPLETE, req, req.cache_scope, Completion)
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingList:
+        # Whether the worker's engine embeds is in its READY capabilities; it refuses if not.
+        return await self._call(Kind.EMBED, req, None, EmbeddingList)
 
     def adapter_names(self) -> list[str]:
         return list(self._adapters)

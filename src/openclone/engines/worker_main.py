@@ -25,10 +25,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from openclone.engines.base import AdapterHost, Engine
+from openclone.engines.base import AdapterHost, Embedder, Engine
 from openclone.engines.ipc import FrameTooLarge, Kind, error_payload, frame, read_frame
-from openclone.errors import ConfigError, InvalidRequestError
-from openclone.schema import ChatCompletionRequest, CompletionRequest
+from openclone.errors import ConfigError, InvalidRequestError, UnsupportedParameter
+from openclone.schema import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 log = logging.getLogger("openclone.worker")
 
@@ -92,6 +92,8 @@ class _Worker:
                     raise ConfigError("this engine cannot load adapters")
                 await self.engine.add_adapter(body["name"], body["path"])
                 self.send(Kind.RESULT, rid, json.dumps(self.engine.adapter_names()).encode())
+            elif kind == Kind.EMBED:
+                self.send(Kind.RESULT, rid, (await self._embed(payload)).model_dump_json().encode())
             elif kind in (Kind.CHAT, Kind.COMPLETE):
                 req = _request(kind, payload)
                 result: BaseModel
@@ -120,6 +122,17 @@ class _Worker:
             self.send(Kind.ERROR, rid, error_payload(exc))
         finally:
             self.detail()
+
+    async def _embed(self, payload: bytes) -> BaseModel:
+        engine = self.engine
+        if not (isinstance(engine, Embedder) and engine.capabilities.embeddings):
+            raise UnsupportedParameter("this engine does not support embeddings", param="model")
+        body = payload.partition(b"\n")[2]  # embeddings share no prompt cache: no scope
+        try:
+            req = EmbeddingRequest.model_validate_json(body)
+        except ValidationError as exc:  # the gateway validated it: a bug, not the client
+            raise InvalidRequestError(f"the worker could not read the request: {exc}") from exc
+        return await engine.embed(req)
 
 
 def _request(kind: Kind, payload: bytes) -> ChatCompletionRequest | CompletionRequest:

@@ -12,9 +12,18 @@ from fastapi.staticfiles import StaticFiles
 
 from openclone import __version__
 from openclone.config import Settings
-from openclone.gateway import errors, routes_openai, routes_system, routes_ui
+from openclone.gateway import (
+    errors,
+    routes_embeddings,
+    routes_openai,
+    routes_responses,
+    routes_system,
+    routes_ui,
+)
+from openclone.gateway.body_limit import BodyLimit
 from openclone.gateway.capture import CaptureSink
 from openclone.gateway.metrics import Metrics
+from openclone.gateway.security import SecurityMiddleware, allowed_hosts
 from openclone.gateway.state import Gateway
 from openclone.routing import open_router
 from openclone.store import open_store
@@ -50,9 +59,17 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
                 await asyncio.to_thread(writer.close)  # a clean shutdown loses no capture
             store.close()
 
-    app = FastAPI(title="OpenClone", version=__version__, lifespan=lifespan)
+    # FastAPI's /docs and /redoc pages load their scripts from a CDN, and no local copy of
+    # Swagger UI is installed: they are off. /openapi.json stays for tools and clients.
+    app = FastAPI(
+        title="OpenClone", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityMiddleware, hosts=allowed_hosts(settings))
     app.include_router(routes_openai.router)
+    app.include_router(routes_responses.router)
+    app.include_router(routes_embeddings.router)
     app.include_router(routes_system.router)
     app.include_router(routes_ui.api)
     app.include_router(routes_ui.page)

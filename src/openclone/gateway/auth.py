@@ -1,72 +1,84 @@
 """Who is calling: ``Authorization: Bearer`` keys from the store.
 
-A server bound to anything but loopback requires a key on every ``/v1`` and ``/api`` route.
-On loopback, keys are required as soon as one exists; before that the caller is the local
-admin (a developer's laptop needs no ceremony). Keys are checked against a short cache, so
-authentication costs no database round trip on the hot path.
+``Settings.auth`` decides who a call without a key is:
+
+- ``keys``: nobody (401). A server bound beyond loopback always behaves so.
+- ``none``: the local admin, for loopback development (the settings refuse it elsewhere).
+- ``auto`` (default): on a loopback bind, the local admin until the first key is ever
+  created in the store, so ``make run`` needs no ceremony; from then on keys are required
+  for good. Revoking or erasing every key never reopens the server.
+
+Keys are checked against a short cache, so authentication costs no database round trip on
+the hot path; a revocation is seen at once (see ``openclone.store.keys``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from openclone.config import is_loopback
 from openclone.errors import AuthenticationError, PermissionDenied
 from openclone.gateway.state import Gateway, GatewayDep
 from openclone.store.accounts import LOCAL, Principal
-from openclone.store.keys import any_keys, authenticate, cached_principal
+from openclone.store.keys import authenticate, cached_principal, keys_ever_created
 
-__all__ = ["AdminDep", "CallerDep", "caller", "is_loopback"]
+__all__ = ["AdminDep", "CallerDep", "caller", "is_loopback", "optional_caller"]
 
-_KEYS_TTL = 2.0  # seconds between "does any key exist yet?" checks on loopback
+_KEYS_TTL = 2.0  # PostgreSQL: seconds between "was a key ever created?" checks
 
 
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
+async def _keyless(gw: Gateway) -> bool:
+    """Whether a call without a key is the local admin."""
+    mode = gw.settings.auth
+    if mode == "none":
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+    if mode == "keys" or gw.keys_exist or not is_loopback(gw.settings.host):
         return False
-
-
-async def _keys_exist(gw: Gateway) -> bool:
-    now = time.monotonic()
-    if gw.keys_checked > now:
-        return gw.keys_exist
-    assert gw.store is not None
-    gw.keys_exist = await asyncio.to_thread(any_keys, gw.store)
-    gw.keys_checked = now + _KEYS_TTL
-    return gw.keys_exist
+    if gw.store is None:
+        return True  # a bare model server on loopback: no store, so no keys can exist
+    version = gw.store.keys_version()
+    if version is not None and version == gw.keys_seen:
+        return True  # no key was created anywhere since we looked: no query
+    if version is None and gw.keys_checked > time.monotonic():
+        return True
+    gw.keys_exist = await asyncio.to_thread(keys_ever_created, gw.store)
+    gw.keys_seen, gw.keys_checked = version, time.monotonic() + _KEYS_TTL
+    return not gw.keys_exist
 
 
 async def caller(request: Request, gw: GatewayDep) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else ""
-    if gw.store is None:
-        who = LOCAL  # no store, no keys: the server is a bare model server
-    elif token.startswith("oc-"):
+    if gw.store is not None and token.startswith("oc-"):
         known, found = cached_principal(gw.store, token)
         if not known:
             found = await asyncio.to_thread(authenticate, gw.store, token)
         if found is None:
             raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
         who = found
-    elif not is_loopback(gw.settings.host) or await _keys_exist(gw):
+    elif await _keyless(gw):
+        who = LOCAL  # keyless loopback; an OpenAI client's dummy key is fine
+    else:
         raise AuthenticationError(
             "You didn't provide an API key. Send it as 'Authorization: Bearer oc-...' "
             "(create one with `openclone keys create --tenant NAME`).",
             code="invalid_api_key",
         )
-    else:
-        who = LOCAL  # loopback, no key exists yet; an OpenAI client's dummy key is fine
     request.state.caller = who
     return who
+
+
+async def optional_caller(request: Request, gw: GatewayDep) -> Principal | None:
+    """The caller, or None for a call that would be refused (public endpoints)."""
+    try:
+        return await caller(request, gw)
+    except AuthenticationError:
+        return None
 
 
 CallerDep = Annotated[Principal, Depends(caller)]

@@ -9,10 +9,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from openclone.model_names import parse_model_name
 from openclone.routing.router import Router
 
 if TYPE_CHECKING:
     from openclone.store.writer import CaptureWriter
+
+# The one label of every model name the router does not serve: names come from clients, and
+# each distinct label is a time series kept forever and written out at every scrape.
+UNKNOWN_MODEL = "unknown"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -75,6 +80,7 @@ class _CaptureCollector(Collector):
 
 class Metrics:
     def __init__(self, router: Router, writer: CaptureWriter | None = None) -> None:
+        self.router = router
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "openclone_requests",
@@ -111,3 +117,22 @@ class Metrics:
         self.registry.register(_ReplicaCollector(router))
         if writer is not None:
             self.registry.register(_CaptureCollector(writer))
+
+    def model_label(self, name: str) -> str:
+        """``name`` when the router serves it (a catalog model, a registry alias, a loaded
+        adapter), else :data:`UNKNOWN_MODEL`."""
+        router = self.router
+        if name in router.routes or name in router.aliases:
+            return name
+        parsed = parse_model_name(name)
+        base = router.routes.get(parsed.base) if parsed.adapter else None
+        if base is not None and any(
+            parsed.adapter in _adapter_names(r.engine) for r in base.replicas
+        ):
+            return name
+        return UNKNOWN_MODEL
+
+
+def _adapter_names(engine: object) -> list[str]:
+    names = getattr(engine, "adapter_names", None)
+    return list(names()) if callable(names) else []

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from openclone.errors import ModelNotFound
-from openclone.gateway import serving
+from openclone.gateway import limits, serving
 from openclone.gateway.auth import caller
 from openclone.gateway.state import GatewayDep
 from openclone.schema import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
@@ -33,6 +33,7 @@ async def list_models(gw: GatewayDep) -> ModelList:
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, gw: GatewayDep) -> ModelCard:
+    limits.check_model_name(model_id, gw.settings)
     await gw.router.route_for(gw.router.pin(model_id)[1])
     return _card(gw, model_id)
 

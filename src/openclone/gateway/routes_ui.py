@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from openclone.errors import InvalidRequestError, ModelNotFound
 from openclone.evaluate.arena import Battle, leaderboard
 from openclone.gateway.auth import CallerDep, caller
+from openclone.gateway.security import same_origin
 from openclone.gateway.state import Gateway, GatewayDep
 from openclone.schema import ChatCompletionRequest, ChatMessage
 from openclone.store import Store
@@ -38,7 +39,8 @@ from openclone.store.privacy import add_feedback, erase
 from openclone.store.votes import load_battles, record_battle
 
 STATIC = Path(__file__).with_name("static")
-api = APIRouter(prefix="/api", dependencies=[Depends(caller)])
+# same_origin first: a cross-site request is refused before it costs a key lookup.
+api = APIRouter(prefix="/api", dependencies=[Depends(same_origin), Depends(caller)])
 page = APIRouter()
 
 
@@ -51,7 +53,10 @@ def _store(gw: Gateway) -> Store:
 @page.get("/", include_in_schema=False)
 async def index() -> FileResponse:
     # No inline script can run even if model text ever reached the DOM unescaped.
-    csp = "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'"
+    csp = (
+        "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    )
     headers = {"Cache-Control": "no-cache", "Content-Security-Policy": csp}
     return FileResponse(STATIC / "index.html", headers=headers)
 

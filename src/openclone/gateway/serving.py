@@ -14,6 +14,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from openclone.errors import APIError, EngineError
+from openclone.gateway import limits
 from openclone.gateway.capture import StreamAssembler, new_capture_id, submit_safely
 from openclone.gateway.state import Gateway
 from openclone.routing.router import Replica
@@ -80,6 +81,7 @@ def _exchange(
         stream=req.stream,
         tenant=getattr(caller, "tenant", None),
         user=getattr(caller, "user", None) or req.user,
+        user_from_key=getattr(caller, "user", None) is not None,
         key_id=getattr(caller, "key_id", None),
         conversation=request.headers.get("x-openclone-conversation"),
         train=None if train is None else train.strip().lower() in ("1", "true", "yes", "on"),
@@ -91,6 +93,7 @@ async def serve(
 ) -> Response:
     endpoint = "chat" if isinstance(req, ChatCompletionRequest) else "completions"
     t0 = time.perf_counter()
+    limits.check_request(req, gw.settings)
     req.scope_cache(getattr(getattr(request.state, "caller", None), "tenant", None))
     shown, target = gw.router.pin(req.model)
     if target != req.model:
@@ -112,16 +115,17 @@ async def serve(
         try:
             result, replica = await _unless_disconnected(request, call)
         except ClientGone:
-            m.disconnects.labels(req.model).inc()
+            m.disconnects.labels(m.model_label(req.model)).inc()
             return Response(status_code=499)
         except APIError as exc:
-            m.requests.labels(endpoint, req.model, str(exc.status_code)).inc()
+            m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
             raise
         elapsed = time.perf_counter() - t0
-        m.requests.labels(endpoint, req.model, "200").inc()
-        m.latency.labels(endpoint, req.model).observe(elapsed)
+        label = m.model_label(req.model)
+        m.requests.labels(endpoint, label, "200").inc()
+        m.latency.labels(endpoint, label).observe(elapsed)
         if result.usage is not None:
-            _count_usage(gw, req.model, result.usage)
+            _count_usage(gw, label, result.usage)
         result.model = shown
         body = result.model_dump_json()
         if gw.capture is not None:
@@ -154,7 +158,7 @@ async def serve(
                 req.model, lambda e: e.stream_complete(text_stream)
             )
     except APIError as exc:
-        m.requests.labels(endpoint, req.model, str(exc.status_code)).inc()
+        m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
         raise
     exchange = None
     if gw.capture is not None:
@@ -179,6 +183,7 @@ async def _sse(
 ) -> AsyncIterator[bytes]:
     renamed = shown != model
     m = gw.metrics
+    label = m.model_label(model)  # the stream opened, so the router serves it
     status, first = "200", True
     assembler = StreamAssembler() if exchange is not None else None
     try:
@@ -187,11 +192,11 @@ async def _sse(
                 assembler.add(chunk)
             usage: Usage | None = getattr(chunk, "usage", None)
             if usage is not None:
-                _count_usage(gw, model, usage)
+                _count_usage(gw, label, usage)
                 if not getattr(chunk, "choices", None) and not wants_usage:
                     continue
             if first:
-                m.ttft.labels(model).observe(time.perf_counter() - t0)
+                m.ttft.labels(label).observe(time.perf_counter() - t0)
                 first = False
             if renamed:
                 chunk.model = shown
@@ -203,7 +208,7 @@ async def _sse(
         yield b"data: " + json.dumps(exc.to_dict()).encode() + b"\n\n"
     except asyncio.CancelledError:
         status = "499"
-        m.disconnects.labels(model).inc()
+        m.disconnects.labels(label).inc()
         raise
     except Exception as exc:
         log.exception("stream failed")
@@ -213,8 +218,8 @@ async def _sse(
     finally:
         await it.aclose()
         elapsed = time.perf_counter() - t0
-        m.requests.labels(endpoint, model, status).inc()
-        m.latency.labels(endpoint, model).observe(elapsed)
+        m.requests.labels(endpoint, label, status).inc()
+        m.latency.labels(endpoint, label).observe(elapsed)
         if exchange is not None and assembler is not None:
             exchange.status, exchange.latency_ms = int(status), elapsed * 1000
             exchange.usage = assembler.usage
@@ -226,6 +231,6 @@ async def _sse(
             submit_safely(gw.capture, exchange)
 
 
-def _count_usage(gw: Gateway, model: str, usage: Usage) -> None:
-    gw.metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
-    gw.metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
+def _count_usage(gw: Gateway, label: str, usage: Usage) -> None:
+    gw.metrics.tokens.labels(label, "prompt").inc(usage.prompt_tokens)
+    gw.metrics.tokens.labels(label, "completion").inc(usage.completion_tokens)

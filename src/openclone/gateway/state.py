@@ -23,8 +23,9 @@ class Gateway:
     metrics: Metrics
     capture: CaptureSink | None = None
     store: Store | None = None
-    keys_exist: bool = False
+    keys_exist: bool = False  # auth "auto": a key was ever created, so keys are required
     keys_checked: float = 0.0  # monotonic time until which keys_exist is trusted
+    keys_seen: object = None  # the store's keys_version() when keys_exist was last read
 
 
 # async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop per request.

@@ -182,9 +182,14 @@ def user_consent(store: Store, tenant: str, user: str | None) -> bool:
 
 
 def effective_consent(tenant: Tenant, user: User | None, request: bool | None) -> bool:
-    """The request's header wins, then the person's choice, then the tenant's default."""
+    """The person's own choice, which a request may narrow but never widen; else the
+    request's header; else the tenant's default.
+
+    An application sends ``X-OpenClone-Train`` for everyone it serves, so it must not
+    override a person who said no (nor train on someone who said yes but this request no).
+    """
+    if user is not None and user.consent is not None:
+        return user.consent and request is not False
     if request is not None:
         return request
-    if user is not None and user.consent is not None:
-        return user.consent
     return tenant.consent_default

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,15 +21,51 @@ from openclone.errors import ConfigError
 if TYPE_CHECKING:
     from openclone.config import Settings
 
-__all__ = ["Store", "downgrade", "migrate", "open_store", "sqlite_url"]
+__all__ = [
+    "PRIVATE_DIR",
+    "PRIVATE_FILE",
+    "Store",
+    "downgrade",
+    "make_private_dir",
+    "migrate",
+    "open_private",
+    "open_store",
+    "sqlite_url",
+]
 
 log = logging.getLogger("openclone.store")
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 7216482  # any constant: the PostgreSQL advisory lock the migrators share
 
 
+PRIVATE_FILE = 0o600  # captured text is the people's: only the account running OpenClone
+PRIVATE_DIR = 0o700
+
+
 def sqlite_url(home: Path) -> str:
     return f"sqlite:///{home / 'openclone.db'}"
+
+
+def make_private_dir(path: Path) -> None:
+    """``mkdir -p`` where a directory OpenClone creates is 0700 (one that exists is left as
+    its owner set it: a shared group directory may be deliberate)."""
+    if path.is_dir():
+        return
+    if not path.parent.exists():
+        make_private_dir(path.parent)
+    try:
+        path.mkdir(mode=PRIVATE_DIR)
+    except FileExistsError:
+        return  # another process made it first
+    os.chmod(path, PRIVATE_DIR)  # mkdir's mode is filtered by the umask; chmod is not
+
+
+def open_private(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Any:
+    """``open(path, mode)`` where a file it creates is 0600 from its first byte (a chmod
+    after writing would leave a window in which others can open it)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    fd = os.open(path, flags, PRIVATE_FILE)
+    return os.fdopen(fd, mode, encoding=None if "b" in mode else encoding)
 
 
 class Store:
@@ -50,6 +87,31 @@ class Store:
         # The API key cache lives with the store so a revoke through it is seen at once.
         self.auth_cache: dict[str, tuple[float, Any]] = {}
         self.auth_lock = threading.Lock()
+        self.auth_seen: tuple[int, int] | None = None  # keys_version() the cache is valid for
+        # SQLite: every process on this machine using the database appends a byte to this
+        # file when it creates, revokes or deletes a key, so another process's gateway sees
+        # the change with one stat() per request instead of a query (see keys_version).
+        database = engine.url.database if self.is_sqlite else None
+        self._keys_stamp = Path(database + ".keys") if database else None
+
+    def keys_changed(self) -> None:
+        """Tell every gateway on this store that a key was created, revoked or deleted."""
+        with self.auth_lock:
+            self.auth_cache.clear()
+        if self._keys_stamp is not None:
+            with open_private(self._keys_stamp, "ab") as f:
+                f.write(b".")  # the size only grows: two changes in one clock tick still differ
+
+    def keys_version(self) -> tuple[int, int] | None:
+        """What :meth:`keys_changed` last wrote, as a cheap stat (SQLite); ``None`` where it
+        cannot be seen (PostgreSQL: gateways on other machines), so callers use a short TTL."""
+        if self._keys_stamp is None:
+            return None
+        try:
+            st = os.stat(self._keys_stamp)
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_size, st.st_mtime_ns)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -125,7 +187,7 @@ def _resolve(target: Settings | str | None, home: Path | None) -> tuple[URL, boo
     if url is None:
         if home is None:
             raise ConfigError("open_store needs settings, a database URL or a home directory")
-        home.mkdir(parents=True, exist_ok=True)
+        make_private_dir(home)
         url = sqlite_url(home)
     try:
         parsed = make_url(url)
@@ -140,7 +202,12 @@ def _resolve(target: Settings | str | None, home: Path | None) -> tuple[URL, boo
         if parsed.database in (None, "", ":memory:"):
             # Every thread (the capture writer, request handlers) needs the same database.
             raise ConfigError("the store needs an SQLite file, not an in-memory database")
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(parsed.database)
+        make_private_dir(database.parent)
+        if not database.exists():
+            # SQLite gives its -wal and -shm files the database file's mode, so a 0600
+            # database keeps the write-ahead log (recent captures) private too.
+            open_private(database, "ab").close()
     return parsed, vacuum_full
 
 
@@ -210,7 +277,7 @@ def _migration_lock(store: Store) -> Iterator[None]:
     import fcntl
 
     lock = Path(store.engine.url.database).with_suffix(".migrate-lock")
-    with lock.open("a") as fh:
+    with open_private(lock, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

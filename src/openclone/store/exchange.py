@@ -32,5 +32,9 @@ class Exchange:
     user: str | None = None
     key_id: str | None = None
     conversation: str | None = None  # X-OpenClone-Conversation
+    # Whether ``user`` is the key's own person. False when a shared key names the person in
+    # the body's ``user``: the capture is theirs (their consent applies), but a shared key
+    # may not write into their conversations, so the conversation is the key's (tenant's).
+    user_from_key: bool = True
     train: bool | None = None  # X-OpenClone-Train, when the request says
     created: float = field(default_factory=time.time)

@@ -32,7 +32,7 @@ from openclone.errors import InvalidRequestError
 from openclone.files import file_sha256
 from openclone.store.accounts import find_tenant
 from openclone.store.audit import audit
-from openclone.store.db import Store
+from openclone.store.db import Store, open_private
 from openclone.store.scrub import redact_exchange, resolve_redactor
 from openclone.store.tables import Capture, Export, ExportItem, Feedback, Tenant, User
 
@@ -159,7 +159,7 @@ def export_captures(
     ids: list[str] = []
     # Pass one streams the rows to a draft and counts system prompts; pass two removes the
     # boilerplate. Nothing but ids is held in memory, whatever the size of the store.
-    with store.session() as s, draft.open("w", encoding="utf-8") as fh:
+    with store.session() as s, open_private(draft) as fh:
         f.check(s)
         for cap, mode in s.execute(f.query().execution_options(yield_per=500)):
             row = _chat(cap, mode, red)
@@ -179,7 +179,7 @@ def export_captures(
         if len(ids) >= BOILERPLATE_MIN_ROWS and n > BOILERPLATE_SHARE * len(ids)
     }  # fmt: skip
     final = out.with_name(out.name + ".tmp")
-    with draft.open(encoding="utf-8") as src, final.open("w", encoding="utf-8") as dst:
+    with draft.open(encoding="utf-8") as src, open_private(final) as dst:
         for line in src:
             if boilerplate:
                 row = json.loads(line)

@@ -1,4 +1,10 @@
-"""API keys: shown once, stored hashed, scoped, revocable; authentication with a cache."""
+"""API keys: shown once, stored hashed, scoped, revocable; authentication with a cache.
+
+Revocation is at once: in the process that revokes (its cache is cleared) and, on SQLite,
+in every process on the machine (the key stamp, :meth:`Store.keys_version`, is one stat()
+per request). Gateways on PostgreSQL cannot see each other's stamp, so their cache lives
+``AUTH_TTL`` seconds: a key revoked elsewhere works at most that long there.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from openclone.errors import InvalidRequestError
 from openclone.store.accounts import Principal, ensure_tenant, ensure_user, find_tenant
 from openclone.store.audit import audit
 from openclone.store.db import Store
-from openclone.store.tables import ApiKey, Tenant, User, now
+from openclone.store.tables import ApiKey, AuditEntry, Tenant, User, now
 
 __all__ = [
     "AUTH_TTL",
@@ -24,12 +30,13 @@ __all__ = [
     "authenticate",
     "cached_principal",
     "create_key",
+    "keys_ever_created",
     "list_keys",
     "revoke_key",
 ]
 
 log = logging.getLogger("openclone.store")
-AUTH_TTL = 5.0  # seconds a gateway trusts a cached key; a revoke elsewhere lands within it
+AUTH_TTL = 1.0  # seconds a gateway trusts a cached key (one query per key per second)
 _CACHE_MAX = 10_000
 PREFIX_LEN = 10  # "oc-" and 7 characters: enough to tell keys apart in a list
 
@@ -82,7 +89,9 @@ def create_key(
         s.flush()
         audit(s, actor, "key.create", key=key.prefix, id=key.id, tenant=tenant, user=user,
               scope=key.scope)  # fmt: skip
-        return _info(key, tenant, user), token
+        info = _info(key, tenant, user)
+    store.keys_changed()  # after the commit: a gateway that looks now finds the key
+    return info, token
 
 
 def list_keys(store: Store, tenant: str | None = None) -> list[KeyInfo]:
@@ -121,8 +130,7 @@ def revoke_key(store: Store, key: str, *, actor: str = "cli") -> KeyInfo:
             k.revoked = now()
         audit(s, actor, "key.revoke", key=k.prefix, id=k.id, tenant=tenant, user=user)
         info = _info(k, tenant, user)
-    with store.auth_lock:
-        store.auth_cache.clear()
+    store.keys_changed()
     return info
 
 
@@ -132,12 +140,26 @@ def any_keys(store: Store) -> bool:
         return s.scalar(select(ApiKey.id).where(ApiKey.revoked.is_(None)).limit(1)) is not None
 
 
+def keys_ever_created(store: Store) -> bool:
+    """Whether this store has ever had a key, revoked or erased ones included (the audit log
+    keeps ``key.create`` when erasure deletes the key): keyless "auto" mode ends for good."""
+    with store.session() as s:
+        if s.scalar(select(ApiKey.id).limit(1)) is not None:
+            return True
+        q = select(AuditEntry.id).where(AuditEntry.action == "key.create").limit(1)
+        return s.scalar(q) is not None
+
+
 def cached_principal(store: Store, token: str) -> tuple[bool, Principal | None]:
     """(True, principal) when the cache knows the key: no database, safe on the event loop.
 
     A known-bad key is cached too (as ``None``), so guessing costs no database work.
     """
+    version = store.keys_version()
     with store.auth_lock:
+        if version != store.auth_seen:  # a key changed somewhere: forget every answer
+            store.auth_cache.clear()
+            store.auth_seen = version
         hit = store.auth_cache.get(_hash(token))
     if hit is not None and hit[0] > time.monotonic():
         return True, hit[1]
@@ -154,6 +176,7 @@ def authenticate(store: Store, token: str) -> Principal | None:
         return principal
     digest = _hash(token)
     t = time.monotonic()
+    version = store.keys_version()
     with store.session() as s:
         row = s.execute(
             select(ApiKey.id, ApiKey.scope, Tenant.name, User.name)
@@ -166,6 +189,8 @@ def authenticate(store: Store, token: str) -> Principal | None:
         principal = Principal(tenant=tenant, user=user, key_id=key_id, scope=scope)
         _touch(store, key_id)
     with store.auth_lock:
+        if version != store.auth_seen:
+            return principal  # a key changed while we looked: this answer may be stale
         if len(store.auth_cache) >= _CACHE_MAX:
             store.auth_cache.clear()
         store.auth_cache[digest] = (t + AUTH_TTL, principal)

@@ -27,7 +27,7 @@ from openclone.files import file_sha256
 from openclone.store.accounts import Principal, find_tenant, find_user
 from openclone.store.audit import audit
 from openclone.store.conversations import owned_capture
-from openclone.store.db import Store
+from openclone.store.db import Store, open_private
 from openclone.store.tables import (
     ApiKey,
     Capture,
@@ -196,8 +196,8 @@ def _erase(store: Store, actor: str, what: _Scope | Callable[[Session], _Scope])
         s.flush()
         audit(s, actor, "erase", erasure=record.id, kind=scope.kind, target=scope.target,
               exports=record.exports, **counts)  # fmt: skip
-    with store.auth_lock:  # a deleted key must stop working here at once, like a revoked one
-        store.auth_cache.clear()
+    if counts.get("keys"):
+        store.keys_changed()  # a deleted key must stop working at once, like a revoked one
     compacted = store.compact(_TOUCHED)
     return ErasureResult(
         record.id, scope.kind, scope.target, counts, record.exports, datasets, compacted
@@ -257,7 +257,8 @@ def _scrub_export(export: Export, erased: set[str]) -> None:
             if _capture_id(line) not in erased:
                 kept.append(line)
     tmp = path.with_name(path.name + ".erasing")
-    tmp.write_text("".join(kept), encoding="utf-8")
+    with open_private(tmp) as f:
+        f.write("".join(kept))
     os.replace(tmp, path)
     export.sha256 = file_sha256(path)
     export.hashes = [*(export.hashes or []), export.sha256]

@@ -235,3 +235,24 @@ class Decision(Base):
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
     actor: Mapped[str] = mapped_column(String(256))
     created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class StoredResponse(Base):
+    """A Responses API answer kept (``store: true``) for GET and ``previous_response_id``;
+    it goes with its tenant or its person when they are erased."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_tenant_created", "tenant_id", "created"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    previous_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model: Mapped[str] = mapped_column(String(256))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)  # the response as the client got it
+    input_items: Mapped[list[Any]] = mapped_column(JSON)  # this turn's input, with item ids
+    # The chat so far, this answer included, as chat messages: what a follow-up continues
+    # (instructions are not carried over, as OpenAI does not carry them).
+    messages: Mapped[list[Any]] = mapped_column(JSON)
+    created: Mapped[float] = mapped_column(Float, default=now)

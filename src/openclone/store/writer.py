@@ -6,10 +6,11 @@ drops the capture and counts it. One thread drains the queue and commits each ba
 an exchange is durable once its batch commits, tens of milliseconds after the answer, and
 ``close()`` commits everything queued before it returns.
 
-For each exchange the writer resolves consent (request header > the person's choice >
-the tenant's default), redacts when the tenant redacts at store time, and, when the
-exchange names a conversation, appends the turns and the answer to it — only to the
-caller's own conversation.
+For each exchange the writer resolves consent (the person's own choice, which a request
+header may only narrow > the header > the tenant's default), redacts when the tenant
+redacts at store time, and, when the exchange names a conversation, appends the turns and
+the answer to it — only to the key owner's own conversation (a shared key naming a person
+in ``user`` still writes to the tenant's conversations, never to that person's).
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ class CaptureWriter:
         conversation = None
         if ex.conversation:
             answered = ex.endpoint == "chat" and ex.status == 200
-            conversation = claim_conversation(s, tenant, user, ex.conversation, create=answered)
+            owner = user if ex.user_from_key else None
+            conversation = claim_conversation(s, tenant, owner, ex.conversation, create=answered)
             if conversation is not None and answered:
                 append_exchange(s, conversation, ex.id, request, response, ex.model)
         return {

@@ -282,7 +282,7 @@ async function exportData() {
 
 async function eraseData() {
   if (!confirm("Delete all your conversations and data for good? This cannot be undone.")) return;
-  await api("/api/me/erase", { method: "POST" });
+  await api("/api/me/erase", { method: "POST", body: {} });  // JSON: the server refuses form posts (CSRF)
   newChat();
   await refreshList();
   banner("All your data was deleted.");

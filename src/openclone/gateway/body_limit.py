@@ -1,0 +1,77 @@
+"""The request body cap (``max_body_bytes``), enforced before anything parses the body.
+
+A pure ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``, so streaming
+answers and serving's disconnect watch are untouched: the body is read here, counted chunk
+by chunk as it arrives (a chunked upload declares no length), and handed on whole; later
+``receive`` calls reach the server as before. Nothing past the cap is kept in memory.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openclone.errors import InvalidRequestError
+from openclone.gateway.errors import error_response
+
+__all__ = ["BodyLimit"]
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        chunks: list[bytes] = []
+        size = 0
+        over = declared is not None and declared > self.max_bytes
+        replay: Message | None = None
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                replay = message  # the client left: the app sees it and gives up
+                break
+            body = message.get("body", b"")
+            size += len(body)
+            over = over or size > self.max_bytes
+            if not over:
+                chunks.append(body)
+            else:
+                chunks.clear()
+            if not message.get("more_body", False):
+                break
+        if over:
+            # Answered after the body was read (and dropped): a server that answers while
+            # the client still sends resets the connection, and the client sees no 413.
+            if replay is None:
+                await self._refuse(scope, receive, send, max(size, declared or 0))
+            return
+        pending = [replay or {"type": "http.request", "body": b"".join(chunks)}]
+
+        async def replayed() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        err = InvalidRequestError(
+            f"The request body is {size} bytes; this server accepts at most {self.max_bytes} "
+            "bytes (max_body_bytes).",
+            code="request_too_large",
+        )
+        err.status_code = 413
+        await error_response(err)(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses a malformed length before we see it
+    return None

@@ -1,0 +1,17 @@
+"""The embeddings resource."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from openclone.gateway.auth import caller
+from openclone.gateway.embeddings_serving import embed
+from openclone.gateway.state import GatewayDep
+from openclone.schema import EmbeddingList, EmbeddingRequest
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(caller)])
+
+
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingRequest, gw: GatewayDep) -> EmbeddingList:
+    return await embed(gw, body)
