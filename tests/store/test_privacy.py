@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,10 +20,17 @@ from openclone.store.conversations import (
     get_conversation,
     list_conversations,
 )
+from openclone.store.derived import register_dataset
 from openclone.store.export import CaptureFilter, export_captures
 from openclone.store.keys import authenticate, create_key, list_keys
 from openclone.store.lineage import affected_exports, affected_models, erasures_since
 from openclone.store.privacy import add_feedback, apply_retention, erase
+from openclone.store.responses import (
+    ResponseNotFound,
+    ResponseRecord,
+    get_response,
+    save_response,
+)
 from openclone.store.tables import Feedback, ModelVersion
 from store.helpers import ANA, BOB, capture_ids, exchange, jsonl, write
 
@@ -171,3 +179,61 @@ def test_feedback_only_on_ones_own_answers(store: Store) -> None:
         users = set(s.scalars(select(Feedback.user_id)))
     assert rows == {(liked.id, 1, ""), (disliked.id, -1, "wrong answer")}
     assert len(users) == 1 and None not in users
+
+
+def test_stored_responses_go_with_their_person_their_tenant_and_retention(store: Store) -> None:
+    set_tenant_policy(store, "acme", actor="admin", retention_days=30)
+    old_day = time.time() - 40 * 86400
+
+    def kept(tenant: str, user: str | None, text: str, created: float | None = None) -> str:
+        record = ResponseRecord(
+            id=f"resp_{uuid.uuid4().hex}", model="m", body={"output_text": text},
+            input_items=[{"type": "message", "role": "user", "content": text}],
+            messages=[{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}],
+            created=created if created is not None else time.time(),
+        )  # fmt: skip
+        save_response(store, tenant, user, record)
+        return record.id
+
+    ana, bob = kept("acme", "ana", f"ana asks {MARKER}"), kept("acme", "bob", "bob asks")
+    expired = kept("acme", None, "a tenant-wide key's old question", created=old_day)
+    elsewhere = kept("globex", "ana", "another tenant's ana")
+
+    [retention] = apply_retention(store)
+    assert retention.counts["responses"] == 1
+    with pytest.raises(ResponseNotFound):
+        get_response(store, "acme", expired)
+
+    result = erase(store, actor="admin", tenant="acme", user="ana")
+    assert result.counts["responses"] == 1
+    with pytest.raises(ResponseNotFound):
+        get_response(store, "acme", ana)
+    assert get_response(store, "acme", bob).id == bob
+
+    assert erase(store, actor="admin", tenant="acme").counts["responses"] == 1
+    assert get_response(store, "globex", elsewhere).id == elsewhere
+
+
+def test_a_registered_dataset_is_found_and_rewritten_by_erasure(
+    store: Store, tmp_path: Path
+) -> None:
+    ana, bob = exchange(f"ana asks {MARKER}"), exchange("bob asks", user="bob")
+    write(store, ana, bob)
+    out = tmp_path / "distilled.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": text}], "metadata": {"capture_id": cid}}
+        for text, cid in ((f"ana asks {MARKER}", ana.id), ("bob asks", bob.id), ("seed", None))
+    ]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    first = register_dataset(store, out, actor="distill", source={"captures": "all consented"})
+    assert first is not None and first.rows == 3
+    again = register_dataset(store, out, actor="distill", source={})
+    assert again is not None and again.id == first.id  # one record per file, kept current
+
+    result = erase(store, actor="admin", tenant="acme", user="ana")
+
+    assert result.exports == [first.id] and result.datasets == [first.sha256]
+    assert MARKER not in out.read_text(encoding="utf-8")
+    assert [r["metadata"]["capture_id"] for r in jsonl(out)] == [bob.id, None]
+    [listed] = affected_exports(store)
+    assert (listed.kind, listed.held, listed.on_disk) == ("distill", [first.sha256], True)

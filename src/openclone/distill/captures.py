@@ -6,6 +6,11 @@ final assistant message is the answer being replaced and is dropped; earlier ass
 turns stay as context, marked ``"weight": 0`` so a student learns only the teacher's
 answer. Each prompt is known by a hash of its messages, which is how a re-run skips the
 prompts already answered or dropped.
+
+A row answered from a capture carries the capture's id (``metadata.capture_id``), and the
+dataset is registered in the store at the end of every session
+(:func:`openclone.store.derived.register_dataset`), so erasing the person who asked removes
+the row and ``openclone audit erasures`` lists the file.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,15 @@ from openclone.distill.teacher import Teacher, TeacherFailed, TeacherRejected
 from openclone.errors import OpenCloneError
 from openclone.routing.client import ChatClient
 
-__all__ = ["captured_prompts", "distill_prompts", "prompt_id", "prompt_of", "read_prompts"]
+__all__ = [
+    "CapturedPrompt",
+    "CapturedPrompts",
+    "captured_prompts",
+    "distill_prompts",
+    "prompt_id",
+    "prompt_of",
+    "read_prompts",
+]
 
 Messages = list[dict[str, Any]]
 
@@ -77,20 +91,66 @@ def read_prompts(path: Path) -> list[Messages]:
     return conversations
 
 
+@dataclass(frozen=True)
+class CapturedPrompt:
+    """A captured conversation and the capture it came from; iterates as its messages, so
+    it goes wherever a message list does."""
+
+    capture_id: str
+    messages: Messages
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.messages)
+
+
+class CapturedPrompts(Iterator[CapturedPrompt]):
+    """The captured prompts of one run, and the store to register its dataset in."""
+
+    def __init__(
+        self, settings: Settings, prompts: Iterator[CapturedPrompt], source: dict[str, Any]
+    ) -> None:
+        self.settings, self._prompts, self.source = settings, prompts, source
+
+    def __next__(self) -> CapturedPrompt:
+        return next(self._prompts)
+
+    def close(self) -> None:
+        close = getattr(self._prompts, "close", None)
+        if callable(close):  # a generator over the store: let it close its session
+            close()
+
+    def register(self, out: Path) -> None:
+        """Record ``out`` and the captures its rows came from, so an erasure reaches it."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from openclone.store import open_store
+        from openclone.store.derived import register_dataset
+
+        try:
+            store = open_store(self.settings)
+            try:
+                register_dataset(store, out, actor="distill", source={"captures": self.source})
+            finally:
+                store.close()
+        except (OpenCloneError, SQLAlchemyError, OSError) as exc:
+            # Not registered, an erasure would miss these rows: the run must not pass.
+            raise DistillError(f"cannot register {out} in the store: {exc}") from exc
+
+
 def captured_prompts(
     settings: Settings, filters: Mapping[str, Any] | None = None
-) -> Iterator[Messages]:
+) -> CapturedPrompts:
     """The store's consented captured prompts, through ``CaptureFilter(**filters)``.
 
     The store is opened here, so a missing store or a bad filter fails before the run.
     """
     try:
         from openclone.store import open_store
-        from openclone.store.export import CaptureFilter, iter_captured_prompts
+        from openclone.store.export import CaptureFilter, iter_captured_prompt_ids
     except ImportError as exc:
         raise DistillError(
             "--from-captures needs the capture store (openclone.store.export."
-            f"iter_captured_prompts), which this installation does not have: {exc}"
+            f"iter_captured_prompt_ids), which this installation does not have: {exc}"
         ) from exc
     try:
         capture_filter = CaptureFilter(**dict(filters or {}))
@@ -98,9 +158,10 @@ def captured_prompts(
         raise DistillError(f"bad capture filter: {exc}") from exc
     store = open_store(settings)
 
-    def drain() -> Generator[Messages, None, None]:
+    def drain() -> Generator[CapturedPrompt, None, None]:
         try:
-            yield from iter_captured_prompts(store, capture_filter)
+            for capture_id, messages in iter_captured_prompt_ids(store, capture_filter):
+                yield CapturedPrompt(capture_id, messages)
         finally:
             store.close()
 
@@ -110,7 +171,7 @@ def captured_prompts(
     except OpenCloneError as exc:
         raise DistillError(f"cannot read the captures: {exc}") from exc
 
-    def all_of_them() -> Iterator[Messages]:
+    def all_of_them() -> Iterator[CapturedPrompt]:
         try:
             if first is not None:
                 yield first
@@ -118,7 +179,8 @@ def captured_prompts(
         finally:
             captures.close()
 
-    return all_of_them()
+    shown = {k: v for k, v in (filters or {}).items() if v}
+    return CapturedPrompts(settings, all_of_them(), shown)
 
 
 async def distill_prompts(
@@ -131,6 +193,8 @@ async def distill_prompts(
 ) -> DistillResult:
     """Answer ``prompts`` with the teacher into ``config.out``, up to ``config.count`` rows."""
 
+    register = prompts.register if isinstance(prompts, CapturedPrompts) else None
+
     async def body(teacher: Teacher, output: DistillOutput) -> str:
         source_iter = iter(prompts)
         try:
@@ -141,8 +205,9 @@ async def distill_prompts(
                 close()
 
     return await run_distill(
-        config, client, "prompts", dict(source or {"prompts": "iterable"}), body, on_progress
-    )
+        config, client, "prompts", dict(source or {"prompts": "iterable"}), body, on_progress,
+        register=register,
+    )  # fmt: skip
 
 
 class _Loop:
@@ -170,6 +235,7 @@ class _Loop:
             messages = next(self.prompts, None)
             if messages is None:
                 return
+            capture_id = messages.capture_id if isinstance(messages, CapturedPrompt) else None
             prompt = prompt_of(messages)
             pid = prompt_id(prompt)
             if pid in self.done:
@@ -180,7 +246,7 @@ class _Loop:
             self.seen.add(pid)
             self.answering += 1
             try:
-                reason = await self._answer(prompt, pid)
+                reason = await self._answer(prompt, pid, capture_id)
             finally:
                 self.answering -= 1
             if reason is not None:
@@ -188,7 +254,7 @@ class _Loop:
                     self.output.state.decided.append(pid)
                 self.output.drop(reason)
 
-    async def _answer(self, prompt: Messages, pid: str) -> Reason | None:
+    async def _answer(self, prompt: Messages, pid: str, capture_id: str | None) -> Reason | None:
         users = [m for m in prompt if m.get("role") == "user"]
         texts = [_user_text(m) for m in prompt if m.get("role") in ("user", "system")]
         if any(t is None for t in texts):
@@ -211,13 +277,12 @@ class _Loop:
         if reason is not None:
             return reason
         context = [{**m, "weight": 0} if m.get("role") == "assistant" else m for m in prompt]
+        metadata = {"source": "prompts", "prompt_id": pid, "teacher": self.teacher.model}
+        if capture_id is not None:  # the lineage an erasure follows to this row
+            metadata["capture_id"] = capture_id
         row = {
             "messages": [*context, {"role": "assistant", "content": reply.text.strip()}],
-            "metadata": {
-                "source": "prompts",
-                "prompt_id": pid,
-                "teacher": self.teacher.model,
-            },
+            "metadata": metadata,
         }
         self.output.append(row)
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -10,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from openclone.distill.card import write_card
-from openclone.distill.config import DistillConfig
+from openclone.distill.config import DistillConfig, DistillError
 from openclone.distill.output import DistillOutput
 from openclone.distill.teacher import Account, Teacher
 from openclone.routing.client import ChatClient
 
 __all__ = ["DistillResult", "ProgressEvent", "run_distill", "run_workers"]
+
+log = logging.getLogger("openclone.distill")
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,14 @@ async def run_distill(
     source: dict[str, Any],
     body: Body,
     on_progress: Callable[[ProgressEvent], None] | None = None,
+    *,
+    register: Callable[[Path], None] | None = None,
 ) -> DistillResult:
-    """Run ``body`` on ``config.out``; the card is written however the session ends."""
+    """Run ``body`` on ``config.out``; the card is written however the session ends.
+
+    ``register`` records the dataset where an erasure will look for it (rows made from
+    captures), after every session, interrupted ones too: their rows hold captured text.
+    """
     teacher = Teacher(
         client,
         config.teacher,
@@ -74,16 +83,20 @@ async def run_distill(
     output = DistillOutput.open(config.out, mode, config.teacher, source)
     teacher.account = output.state.account  # the bill goes on across sessions
     status = "interrupted"  # KeyboardInterrupt or cancellation: resumable as is
+    ended = False
     try:
         if on_progress is not None:
             output.on_change = lambda: on_progress(_event(config, output))
             on_progress(_event(config, output))
         status = "complete" if output.kept >= config.count else await body(teacher, output)
+        ended = True
     except Exception as exc:
         status = f"stopped: {exc}"
         raise
     finally:
         output.close(status)
+        if register is not None:
+            _register(register, output.path, quiet=not ended)
         card_json, card_md = write_card(config, output)
     return DistillResult(
         out=output.path,
@@ -96,6 +109,17 @@ async def run_distill(
         card_json=card_json,
         card_md=card_md,
     )
+
+
+def _register(register: Callable[[Path], None], path: Path, *, quiet: bool) -> None:
+    """Register the dataset; ``quiet`` when the session is already ending in an error (or
+    Ctrl-C), which must stay the one reported: this failure is then logged instead."""
+    try:
+        register(path)
+    except DistillError:
+        if not quiet:
+            raise
+        log.exception("could not register %s in the store; the next run of it will", path)
 
 
 def _event(config: DistillConfig, output: DistillOutput) -> ProgressEvent:

@@ -46,6 +46,7 @@ __all__ = [
     "CaptureInfo",
     "ExportResult",
     "export_captures",
+    "iter_captured_prompt_ids",
     "iter_captured_prompts",
     "list_captures",
 ]
@@ -212,6 +213,18 @@ def iter_captured_prompts(
 ) -> Iterator[list[dict[str, Any]]]:
     """The consented prompts (the request's messages, without the answer), for distilling
     new answers from a teacher; same filters and redaction as :func:`export_captures`."""
+    for _, messages in iter_captured_prompt_ids(store, filters, redactor=redactor):
+        yield messages
+
+
+def iter_captured_prompt_ids(
+    store: Store,
+    filters: CaptureFilter | None = None,
+    *,
+    redactor: RedactorLike | str | None = None,
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """:func:`iter_captured_prompts` with each prompt's capture id, which whatever is made
+    from the prompt must carry so an erasure can find it (:mod:`openclone.store.derived`)."""
     f = filters or CaptureFilter()
     red = resolve_redactor(redactor)
     with store.session() as s:
@@ -222,7 +235,7 @@ def iter_captured_prompts(
                 request, _, _ = redact_exchange(request, None, red)
             messages = [dict(m) for m in request.get("messages", []) if isinstance(m, dict)]
             if messages and _chars(messages) >= f.min_chars:
-                yield messages
+                yield cap.id, messages
 
 
 @dataclass(frozen=True)

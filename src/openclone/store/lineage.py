@@ -1,10 +1,13 @@
-"""What erased data had already become: erasure records, the exports that held erased
-captures, and the registered models trained on one of those exports.
+"""What erased data had already become: erasure records, the exports (and distilled
+datasets, :mod:`openclone.store.derived`) that held erased captures, and the registered
+models and training runs trained on one of those files.
 
 A model counts as built from erased data when its registry lineage names, as
 ``dataset_sha256``, a hash one of those export files had before the erasure rewrote it.
 A dataset derived from an export (curated, deduplicated) has a hash of its own; training
-straight from the export, or carrying the export's hash along, keeps the chain visible.
+straight from the export, or carrying the export's hash along, keeps the chain visible. A training run's record (:mod:`openclone.store.trained`) also
+names its dataset's path, so a run trained on a version of the file no erasure hashed
+(rows appended after the last registration) is still found.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from pathlib import Path
 from sqlalchemy import select
 
 from openclone.store.db import Store
+from openclone.store.derived import is_derived
 from openclone.store.tables import Erasure, Export, ModelVersion
+from openclone.store.trained import list_trained
 
 __all__ = [
     "AffectedExport",
     "AffectedModel",
+    "AffectedRun",
     "ErasureRecord",
     "affected_exports",
     "affected_models",
+    "affected_runs",
     "erasures_since",
 ]
 
@@ -49,6 +56,18 @@ class AffectedExport:
     erasures: list[str]
     on_disk: bool
     created: float
+    kind: str = "export"  # export | distill (a dataset written by `distill --from-captures`)
+
+
+@dataclass(frozen=True)
+class AffectedRun:
+    """A training run (``<home>/models/<name>/record.json``) whose dataset held erased data."""
+
+    name: str
+    served_as: str  # BASE:NAME
+    dataset: str
+    dataset_sha256: str
+    erasures: list[str]
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,7 @@ def affected_exports(store: Store, since: float | None = None) -> list[AffectedE
             AffectedExport(
                 x.id, x.path, x.sha256, [h for h in (x.hashes or []) if h in held],
                 by_export[x.id], Path(x.path).is_file(), x.created,
+                "distill" if is_derived(x) else "export",
             )
             for x in rows
         ]  # fmt: skip
@@ -110,3 +130,27 @@ def affected_models(store: Store, since: float | None = None) -> list[AffectedMo
             if isinstance(sha, str) and sha in by_hash:
                 found.append(AffectedModel(v.name, v.version, sha, by_hash[sha]))
     return found
+
+
+def affected_runs(
+    store: Store, since: float | None = None, home: Path | None = None
+) -> list[AffectedRun]:
+    """Training runs recorded under ``home`` whose dataset held data erased since ``since``:
+    by the dataset's hash, or by its path when that file was rewritten by an erasure."""
+    by_hash: dict[str, list[str]] = {}
+    for e in reversed(erasures_since(store, since)):
+        for h in e.datasets:
+            by_hash.setdefault(h, []).append(e.id)
+    by_path = {_resolved(x.path): x.erasures for x in affected_exports(store, since)}
+    found = []
+    for run in reversed(list_trained(home)):  # oldest first, like the registry's versions
+        erasures = by_hash.get(run.dataset_sha256) or by_path.get(_resolved(run.dataset))
+        if erasures:
+            found.append(
+                AffectedRun(run.name, run.served_as, run.dataset, run.dataset_sha256, erasures)
+            )
+    return found
+
+
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve()) if path else ""

@@ -2,22 +2,20 @@
 
 Erasure deletes for real: the rows go, SQLite's freed space is zeroed (``secure_delete``)
 and its WAL checkpointed and truncated, PostgreSQL's touched tables vacuumed (``VACUUM
-FULL`` by default, see :class:`~openclone.store.db.Store`), and recorded export files
-still on disk lose the erased rows. What remains is the erasure record — who, what kind,
-which capture ids, which exports and dataset hashes held them — never the content, so
-every dataset and model built from erased data can be listed
-(:mod:`openclone.store.lineage`).
+FULL`` by default, see :class:`~openclone.store.db.Store`), stored Responses API answers
+of the person or tenant go, and recorded export files and distilled datasets
+(:mod:`openclone.store.derived`) still on disk lose the erased rows. What remains is the
+erasure record — who, what kind, which capture ids, which files and dataset hashes held
+them — never the content, so every dataset, model and training run built from erased data
+can be listed (:mod:`openclone.store.lineage`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Delete, Select, delete, select, update
 from sqlalchemy.orm import Session
@@ -27,7 +25,8 @@ from openclone.files import file_sha256
 from openclone.store.accounts import Principal, find_tenant, find_user
 from openclone.store.audit import audit
 from openclone.store.conversations import owned_capture
-from openclone.store.db import Store, open_private
+from openclone.store.db import Store
+from openclone.store.derived import is_derived, rewrite_without, writer_lock
 from openclone.store.tables import (
     ApiKey,
     Capture,
@@ -37,6 +36,7 @@ from openclone.store.tables import (
     ExportItem,
     Feedback,
     Message,
+    StoredResponse,
     Tenant,
     User,
     now,
@@ -45,7 +45,7 @@ from openclone.store.tables import (
 __all__ = ["ErasureResult", "add_feedback", "apply_retention", "erase"]
 
 log = logging.getLogger("openclone.store")
-_TOUCHED = ["captures", "messages", "conversations", "feedback", "users", "api_keys"]
+_TOUCHED = ["captures", "messages", "conversations", "feedback", "responses", "users", "api_keys"]
 DAY = 86400.0
 
 
@@ -84,6 +84,8 @@ class _Scope:
     target: str
     captures: Select[str]
     conversations: Select[str] | None = None
+    # Stored Responses API answers: the conversation they hold is the person's text too.
+    responses: Select[str] | None = None
     user: User | None = None
     tenant: Tenant | None = None  # the whole tenant goes
 
@@ -123,6 +125,7 @@ def erase(
                 "user", f"{t.name}/{u.name}",
                 select(Capture.id).where(Capture.user_id == u.id),
                 select(Conversation.id).where(Conversation.user_id == u.id),
+                select(StoredResponse.id).where(StoredResponse.user_id == u.id),
                 user=u,
             )  # fmt: skip
         if t is not None:
@@ -130,6 +133,7 @@ def erase(
                 "tenant", t.name,
                 select(Capture.id).where(Capture.tenant_id == t.id),
                 select(Conversation.id).where(Conversation.tenant_id == t.id),
+                select(StoredResponse.id).where(StoredResponse.tenant_id == t.id),
                 tenant=t,
             )  # fmt: skip
         raise InvalidRequestError(
@@ -142,8 +146,9 @@ def erase(
 def apply_retention(
     store: Store, *, actor: str = "retention", at: float | None = None
 ) -> list[ErasureResult]:
-    """Erase, per tenant with ``retention_days``, the captures older than that and the
-    conversations unused for that long, through the same path as :func:`erase`.
+    """Erase, per tenant with ``retention_days``, the captures and stored responses older
+    than that and the conversations unused for that long, through the same path as
+    :func:`erase`.
 
     A conversation still in use keeps its messages (they are the person's chat history,
     which they can delete themselves); the captures behind its old answers are erased.
@@ -161,10 +166,13 @@ def apply_retention(
         convs = select(Conversation.id).where(
             Conversation.tenant_id == tid, Conversation.updated < cutoff
         )
+        resps = select(StoredResponse.id).where(
+            StoredResponse.tenant_id == tid, StoredResponse.created < cutoff
+        )
         with store.session() as s:
-            due = s.scalar(select(caps.exists())) or s.scalar(select(convs.exists()))
+            due = any(s.scalar(select(q.exists())) for q in (caps, convs, resps))
         if due:
-            results.append(_erase(store, actor, _Scope("retention", name, caps, convs)))
+            results.append(_erase(store, actor, _Scope("retention", name, caps, convs, resps)))
     return results
 
 
@@ -226,6 +234,11 @@ def _delete(s: Session, scope: _Scope) -> dict[str, int]:
         convs = scope.conversations
         counts["messages"] = _count(s, delete(Message).where(Message.conversation_id.in_(convs)))
         counts["conversations"] = _count(s, delete(Conversation).where(Conversation.id.in_(convs)))
+    if scope.responses is not None:
+        # Before the user or tenant row, whose cascade would delete them uncounted.
+        counts["responses"] = _count(
+            s, delete(StoredResponse).where(StoredResponse.id.in_(scope.responses))
+        )
     if scope.user is not None:
         counts["keys"] = _count(s, delete(ApiKey).where(ApiKey.user_id == scope.user.id))
         s.execute(
@@ -246,27 +259,20 @@ def _scrub_export(export: Export, erased: set[str]) -> None:
     path = Path(export.path)
     if not path.is_file():
         return  # deleted, or moved: what it held is listed through the erasure record
-    if file_sha256(path) != export.sha256:
+    derived = is_derived(export)
+    if not derived and file_sha256(path) != export.sha256:
         # Something else was written there since (a later export to the same path has its
-        # own record); this file is not the export we made.
+        # own record); this file is not the export we made. A derived dataset (distill)
+        # grows across sessions, so its rows are matched by capture id whatever its hash.
         log.warning("export %s: %s changed since it was written; not rewritten", export.id, path)
         return
-    kept: list[str] = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if _capture_id(line) not in erased:
-                kept.append(line)
-    tmp = path.with_name(path.name + ".erasing")
-    with open_private(tmp) as f:
-        f.write("".join(kept))
-    os.replace(tmp, path)
+    with writer_lock(path) as free:
+        if not free:
+            # The run writing it drops these rows itself when it ends (their captures are
+            # gone by then): see openclone.store.derived.
+            log.warning("export %s: a distill run is writing %s; it drops the erased rows "
+                        "when it ends", export.id, path)  # fmt: skip
+            return
+        export.rows = rewrite_without(path, erased)
     export.sha256 = file_sha256(path)
     export.hashes = [*(export.hashes or []), export.sha256]
-    export.rows = len(kept)
-
-
-def _capture_id(line: str) -> Any:
-    try:
-        return json.loads(line).get("metadata", {}).get("capture_id")
-    except (ValueError, AttributeError):
-        return None

@@ -1,0 +1,187 @@
+"""Datasets written from captures outside :mod:`openclone.store.export` (distill outputs).
+
+Such a file is registered as an :class:`~openclone.store.tables.Export` whose ``filters``
+say ``{"source": "distill", ...}``, with one :class:`~openclone.store.tables.ExportItem`
+per capture id its rows carry in ``metadata.capture_id`` — the lineage an erasure follows
+to the file, rewrites it through, and lists in ``openclone audit erasures``.
+
+Unlike an export, such a file grows across sessions of a run, so an erasure does not
+insist on the hash it was registered with: it drops the rows whose capture id it erased,
+whatever else the file gained since. The writer's own advisory lock (``flock``, which
+:class:`openclone.distill.output.DistillOutput` holds while it appends) keeps a rewrite
+from swapping the file under a running writer; when the writer holds it, the writer's
+next registration drops those rows instead (a capture that is gone was erased).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from openclone.files import file_sha256
+from openclone.store.audit import audit
+from openclone.store.db import Store, open_private
+from openclone.store.tables import Capture, Export, ExportItem
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory lock
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "DISTILL",
+    "RegisteredDataset",
+    "is_derived",
+    "register_dataset",
+    "rewrite_without",
+    "writer_lock",
+]
+
+log = logging.getLogger("openclone.store")
+DISTILL = "distill"
+_CHUNK = 500  # ids per IN (...) list: well under every backend's parameter limit
+
+
+@dataclass(frozen=True)
+class RegisteredDataset:
+    id: str  # the Export record's id
+    path: Path
+    rows: int
+    sha256: str
+    dropped: int  # rows removed now because their capture had been erased
+
+
+def is_derived(export: Export) -> bool:
+    return (export.filters or {}).get("source") == DISTILL
+
+
+def row_capture_id(line: str | bytes) -> Any:
+    try:
+        return json.loads(line).get("metadata", {}).get("capture_id")
+    except (ValueError, AttributeError):
+        return None
+
+
+def rewrite_without(path: Path, erased: set[str]) -> int:
+    """Rewrite ``path`` without the rows whose capture id is in ``erased``; the rows kept.
+
+    Atomic (a reader sees the old file or the new one) and 0600 from the first byte.
+    """
+    kept: list[str] = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if row_capture_id(line) not in erased:
+                kept.append(line)
+    tmp = path.with_name(path.name + ".erasing")
+    with open_private(tmp) as f:
+        f.write("".join(kept))
+    os.replace(tmp, path)
+    return len(kept)
+
+
+@contextmanager
+def writer_lock(path: Path, wait: float = 10.0) -> Iterator[bool]:
+    """The lock a distill writer holds on ``path``; yields False when it stayed taken for
+    ``wait`` seconds (a run is writing the file right now)."""
+    if fcntl is None:  # pragma: no cover
+        yield True
+        return
+    with path.open("rb") as f:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
+        try:
+            yield True
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def register_dataset(
+    store: Store, path: Path, *, actor: str, source: dict[str, Any]
+) -> RegisteredDataset | None:
+    """Record (or bring up to date) the dataset at ``path`` and the captures its rows came
+    from; rows of captures erased meanwhile are dropped first. None when there is no file,
+    or a writer holds it (that writer registers it when it ends)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        return None
+    ids = _capture_ids(path)
+    if not ids:
+        return None  # nothing in it came from a capture: nothing an erasure must reach
+    # The items go in before the check below, so an erasure committed after the check
+    # finds this file through them; one committed before it is caught by the check. No
+    # database write happens under the file lock: an erasure waits for that lock inside
+    # its transaction.
+    export_id = _record_items(store, path, ids, actor, source)
+    with writer_lock(path, wait=0) as free:
+        if not free:
+            return None
+        gone = ids - _existing(store, ids)
+        if gone:
+            rewrite_without(path, gone)
+    rows, digest = _count_rows(path), file_sha256(path)
+    with store.session() as s:
+        export = s.get(Export, export_id)
+        assert export is not None  # written above; exports are never deleted
+        export.sha256, export.rows = digest, rows
+        if digest not in (export.hashes or []):
+            export.hashes = [*(export.hashes or []), digest]
+        audit(s, actor, "export.dataset", export=export_id, path=str(path), rows=rows,
+              sha256=digest, dropped_erased=len(gone))  # fmt: skip
+    if gone:
+        log.warning("%s: dropped %d rows of erased captures", path, len(gone))
+    return RegisteredDataset(export_id, path, rows, digest, len(gone))
+
+
+def _capture_ids(path: Path) -> set[str]:
+    with path.open("rb") as f:
+        return {cid for line in f if isinstance(cid := row_capture_id(line), str)}
+
+
+def _count_rows(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _existing(store: Store, ids: set[str]) -> set[str]:
+    wanted, found = sorted(ids), set()
+    with store.session() as s:
+        for i in range(0, len(wanted), _CHUNK):
+            found |= set(
+                s.scalars(select(Capture.id).where(Capture.id.in_(wanted[i : i + _CHUNK])))
+            )
+    return found
+
+
+def _record_items(
+    store: Store, path: Path, ids: set[str], actor: str, source: dict[str, Any]
+) -> str:
+    with store.session() as s:
+        mine = (Export.path == str(path)) & (Export.filters["source"].as_string() == DISTILL)
+        export = s.scalar(select(Export).where(mine).order_by(Export.created.desc()).limit(1))
+        if export is None:
+            export = Export(path=str(path), sha256="", hashes=[], rows=0, actor=actor,
+                            filters={**source, "source": DISTILL})  # fmt: skip
+            s.add(export)
+            s.flush()
+        known = set(
+            s.scalars(select(ExportItem.capture_id).where(ExportItem.export_id == export.id))
+        )
+        s.add_all(ExportItem(export_id=export.id, capture_id=c) for c in sorted(ids - known))
+        return export.id
