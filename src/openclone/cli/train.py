@@ -197,15 +197,22 @@ def export_command(
     gguf: Annotated[bool, typer.Option("--gguf", help="GGUF file for llama.cpp/Ollama")] = False,
     quant: Annotated[str, typer.Option(help="GGUF type: q8_0, f16, f32, bf16, q4_1…")] = "q8_0",
     output: Annotated[Path | None, typer.Option(help="directory (default: the run's)")] = None,
+    lora_gguf: Annotated[
+        bool, typer.Option("--lora-gguf", help="the adapter alone as a GGUF LoRA (llama.cpp)")
+    ] = False,
 ) -> None:
-    """Export a trained model: merged HF weights and/or a GGUF file."""
+    """Export a trained model: merged HF weights, a GGUF file and/or a GGUF LoRA adapter."""
     from openclone.train.export import export_model
 
-    with exit_on_error(FAILED), err.status("merging and exporting…"):
-        result = export_model(model, merged=merged, gguf=gguf, quant=quant, output=output)
+    with exit_on_error(FAILED), err.status("exporting…"):
+        result = export_model(
+            model, merged=merged, gguf=gguf, quant=quant, output=output, lora_gguf=lora_gguf
+        )
     if result.merged_dir:
         console.print(f"merged HF model: {result.merged_dir}")
     if result.gguf_path:
         console.print(
             f"GGUF: {result.gguf_path}  (serve: openclone serve --model {result.gguf_path})"
         )
+    if result.lora_gguf_path:
+        console.print(f"GGUF LoRA: {result.lora_gguf_path}  (llama.cpp: --lora with the base)")

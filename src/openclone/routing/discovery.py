@@ -2,8 +2,10 @@
 
 ``openclone train`` writes a record per model (``$OPENCLONE_HOME/models/NAME/record.json``).
 The first request for ``NAME`` or ``BASE:NAME`` finds the record, and the adapter is loaded
-onto a ``transformers`` engine for its base — one engine per base, shared by every adapter
-trained on it, the way many fine-tunes are served from one copy of the base weights.
+onto an engine of its base — one engine per base, shared by every adapter trained on it, the
+way many fine-tunes are served from one copy of the base weights: llama.cpp (batched, the
+catalog's own engine where it loads the same GGUF) for runs with a GGUF LoRA, else
+``transformers``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import asyncio
 import logging
 import re
 import weakref
+from pathlib import Path
 
 from openclone.config import ModelConfig
 from openclone.engines.base import AdapterHost
-from openclone.errors import ModelNotFound
+from openclone.errors import ConfigError, ModelNotFound
 from openclone.model_names import adapters_key, parse_model_name
 from openclone.routing.router import ModelRoute, Router
+from openclone.store.trained import TrainedModel, get_trained
 
 __all__ = ["registry_models", "trained_models"]
 
@@ -27,7 +31,6 @@ _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 async def trained_models(router: Router, name: str) -> ModelRoute | None:
-    from openclone.store.trained import get_trained
 
     parsed = parse_model_name(name)
     base_name, adapter = (parsed.base, parsed.adapter) if parsed.adapter else ("", name)
@@ -39,27 +42,57 @@ async def trained_models(router: Router, name: str) -> ModelRoute | None:
         return None
     if base_name and base_name != record.base:
         return None  # BASE:NAME must name the base the adapter was trained on
-    key = adapters_key(record.base)  # the shared engine of every adapter on this base
+    route = await _host(router, record)
+    router.routes[adapter] = route
+    router.routes[f"{record.base}:{adapter}"] = route
+    return route
+
+
+async def _host(router: Router, record: TrainedModel) -> ModelRoute:
+    """The route whose engines serve ``record``'s adapter, with the adapter added.
+
+    A run with a GGUF LoRA goes to llama.cpp: onto the catalog's own engine for that very
+    GGUF file when there is one (base and adapter requests then share one batch loop), else
+    onto one engine per base shared by its runs. A run with only a PEFT adapter goes to a
+    ``transformers`` engine per base."""
+    fast = bool(record.gguf_adapter) and record.base_path.endswith(".gguf")
+    path = record.gguf_adapter if fast else record.adapter_path
+    catalog = router.routes.get(record.base)
+    if fast and catalog is not None and _same_gguf(catalog, record.base_path):
+        key = record.base
+    else:
+        # Both kinds may serve runs of one base, so each has its own internal key.
+        key = adapters_key(record.base if fast else f"{record.base}+peft")
     # The router locks per requested name; two adapters of one base arriving at once would
     # each create the base's engine without a lock per base as well.
     async with _base_lock(router, key):
         route = router.routes.get(key)
         if route is None:
-            params = {
-                "model_path": record.base_path or None,
-                "adapters": {adapter: record.adapter_path},
-            }
-            config = ModelConfig(name=record.base, engine="transformers", params=params)
-            log.info("serving trained model %s on a new %s engine", adapter, record.base)
-            route = await router.add_route(key, config)
-        else:
-            for replica in route.replicas:
-                engine = replica.engine
-                if isinstance(engine, AdapterHost) and adapter not in engine.adapter_names():
-                    await engine.add_adapter(adapter, record.adapter_path)
-    router.routes[adapter] = route
-    router.routes[f"{record.base}:{adapter}"] = route
-    return route
+            engine = "llamacpp" if fast else "transformers"
+            params = {"model_path": record.base_path or None, "adapters": {record.name: path}}
+            config = ModelConfig(name=record.base, engine=engine, params=params)
+            log.info("serving trained model %s on a new %s engine", record.name, engine)
+            return await router.add_route(key, config)
+        for replica in route.replicas:
+            engine_ = replica.engine
+            if isinstance(engine_, AdapterHost) and record.name not in engine_.adapter_names():
+                await engine_.add_adapter(record.name, path)
+        log.info("serving trained model %s on the engine of %s", record.name, key)
+        return route
+
+
+def _same_gguf(route: ModelRoute, path: str) -> bool:
+    """Whether the catalog route's llama.cpp engine loads the GGUF file at ``path``."""
+    from openclone.config import bundled_model_path
+
+    if route.config.engine != "llamacpp":
+        return False
+    own = route.config.params.get("model_path")
+    try:
+        mine = Path(own) if own else bundled_model_path()
+        return mine.resolve() == Path(path).resolve()
+    except (OSError, ConfigError):
+        return False
 
 
 # One lock per (router, base engine key): bounded by the bases of trained runs on disk.

@@ -14,12 +14,14 @@ import difflib
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from openclone.config import ModelConfig, Settings
 from openclone.engines import Engine, create_engine
+from openclone.engines.base import AdapterHost
 from openclone.errors import APIError, EngineError, ModelNotFound, ReplicaUnavailable
 from openclone.model_names import is_internal, parse_model_name
 
@@ -102,7 +104,11 @@ class Router:
         # requested name -> (pinned NAME@N shown to clients, the model that serves it).
         self.aliases: dict[str, tuple[str, str]] = {}
         self.engine_specs: dict[str, dict[str, Any]] = {}  # NAME@N -> {"engine", "params"}
-        self._discovering: dict[str, asyncio.Lock] = {}
+        # One lock per name being discovered, gone once no request waits on it: names come
+        # from clients, and a map that kept each one would grow without bound.
+        self._discovering: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._prober: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], None]] = []
@@ -130,8 +136,12 @@ class Router:
         parsed = parse_model_name(name)
         if route is None and parsed.adapter is not None:
             # BASE:ADAPTER goes to the base's replicas, which pick the adapter per request.
+            # An adapter the base's engines do not hold yet is left to discovery.
             base = self.routes.get(parsed.base)
-            if base is not None and any(r.engine.capabilities.adapters for r in base.replicas):
+            if base is not None and any(
+                isinstance(r.engine, AdapterHost) and parsed.adapter in r.engine.adapter_names()
+                for r in base.replicas
+            ):
                 return base
         if route is None:
             raise self._not_found(name)

@@ -35,6 +35,9 @@ class TrainedModel:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    # The adapter as a GGUF LoRA for llama.cpp; empty when it has none (older runs, or a base
+    # whose architecture or target modules have no GGUF LoRA form).
+    gguf_adapter: str = ""
 
     @property
     def served_as(self) -> str:

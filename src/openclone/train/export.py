@@ -47,6 +47,7 @@ _CONVERTER = (
 class ExportResult:
     merged_dir: Path | None
     gguf_path: Path | None
+    lora_gguf_path: Path | None = None
 
 
 def llama_permute(
@@ -148,15 +149,17 @@ def export_model(
     gguf: bool = False,
     quant: str = "q8_0",
     output: Path | None = None,
+    lora_gguf: bool = False,
 ) -> ExportResult:
     """Export trained model ``name``: ``merged`` writes an HF directory with the adapter
     merged in, ``gguf`` a GGUF file for llama.cpp/Ollama; both come from one merge.
+    ``lora_gguf`` writes the adapter alone as a GGUF LoRA (llama.cpp's ``--lora``), no merge.
 
-    They go to ``<output>/merged/`` and ``<output>/<name>.<quant>.gguf``; ``output`` defaults
-    to the run's directory.
+    They go to ``<output>/merged/``, ``<output>/<name>.<quant>.gguf`` and
+    ``<output>/<name>.lora.gguf``; ``output`` defaults to the run's directory.
     """
-    if not (merged or gguf):
-        raise ConfigError("nothing to export: pass --merged and/or --gguf")
+    if not (merged or gguf or lora_gguf):
+        raise ConfigError("nothing to export: pass --merged, --gguf and/or --lora-gguf")
     if quant not in GGUF_QUANTS:
         raise ConfigError(f"--quant {quant!r}: choose one of {', '.join(GGUF_QUANTS)}")
     record = get_trained(name)
@@ -167,6 +170,14 @@ def export_model(
             f"{_CONVERTER}"
         )
     out_dir = output or Path(record.adapter_path).parent
+    lora_path = None
+    if lora_gguf:
+        from openclone.train.gguf_lora import convert_adapter
+
+        lora_path = convert_adapter(Path(record.adapter_path), base, out_dir / f"{name}.lora.gguf")
+        log.info("GGUF LoRA written to %s", lora_path)
+    if not (merged or gguf):
+        return ExportResult(None, None, lora_path)
     model, tokenizer = load_merged(record)
     merged_dir = gguf_path = None
     if merged:
@@ -179,4 +190,4 @@ def export_model(
     if gguf:
         gguf_path = write_merged_gguf(model, base, out_dir / f"{name}.{quant}.gguf", quant)
         log.info("GGUF written to %s", gguf_path)
-    return ExportResult(merged_dir, gguf_path)
+    return ExportResult(merged_dir, gguf_path, lora_path)

@@ -358,5 +358,20 @@ class SFTRunner:
                 dataset_sha256=file_sha256(cfg.dataset),
                 config=cfg.to_dict(),
                 metrics=result.metrics,
+                gguf_adapter=self._gguf_adapter(cfg, path),
             )
         )
+
+    def _gguf_adapter(self, cfg: TrainConfig, path: Path) -> str:
+        """The adapter as a GGUF LoRA next to the PEFT one, so llama.cpp can serve the run.
+
+        HF bases get one too where their architecture converts (it suits any GGUF of that
+        base); a base that does not convert still leaves a usable PEFT adapter, so that is
+        a warning, not a failed run."""
+        from openclone.train.gguf_lora import convert_adapter
+
+        try:
+            return str(convert_adapter(cfg.adapter_dir, path, cfg.adapter_dir / "adapter.gguf"))
+        except ConfigError as exc:
+            log.warning("no GGUF LoRA for %s (llama.cpp cannot serve it): %s", cfg.run_name, exc)
+            return ""
