@@ -3,6 +3,11 @@ trivial OpenAI-compatible upstream and through OpenClone (an `openai` engine ent
 at it), sequentially for latency and at concurrency 32 for throughput.
 
     python benchmarks/gateway_overhead.py [--requests 2000] [--concurrency 32]
+        [--auth none|key|limits]
+
+``--auth key`` sends an API key (a fresh store in a temporary home); ``--auth limits`` the
+same key with rate limits on its tenant and on the key itself, set too high to refuse
+anything, so the two runs differ by what enforcing limits costs a request.
 
 Besides latency and req/s it reports the CPU each request costs the server that answers
 it (from /proc): on a small shared machine latency is mostly wake-ups between three
@@ -20,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -87,11 +93,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _auth(mode: str) -> dict[str, str]:
+    """The gateway's environment for ``mode``; puts the key in every request's headers."""
+    if mode == "none":
+        return {}
+    from openclone.store import open_store
+    from openclone.store.keys import create_key
+    from openclone.store.ratelimits import set_limits
+
+    home = Path(tempfile.mkdtemp(prefix="openclone-gw-bench-"))
+    store = open_store(None, home)
+    info, token = create_key(store, "bench")
+    if mode == "limits":
+        huge = {"rpm": 10**9, "tpm": 10**12, "max_streams": 10**6, "monthly_tokens": 10**15}
+        set_limits(store, tenant="bench", values=huge, actor="benchmark")
+        set_limits(store, key=info.id, values=huge, actor="benchmark")
+    store.close()
+    HEADERS["Authorization"] = f"Bearer {token}"
+    return {"OPENCLONE_HOME": str(home)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--auth", choices=("none", "key", "limits"), default="none")
     args = ap.parse_args()
+    env = _auth(args.auth)
     up_port, gw_port = free_port(), free_port()
     upstream = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("_trivial_upstream.py")), str(up_port)]
@@ -103,7 +131,7 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     try:
         wait_up(f"http://127.0.0.1:{up_port}/v1/models")
-        gateway = start_server(["--config", str(cfg)], gw_port)
+        gateway = start_server(["--config", str(cfg)], gw_port, env)
         try:
             # The server whose CPU each target's requests cost: the upstream's when direct,
             # the gateway's (its capture writer included) through OpenClone.

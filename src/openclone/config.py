@@ -165,6 +165,14 @@ class Settings(BaseSettings):
         description="sum of a schema's minItems/maxItems/minLength/maxLength/pattern {n,m} "
         "counts: each repeat becomes grammar text the engine must build",
     )
+    rate_limit_sync: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="seconds between a gateway's syncs of tenants' and keys' rate-limit "
+        "counters with the store: gateways sharing a database may overshoot a limit by what "
+        "arrives in this long",
+    )
     log_level: str = "info"
     config_file: Path | None = None
     database_url: str | None = Field(
@@ -197,6 +205,10 @@ class Settings(BaseSettings):
     )
     metrics_token: SecretStr | None = Field(
         default=None, description="when set, /metrics needs 'Authorization: Bearer <token>'"
+    )
+    loops: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="[[loops]]: retraining loops, checked and read by openclone.loop (LoopConfig)",
     )
 
     @classmethod

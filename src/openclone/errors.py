@@ -10,6 +10,7 @@
         ├── PermissionDenied         403
         ├── ModelNotFound            404 code=model_not_found
         ├── RateLimited              429 (queue full)
+        │   └── RateLimitExceeded        429 a tenant's or key's limit or quota, with headers
         └── EngineError              502/503: the engine or upstream failed
             └── ReplicaUnavailable       no healthy replica could serve the request
 
@@ -31,6 +32,7 @@ __all__ = [
     "ModelNotFound",
     "OpenCloneError",
     "PermissionDenied",
+    "RateLimitExceeded",
     "RateLimited",
     "ReplicaUnavailable",
     "UnsupportedParameter",
@@ -101,6 +103,27 @@ class RateLimited(APIError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "server_busy"
+
+
+class RateLimitExceeded(RateLimited):
+    """A tenant's or a key's limit or quota: ``error_type`` says which kind (``requests``,
+    ``tokens``, ``insufficient_quota``, as OpenAI names them); ``headers`` (``Retry-After``,
+    ``x-ratelimit-*``) go on the 429."""
+
+    default_code = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: str,
+        headers: dict[str, str],
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.error_type = error_type
+        self.headers = headers
 
 
 class EngineError(APIError):

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Column, Table
 
 from openclone.cli.common import FAILED, USAGE, ConfigOpt, console, err, fail, opened_store
+
+if TYPE_CHECKING:
+    from openclone.store.ratelimits import Limits
 
 __all__ = [
     "audit_app",
@@ -25,9 +28,9 @@ __all__ = [
     "tenants_app",
 ]
 
-keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: create, list, revoke, rate limits.", no_args_is_help=True)
 tenants_app = typer.Typer(
-    help="Tenants: consent default, redaction, retention.", no_args_is_help=True
+    help="Tenants: consent default, redaction, retention, rate limits.", no_args_is_help=True
 )
 captures_app = typer.Typer(help="Captured completions: list, export.", no_args_is_help=True)
 retention_app = typer.Typer(
@@ -50,6 +53,29 @@ def _date(value: str | None, flag: str) -> float | None:
             f"expected a date like 2026-01-31 (or 2026-01-31T08:00), got {value!r}",
             param_hint=flag,
         ) from None
+
+
+# Rate limits, the same flags on `tenants set` and `keys set`; 0 removes a limit.
+RpmOpt = Annotated[int | None, typer.Option(min=0, help="requests per minute (0: no limit)")]
+TpmOpt = Annotated[int | None, typer.Option(min=0, help="tokens per minute (0: no limit)")]
+StreamsOpt = Annotated[
+    int | None, typer.Option(min=0, help="concurrent streams per gateway (0: no limit)")
+]
+MonthlyOpt = Annotated[
+    int | None, typer.Option(min=0, help="tokens per calendar month, UTC (0: no limit)")
+]
+
+
+def _limit_values(
+    rpm: int | None, tpm: int | None, max_streams: int | None, monthly_tokens: int | None
+) -> dict[str, int | None]:
+    given = {"rpm": rpm, "tpm": tpm, "max_streams": max_streams, "monthly_tokens": monthly_tokens}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _show_limits(limits: Limits) -> str:
+    shown = [f"{k.replace('_', ' ')} {v}" for k, v in limits.as_dict().items() if v is not None]
+    return ", ".join(shown) or "none"
 
 
 def _choice(value: str | None, allowed: tuple[str, ...], flag: str) -> str | None:
@@ -122,22 +148,83 @@ def tenants_set(
         int | None, typer.Option(help="erase captures older than this many days")
     ] = None,
     no_retention: Annotated[bool, typer.Option("--no-retention", help="keep forever")] = False,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_streams: StreamsOpt = None,
+    monthly_tokens: MonthlyOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Set a tenant's consent default, redaction and retention (audited)."""
+    """Set a tenant's consent default, redaction, retention and rate limits (audited);
+    running gateways apply new limits within about a second."""
     from openclone.store.accounts import REDACT_MODES, set_tenant_policy
+    from openclone.store.ratelimits import get_limits, set_limits
 
     _choice(consent, ("on", "off"), "--consent")
     _choice(redact, REDACT_MODES, "--redact")
+    values = _limit_values(rpm, tpm, max_streams, monthly_tokens)
+    policy = consent is not None or redact is not None or retention_days is not None
     with opened_store(config) as store:
-        t = set_tenant_policy(
-            store, tenant, actor="cli", consent=None if consent is None else consent == "on",
-            redact=redact, retention_days=retention_days, clear_retention=no_retention,
-        )  # fmt: skip
+        if values:
+            set_limits(store, tenant=tenant, values=values, actor="cli")
+        if policy or no_retention or not values:
+            set_tenant_policy(
+                store, tenant, actor="cli", consent=None if consent is None else consent == "on",
+                redact=redact, retention_days=retention_days, clear_retention=no_retention,
+            )  # fmt: skip
+        limits = get_limits(store, tenant=tenant)
+    _print_tenant(tenant, config, limits)
+
+
+def _print_tenant(tenant: str, config: Path | None, limits: Limits) -> None:
+    from openclone.store.accounts import get_tenant
+
+    with opened_store(config) as store:
+        t = get_tenant(store, tenant)
     console.print(
         f"{t.name}: consent {'on' if t.consent_default else 'off'}, redact {t.redact_mode}, "
         f"retention {f'{t.retention_days} days' if t.retention_days else 'none'}"
     )
+    console.print(f"limits: {_show_limits(limits)}", soft_wrap=True)
+
+
+@tenants_app.command("show")
+def tenants_show(
+    tenant: Annotated[str, typer.Argument(help="tenant name")],
+    config: ConfigOpt = None,
+) -> None:
+    """A tenant's policy, rate limits and the tokens it used this month (as synced by the
+    gateways, about once a second)."""
+    import time
+
+    from openclone.store.ratelimits import get_limits, month_of, month_usage
+
+    with opened_store(config) as store:
+        limits = get_limits(store, tenant=tenant)
+        used = month_usage(store, tenant, month_of(time.time()))
+    _print_tenant(tenant, config, limits)
+    quota = f" of {limits.monthly_tokens}" if limits.monthly_tokens is not None else ""
+    console.print(f"tokens used this month: {used}{quota}")
+
+
+@keys_app.command("set")
+def keys_set(
+    key: Annotated[str, typer.Argument(help="key id or the prefix shown in `keys list`")],
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_streams: StreamsOpt = None,
+    monthly_tokens: MonthlyOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Set a key's own rate limits (audited); its tenant's limits bind it as well."""
+    from openclone.store.ratelimits import get_limits, set_limits
+
+    values = _limit_values(rpm, tpm, max_streams, monthly_tokens)
+    with opened_store(config) as store:
+        if values:
+            limits = set_limits(store, key=key, values=values, actor="cli")
+        else:
+            limits = get_limits(store, key=key)
+    console.print(f"key {key}: limits: {_show_limits(limits)}", soft_wrap=True)
 
 
 @tenants_app.command("list")
@@ -185,7 +272,8 @@ def erase_command(
                   "(see the log); deleted bytes may linger until it is")  # fmt: skip
     if result.exports:
         console.print(
-            f"rewrote the {len(result.exports)} export(s) that held it: {', '.join(result.exports)}"
+            f"rewrote the {len(result.exports)} export(s) and distilled dataset(s) that held "
+            f"it: {', '.join(result.exports)}"
             "; `openclone audit erasures` lists them and the models trained on them"
         )
 
@@ -275,14 +363,22 @@ def audit_erasures(
     since: Annotated[str | None, typer.Option(help="from this date (ISO)")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Erasures, the exports that held erased data, and the models trained on those."""
-    from openclone.store.lineage import affected_exports, affected_models, erasures_since
+    """Erasures, the exports and distilled datasets that held erased data, and the models
+    and training runs trained on those."""
+    from openclone.config import load_settings
+    from openclone.store.lineage import (
+        affected_exports,
+        affected_models,
+        affected_runs,
+        erasures_since,
+    )
 
     start = _date(since, "--since")
     with opened_store(config) as store:
         records = erasures_since(store, start)
         exports = affected_exports(store, start)
         models = affected_models(store, start)
+        runs = affected_runs(store, start, load_settings(config).home)
     table = Table("time", "actor", "kind", "target", "erased", "exports")
     for e in records:
         erased = ", ".join(f"{v} {k}" for k, v in e.counts.items() if v)
@@ -290,7 +386,12 @@ def audit_erasures(
     console.print(table if records else "no erasures")
     for x in exports:
         state = "rewritten" if x.on_disk else "not on disk: find and delete its copies"
-        console.print(f"export {x.id} {x.path} ({state}); held sha256 {', '.join(x.held)}",
-                      highlight=False)  # fmt: skip
+        what = "distilled dataset" if x.kind == "distill" else "export"
+        console.print(f"{what} {x.id} {x.path} ({state}); held sha256 {', '.join(x.held)}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
     for m in models:
         console.print(f"model {m.name}@{m.version} was trained on {m.dataset_sha256}: retrain it")
+    for r in runs:
+        console.print(f"trained run {r.name} ({r.served_as}) was trained on {r.dataset} "
+                      f"(sha256 {r.dataset_sha256}): retrain it", highlight=False,
+                      soft_wrap=True)  # fmt: skip

@@ -15,6 +15,7 @@ from openclone.config import Settings
 from openclone.gateway import (
     errors,
     routes_embeddings,
+    routes_limits,
     routes_openai,
     routes_responses,
     routes_system,
@@ -48,12 +49,17 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
             store.close()
             raise
         metrics = Metrics(router, writer)
-        app.state.gateway = Gateway(
+        gw = app.state.gateway = Gateway(
             settings=settings, router=router, metrics=metrics, capture=sink, store=store
         )
+        await gw.limiter.sync(store)  # limits bind from the first request
+        stop = asyncio.Event()
+        syncing = asyncio.create_task(gw.limiter.run(store, settings.rate_limit_sync, stop))
         try:
             yield
         finally:
+            stop.set()
+            await syncing  # its last sync sends what this gateway counted
             await router.close()
             if writer is not None:
                 await asyncio.to_thread(writer.close)  # a clean shutdown loses no capture
@@ -71,6 +77,7 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
     app.include_router(routes_responses.router)
     app.include_router(routes_embeddings.router)
     app.include_router(routes_system.router)
+    app.include_router(routes_limits.router)
     app.include_router(routes_ui.api)
     app.include_router(routes_ui.page)
     app.mount("/static", StaticFiles(directory=routes_ui.STATIC), name="static")

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from openclone.errors import APIError, EngineError, InvalidRequestError
+from openclone.errors import APIError, EngineError, InvalidRequestError, RateLimitExceeded
 
 log = logging.getLogger("openclone.gateway")
 
@@ -20,6 +20,8 @@ def error_response(exc: APIError) -> JSONResponse:
     headers = None
     if isinstance(exc, EngineError) and exc.retry_after is not None:
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    elif isinstance(exc, RateLimitExceeded):
+        headers = exc.headers
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
 

@@ -34,7 +34,11 @@ from openclone.store.responses import ResponseRecord, get_response, save_respons
 __all__ = ["create_response"]
 
 log = logging.getLogger("openclone.gateway")
-_PASS_HEADERS = ("x-openclone-capture-id",)
+_PASS_HEADERS = (
+    "x-openclone-capture-id",
+    *(f"x-ratelimit-{what}-{kind}" for what in ("limit", "remaining", "reset")
+      for kind in ("requests", "tokens")),
+)  # fmt: skip
 
 
 async def create_response(gw: Gateway, request: Request, req: wire.ResponseRequest) -> Response:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
-from openclone.gateway.auth import caller
+from openclone.gateway.auth import CallerDep, caller
 from openclone.gateway.embeddings_serving import embed
 from openclone.gateway.state import GatewayDep
 from openclone.schema import EmbeddingList, EmbeddingRequest
@@ -13,5 +13,7 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(caller)])
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingRequest, gw: GatewayDep) -> EmbeddingList:
-    return await embed(gw, body)
+async def embeddings(
+    body: EmbeddingRequest, who: CallerDep, response: Response, gw: GatewayDep
+) -> EmbeddingList:
+    return await embed(gw, body, who, response)

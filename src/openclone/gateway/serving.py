@@ -16,6 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from openclone.errors import APIError, EngineError
 from openclone.gateway import limits
 from openclone.gateway.capture import StreamAssembler, new_capture_id, submit_safely
+from openclone.gateway.ratelimit import Ticket
 from openclone.gateway.state import Gateway
 from openclone.routing.router import Replica
 from openclone.schema import (
@@ -94,7 +95,8 @@ async def serve(
     endpoint = "chat" if isinstance(req, ChatCompletionRequest) else "completions"
     t0 = time.perf_counter()
     limits.check_request(req, gw.settings)
-    req.scope_cache(getattr(getattr(request.state, "caller", None), "tenant", None))
+    who = getattr(request.state, "caller", None)
+    req.scope_cache(getattr(who, "tenant", None))
     shown, target = gw.router.pin(req.model)
     if target != req.model:
         # The engine sees the model that serves the version; the client and the capture
@@ -104,6 +106,10 @@ async def serve(
     capture_id = new_capture_id()
     # The id lets a client attach feedback to what was captured.
     headers = {"X-OpenClone-Capture-Id": capture_id} if gw.capture is not None else {}
+    # After every 400 (a refused request is not charged), before any engine work.
+    ticket = gw.limiter.admit(who, req, stream=req.stream)
+    if ticket is not None:
+        headers.update(ticket.headers)
     if not req.stream:
         call: Awaitable[tuple[ChatCompletion | Completion, Replica]]
         if isinstance(req, ChatCompletionRequest):
@@ -115,11 +121,17 @@ async def serve(
         try:
             result, replica = await _unless_disconnected(request, call)
         except ClientGone:
+            _settle(ticket, None)  # the engine worked until the client left: keep the estimate
             m.disconnects.labels(m.model_label(req.model)).inc()
             return Response(status_code=499)
         except APIError as exc:
+            _settle(ticket, 0)  # nothing was generated for the client
             m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
             raise
+        except BaseException:
+            _settle(ticket, 0)
+            raise
+        _settle(ticket, result.usage.total_tokens if result.usage is not None else None)
         elapsed = time.perf_counter() - t0
         label = m.model_label(req.model)
         m.requests.labels(endpoint, label, "200").inc()
@@ -157,15 +169,20 @@ async def serve(
             it, replica = await gw.router.stream(
                 req.model, lambda e: e.stream_complete(text_stream)
             )
-    except APIError as exc:
-        m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
+    except BaseException as exc:
+        _settle(ticket, 0)
+        if isinstance(exc, APIError):
+            m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
         raise
     exchange = None
     if gw.capture is not None:
         exchange = _exchange(gw, request, req, endpoint, capture_id)
         exchange.replica, exchange.model = replica.id, shown
+    events = _sse(gw, endpoint, req.model, it, wants_usage, t0, exchange, shown, ticket)
+    if ticket is not None:
+        ticket.guard(events)  # a client gone before the body starts never runs its finally
     return StreamingResponse(
-        _sse(gw, endpoint, req.model, it, wants_usage, t0, exchange, shown),
+        events,
         media_type="text/event-stream",
         headers={**_SSE_HEADERS, **headers},
     )
@@ -180,18 +197,21 @@ async def _sse(
     t0: float,
     exchange: Exchange | None,
     shown: str,
+    ticket: Ticket | None = None,
 ) -> AsyncIterator[bytes]:
     renamed = shown != model
     m = gw.metrics
     label = m.model_label(model)  # the stream opened, so the router serves it
     status, first = "200", True
     assembler = StreamAssembler() if exchange is not None else None
+    used: int | None = None  # the engine's usage, sent at the end: settles the estimate
     try:
         async for chunk in it:
             if assembler is not None:
                 assembler.add(chunk)
             usage: Usage | None = getattr(chunk, "usage", None)
             if usage is not None:
+                used = usage.total_tokens
                 _count_usage(gw, label, usage)
                 if not getattr(chunk, "choices", None) and not wants_usage:
                     continue
@@ -216,6 +236,7 @@ async def _sse(
         err = EngineError(f"the stream failed: {type(exc).__name__}")
         yield b"data: " + json.dumps(err.to_dict()).encode() + b"\n\n"
     finally:
+        _settle(ticket, used)
         await it.aclose()
         elapsed = time.perf_counter() - t0
         m.requests.labels(endpoint, label, status).inc()
@@ -229,6 +250,11 @@ async def _sse(
                 else assembler.completion_body(shown)
             )
             submit_safely(gw.capture, exchange)
+
+
+def _settle(ticket: Ticket | None, used: int | None) -> None:
+    if ticket is not None:
+        ticket.settle(used)
 
 
 def _count_usage(gw: Gateway, label: str, usage: Usage) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from openclone.config import Settings
 from openclone.gateway.capture import CaptureSink
 from openclone.gateway.metrics import Metrics
+from openclone.gateway.ratelimit import Limiter
 from openclone.routing.router import Router
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class Gateway:
     keys_exist: bool = False  # auth "auto": a key was ever created, so keys are required
     keys_checked: float = 0.0  # monotonic time until which keys_exist is trusted
     keys_seen: object = None  # the store's keys_version() when keys_exist was last read
+    limiter: Limiter = field(default_factory=Limiter)  # tenants' and keys' rate limits
 
 
 # async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop per request.

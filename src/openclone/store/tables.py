@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -237,6 +237,55 @@ class Decision(Base):
     created: Mapped[float] = mapped_column(Float, default=now)
 
 
+class LoopRun(Base):
+    """One run of a retraining loop (``[[loops]]``): where it stands and what it decided."""
+
+    __tablename__ = "loop_runs"
+    __table_args__ = (Index("ix_loop_runs_loop_number", "loop", "number", unique=True),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    loop: Mapped[str] = mapped_column(String(64))
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, … per loop
+    status: Mapped[str] = mapped_column(String(16))  # running|paused|failed|cancelled|finished
+    action: Mapped[str | None] = mapped_column(String(16), nullable=True)  # promote|reject|skip
+    reason: Mapped[str] = mapped_column(Text, default="")
+    candidate: Mapped[str | None] = mapped_column(String(256), nullable=True)  # NAME@VERSION
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # as it first ran
+    # The process running it, so a second runner can tell a live run from a crashed one.
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    host: Mapped[str] = mapped_column(String(256), default="")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+    finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class LoopStep(Base):
+    """One recorded step of a loop run; a ``done`` step is never run again."""
+
+    __tablename__ = "loop_steps"
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("loop_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # running|done|failed|skipped
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what later steps read
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started: Mapped[float] = mapped_column(Float, default=now)
+    finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class LoopState(Base):
+    """A loop's switches that outlive its runs (paused or not)."""
+
+    __tablename__ = "loop_states"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    actor: Mapped[str] = mapped_column(String(256), default="")
+    updated: Mapped[float] = mapped_column(Float, default=now)
+
+
 class StoredResponse(Base):
     """A Responses API answer kept (``store: true``) for GET and ``previous_response_id``;
     it goes with its tenant or its person when they are erased."""
@@ -256,3 +305,35 @@ class StoredResponse(Base):
     # (instructions are not carried over, as OpenAI does not carry them).
     messages: Mapped[list[Any]] = mapped_column(JSON)
     created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class RateLimit(Base):
+    """A tenant's or a key's rate limits and quota; a column left NULL is no limit.
+
+    ``subject`` names what the limits bind (``t:<tenant id>`` or ``k:<key id>``), so one
+    row per subject is a primary key, not a unique index over a nullable column."""
+
+    __tablename__ = "rate_limits"
+    subject: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=True
+    )
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_streams: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated: Mapped[float] = mapped_column(Float, default=now)
+
+
+class RateUsage(Base):
+    """What a subject used in one window (``m``: a UTC minute, ``M``: a UTC month), summed
+    over every gateway: each adds its own counts with ``SET requests = requests + n``."""
+
+    __tablename__ = "rate_usage"
+    subject: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period: Mapped[str] = mapped_column(String(1), primary_key=True)
+    start: Mapped[int] = mapped_column(Integer, primary_key=True)  # minute or month number
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
