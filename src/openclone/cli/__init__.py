@@ -2,7 +2,7 @@
 
 This module only assembles the app. Each command group lives in the module named for it
 (``serve``, ``data``, ``distill``, ``train``, ``jobs``, ``store``, ``registry``, ``eval``,
-``watch``); what they share (options, consoles, exit codes, ``fail``) is in
+``watch``, ``loop``); what they share (options, consoles, exit codes, ``fail``) is in
 :mod:`openclone.cli.common`. The libraries behind the commands load on use, so
 ``openclone --help`` stays quick.
 """
@@ -16,6 +16,7 @@ from openclone.cli.data import data_app
 from openclone.cli.distill import distill_command
 from openclone.cli.eval import arena_app, eval_command
 from openclone.cli.jobs import jobs_app
+from openclone.cli.loop import loop_app
 from openclone.cli.registry import promote_command, registry_app, rollback_command
 from openclone.cli.serve import chat_command, models_command, serve_command
 from openclone.cli.train import export_command, train_command
@@ -46,6 +47,7 @@ app.command("rollback")(rollback_command)
 app.command("eval")(eval_command)
 app.add_typer(arena_app, name="arena")
 app.command("watch")(watch_command)
+app.add_typer(loop_app, name="loop")
 
 
 def main() -> None:  # pragma: no cover - console entry for python -m

@@ -1,0 +1,233 @@
+"""``openclone loop``: run, schedule, watch and steer the retraining loops of openclone.toml."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from openclone.cli.common import (
+    FAILED,
+    INTERRUPTED,
+    USAGE,
+    ConfigOpt,
+    console,
+    err,
+    exit_on_error,
+    read_settings,
+)
+
+if TYPE_CHECKING:  # the library loads on use, so `openclone --help` stays quick
+    from openclone.config import Settings
+    from openclone.loop import LoopConfig
+    from openclone.loop.state import RunInfo
+    from openclone.store import Store
+
+__all__ = ["loop_app"]
+
+loop_app = typer.Typer(
+    help="Retraining loops ([[loops]] in openclone.toml): run, schedule, history.",
+    no_args_is_help=True,
+)
+NameArg = Annotated[str, typer.Argument(help="the loop's name in [[loops]]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON for scripts")]
+
+
+def _loop(config: Path | None, name: str) -> tuple[Settings, LoopConfig]:
+    from openclone.loop import get_loop
+
+    settings = read_settings(config)
+    with exit_on_error(USAGE):
+        return settings, get_loop(settings, name)
+
+
+def _say(message: str) -> None:
+    err.print(f"[dim]loop:[/dim] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+def _show(run: RunInfo) -> None:
+    table = Table(
+        "step", "state", "counts", "seconds", "cost", title=f"{run.loop} run {run.number}"
+    )
+    for step in run.steps:
+        info = step.to_dict()
+        counts = ", ".join(f"{k} {v}" for k, v in step.counts.items() if v) or "-"
+        seconds = "-" if info["seconds"] is None else f"{info['seconds']:.1f}"
+        table.add_row(step.name, step.state, counts, seconds, f"${step.cost_usd:.4f}")
+    console.print(table)
+    console.print(f"status: {run.status}  ·  decision: {escape(run.decision or '-')}")
+
+
+@loop_app.command("run")
+def run_command(name: NameArg, config: ConfigOpt = None) -> None:
+    """Run the loop once now, or continue its unfinished run where it stopped."""
+    from openclone.loop import LoopRunner
+
+    settings, loop = _loop(config, name)
+    try:
+        with exit_on_error(FAILED):
+            run = LoopRunner(loop, settings, _say).run()
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted.[/yellow] `openclone loop run {name}` continues the run.")
+        raise typer.Exit(INTERRUPTED) from None
+    _show(run)
+
+
+@loop_app.command("start")
+def start_command(
+    poll: Annotated[
+        float, typer.Option(min=1.0, help="seconds between looks for due loops")
+    ] = 60.0,
+    once: Annotated[bool, typer.Option("--once", help="run what is due now, then exit")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Keep every loop on its cadence (`every`), until Ctrl-C."""
+    from openclone.loop.schedule import serve
+
+    settings = read_settings(config)
+    try:
+        with exit_on_error(USAGE):
+            started = serve(settings, _say, poll=poll, once=once)
+    except KeyboardInterrupt:
+        err.print("[yellow]stopped.[/yellow] An unfinished run continues on the next start.")
+        raise typer.Exit(INTERRUPTED) from None
+    if once:
+        err.print(f"{started} run(s) started")
+
+
+def _when(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+
+
+def _status(store: Store, loop: LoopConfig) -> dict[str, Any]:
+    from openclone.errors import ModelNotFound
+    from openclone.loop.schedule import next_due
+    from openclone.loop.state import is_paused, list_runs
+    from openclone.registry.versions import get_version
+
+    try:
+        champion: str | None = get_version(store, loop.model).pinned
+    except ModelNotFound:
+        champion = None
+    runs = list_runs(store, loop.name, limit=1)
+    paused = is_paused(store, loop.name)
+    return {
+        "name": loop.name,
+        "model": loop.model,
+        "tenant": loop.tenant,
+        "teacher": loop.teacher,
+        "every": loop.every,
+        "paused": paused,
+        "champion": champion,
+        "next_due": None if paused else _when(max(next_due(store, loop), 0.0) or None),
+        "last_run": runs[0].to_dict() if runs else None,
+    }
+
+
+@loop_app.command("status")
+def status_command(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Every loop: paused or not, its champion, its last run and when it runs next."""
+    from openclone.loop import load_loops
+    from openclone.store import open_store
+
+    settings = read_settings(config)
+    with exit_on_error(USAGE):
+        loops = load_loops(settings)
+        store = open_store(settings)
+    try:
+        rows = [_status(store, loop) for loop in loops]
+    finally:
+        store.close()
+    if json_out:
+        print(json.dumps({"loops": rows}, indent=2))
+        return
+    table = Table("loop", "model", "champion", "state", "last run", "decision", "next")
+    for row in rows:
+        last = row["last_run"] or {}
+        run = f"{last['number']}: {last['status']}" if last else "-"
+        state = "paused" if row["paused"] else "active"
+        table.add_row(row["name"], row["model"], row["champion"] or "-", state, run,
+                      escape(last.get("decision") or "-"), row["next_due"] or "now")  # fmt: skip
+    console.print(table)
+    if not rows:
+        err.print("no loops: add [[loops]] to openclone.toml")
+
+
+@loop_app.command("history")
+def history_command(
+    name: NameArg,
+    limit: Annotated[int, typer.Option(min=1, help="newest N runs")] = 20,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The loop's runs, newest first: each step's state, counts, time and cost, the decision."""
+    from openclone.loop.state import list_runs
+    from openclone.store import open_store
+
+    settings, loop = _loop(config, name)
+    with exit_on_error(USAGE):
+        store = open_store(settings)
+    try:
+        runs = list_runs(store, loop.name, limit)
+    finally:
+        store.close()
+    if json_out:
+        print(json.dumps({"loop": loop.name, "runs": [r.to_dict() for r in runs]}, indent=2))
+        return
+    for run in runs:
+        _show(run)
+    if not runs:
+        err.print(f"loop {name!r} has not run yet: `openclone loop run {name}`")
+
+
+def _switch(name: str, config: Path | None, paused: bool) -> None:
+    from openclone.loop.state import set_paused
+    from openclone.store import open_store
+
+    settings, loop = _loop(config, name)
+    with exit_on_error(USAGE):
+        store = open_store(settings)
+    try:
+        set_paused(store, loop.name, paused)
+    finally:
+        store.close()
+
+
+@loop_app.command("pause")
+def pause_command(name: NameArg, config: ConfigOpt = None) -> None:
+    """Start no new run; a running one stops after its current step."""
+    _switch(name, config, True)
+    console.print(f"loop {name} paused; `openclone loop resume {name}` to continue")
+
+
+@loop_app.command("resume")
+def resume_command(name: NameArg, config: ConfigOpt = None) -> None:
+    """Undo pause: the next `loop run` or scheduler turn continues where it stopped."""
+    _switch(name, config, False)
+    console.print(f"loop {name} resumed")
+
+
+@loop_app.command("cancel")
+def cancel_command(name: NameArg, config: ConfigOpt = None) -> None:
+    """Cancel the loop's unfinished run for good (a live one stops after its current step)."""
+    from openclone.loop.state import request_cancel
+    from openclone.store import open_store
+
+    settings, loop = _loop(config, name)
+    with exit_on_error(USAGE):
+        store = open_store(settings)
+    try:
+        run = request_cancel(store, loop.name)
+    finally:
+        store.close()
+    if run is None:
+        err.print(f"loop {name} has no unfinished run")
+        return
+    console.print(f"cancelled run {run.number} of loop {name}")

@@ -1,0 +1,192 @@
+"""``LoopConfig``: one ``[[loops]]`` entry of openclone.toml, documented and checked here.
+
+The smallest useful loop names what to keep promoted, whose traffic to learn from, the
+teacher and the budget::
+
+    [[loops]]
+    name = "support"
+    model = "support"
+    tenant = "acme"
+    teacher = "smollm2-135m-instruct"
+    student_base = "smollm2-135m-instruct"
+    judge = "smollm2-135m-instruct"
+    every = "1d"
+    [loops.budget]
+    examples = 8
+    train_steps = 20
+    eval_prompts = 6
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from openclone.config import BUNDLED_MODEL_NAME, Settings
+from openclone.errors import ConfigError, OpenCloneError
+
+__all__ = ["LoopBudget", "LoopConfig", "LoopError", "get_loop", "load_loops", "parse_every"]
+
+# A loop's name becomes part of a training run's name, which allows no dots.
+_LOOP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a registry name
+_EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class LoopError(OpenCloneError):
+    """A loop that cannot run now (unknown, paused, already running); the message says why."""
+
+
+def parse_every(text: str) -> float:
+    """Seconds in a cadence such as ``"1d"``, ``"12h"``, ``"30m"``, ``"1w"``."""
+    match = _EVERY.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ConfigError(f'every: expected a period such as "1d", "12h" or "30m", not {text!r}')
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _known(cls: type, data: dict[str, Any], where: str) -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        )
+
+
+@dataclass(frozen=True)
+class LoopBudget:
+    """What one run may spend."""
+
+    examples: int = 200
+    """Rows the teacher writes (answers to fresh captured prompts)."""
+    train_steps: int = 200
+    """Optimizer steps of the candidate's LoRA training."""
+    eval_prompts: int = 50
+    """Prompts judged: a held-out slice of fresh captures (up to half) plus the fixed set."""
+
+    def __post_init__(self) -> None:
+        for name in ("examples", "train_steps", "eval_prompts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"budget.{name}: an integer of at least 1, not {value!r}")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """One retraining loop: capture → curate → distill → train → evaluate → decide → report."""
+
+    name: str
+    """The loop's name, as in ``openclone loop run NAME``."""
+    model: str
+    """The registry name the loop keeps promoted; each run adds a candidate version of it."""
+    tenant: str
+    """Whose consented captures it learns from."""
+    teacher: str
+    """Catalog model that writes the new answers (and the parity target of the evaluation)."""
+    student_base: str = BUNDLED_MODEL_NAME
+    """Catalog model (with a ``model_path``) or a path: the base the candidate's LoRA is for."""
+    judge: str | None = None
+    """Catalog model that compares answers; default: the teacher."""
+    every: str = "1d"
+    """Cadence of ``openclone loop start``: a run starts this long after the last one did."""
+    budget: LoopBudget = field(default_factory=LoopBudget)
+    capture_model: str | None = None
+    """Only captures answered by this model name; default: all of the tenant's."""
+    min_captures: int = 10
+    """Fewer new consented captures (after dedupe) than this: the run ends as "not enough data"."""
+    min_chars: int = 0
+    """Skip captured conversations shorter than this."""
+    dedupe_threshold: float = 0.7
+    """Drop a prompt whose ROUGE-L F with a kept one is above this (Alpaca's filter)."""
+    holdout: float = 0.2
+    """Share of fresh captured prompts held out of training for the evaluation."""
+    eval_set: str = "general"
+    """The fixed part of the eval set: a bundled set's name or an eval file."""
+    teacher_margin: float = 0.05
+    """The gate's parity target: a win rate against the teacher of at least (1 - this) x 50%."""
+    judge_json: bool = True
+    """Have the judge's engine enforce the verdict's JSON form, so no verdict is lost."""
+    answer_max_tokens: int = 512
+    """Token limit of a teacher answer."""
+    eval_max_tokens: int = 256
+    """Token limit of an answer, and of a verdict, during the evaluation."""
+    concurrency: int = 4
+    """Requests in flight to the teacher, and during the evaluation."""
+    cost_per_hour: float = 0.0
+    """$ per hour of the training machine, for the run's cost."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (bool(_LOOP_NAME.match(self.name)), "name: letters, digits, _ and - (at most 40)"),
+            (
+                bool(_MODEL_NAME.match(self.model)),
+                "model: a registry name (letters, digits, . _ -)",
+            ),
+            (bool(self.tenant), "tenant: whose captures to learn from"),
+            (bool(self.teacher), "teacher: a catalog model"),
+            (bool(self.student_base), "student_base: a catalog model or a path"),
+            (self.min_captures >= 1, "min_captures: at least 1"),
+            (self.min_chars >= 0, "min_chars: 0 or more"),
+            (0 <= self.dedupe_threshold <= 1, "dedupe_threshold: between 0 and 1"),
+            (0 <= self.holdout < 1, "holdout: in [0, 1)"),
+            (0 <= self.teacher_margin < 1, "teacher_margin: in [0, 1)"),
+            (self.answer_max_tokens >= 1, "answer_max_tokens: at least 1"),
+            (self.eval_max_tokens >= 1, "eval_max_tokens: at least 1"),
+            (self.concurrency >= 1, "concurrency: at least 1"),
+            (self.cost_per_hour >= 0, "cost_per_hour: 0 or more"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ConfigError(f"[[loops]] {self.name!r}:\n  " + "\n  ".join(problems))
+        parse_every(self.every)
+
+    @property
+    def every_seconds(self) -> float:
+        return parse_every(self.every)
+
+    @property
+    def judge_model(self) -> str:
+        return self.judge or self.teacher
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoopConfig:
+        """From one ``[[loops]]`` table; unknown keys are an error, not ignored."""
+        where = f"[[loops]] {data.get('name', '?')!r}"
+        _known(cls, data, where)
+        missing = [k for k in ("name", "model", "tenant", "teacher") if k not in data]
+        if missing:
+            raise ConfigError(f"{where}: missing {', '.join(missing)}")
+        values = dict(data)
+        budget = values.pop("budget", {})
+        if not isinstance(budget, dict):
+            raise ConfigError(f"{where}: budget must be a table ([loops.budget])")
+        _known(LoopBudget, budget, f"{where} budget")
+        try:
+            return cls(**values, budget=LoopBudget(**budget))
+        except TypeError as exc:  # a value of the wrong type reached a comparison
+            raise ConfigError(f"{where}: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_loops(settings: Settings) -> list[LoopConfig]:
+    """Every ``[[loops]]`` of the settings, checked; names must be unique."""
+    loops = [LoopConfig.from_dict(dict(entry)) for entry in settings.loops]
+    names = [loop.name for loop in loops]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"[[loops]] names must be unique; repeated: {', '.join(dupes)}")
+    return loops
+
+
+def get_loop(settings: Settings, name: str) -> LoopConfig:
+    for loop in load_loops(settings):
+        if loop.name == name:
+            return loop
+    known = ", ".join(loop.name for loop in load_loops(settings)) or "none; add [[loops]]"
+    raise ConfigError(f"no loop named {name!r} in the settings (loops: {known})")

@@ -1,0 +1,126 @@
+"""``LoopRunner(config, settings).run()``: one run of a loop, step by recorded step.
+
+The steps are a plain ordered table. Before each step the runner records it as running,
+after it what it produced (counts, outputs, cost); a step recorded ``done`` is never run
+again, so a run stopped anywhere (a crash, Ctrl-C, ``loop pause``, a failure) continues
+at the step it stopped in, and a teacher paid once is not paid twice. A step may end the
+run early with a decision ("not enough data"): the steps after it are recorded as
+skipped, and the report is still written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from openclone.config import Settings
+from openclone.loop import build, gather, judge
+from openclone.loop.config import LoopConfig, LoopError
+from openclone.loop.context import Step, StepContext
+from openclone.loop.report import report
+from openclone.loop.state import (
+    RunInfo,
+    claim_run,
+    end_run,
+    get_run,
+    is_paused,
+    note,
+    record_step,
+    start_step,
+)
+from openclone.store import Store, open_store
+
+__all__ = ["STEPS", "LoopRunner", "LoopStepFailed", "run_dir"]
+
+STEPS: list[tuple[str, Step]] = [
+    ("collect", gather.collect),
+    ("curate", gather.curate),
+    ("distill", build.distill),
+    ("train", build.train),
+    ("evaluate", judge.evaluate),
+    ("decide", judge.decide),
+    ("report", report),
+]
+
+
+class LoopStepFailed(LoopError):
+    """A step raised; the run is recorded as failed at that step and continues from it."""
+
+
+def run_dir(settings: Settings, loop: str, number: int) -> Path:
+    """Where a run's files go: ``$OPENCLONE_HOME/loops/LOOP/run-N``."""
+    return settings.home / "loops" / loop / f"run-{number}"
+
+
+class LoopRunner:
+    """Runs (or continues) the loop's current run; ``say`` gets a line per event."""
+
+    def __init__(
+        self, config: LoopConfig, settings: Settings, say: Callable[[str], None] | None = None
+    ) -> None:
+        self.config, self.settings = config, settings
+        self.say = say or (lambda message: None)
+
+    def run(self) -> RunInfo:
+        store = open_store(self.settings)
+        try:
+            return self._run(store)
+        finally:
+            store.close()
+
+    def _run(self, store: Store) -> RunInfo:
+        run = claim_run(store, self.config)
+        done = [s.name for s in run.steps if s.state in ("done", "skipped")]
+        if done:
+            self.say(f"continuing run {run.number} after {', '.join(done)}")
+        directory = run_dir(self.settings, self.config.name, run.number)
+        directory.mkdir(parents=True, exist_ok=True)
+        ctx = StepContext(self.config, self.settings, store, run, directory, say=self.say)
+        ending = run.action == "skip"  # an earlier attempt already decided to stop early
+        for position, (name, step) in enumerate(STEPS):
+            recorded = run.step(name)
+            if recorded is not None and recorded.state in ("done", "skipped"):
+                ctx.outputs[name] = recorded.outputs
+                continue
+            if ending and name != "report":
+                record_step(store, run.id, name, "skipped", position=position)
+                continue
+            stopped = self._stopped(store, run.id)
+            if stopped is not None:
+                return stopped
+            start_step(store, run.id, name, position)
+            try:
+                result = step(ctx)
+            except BaseException as exc:
+                interrupted = not isinstance(exc, Exception)
+                message = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
+                record_step(store, run.id, name, "failed", error=message, position=position)
+                end_run(store, run.id, "failed", error=f"{name}: {message}")
+                if interrupted:
+                    raise
+                raise LoopStepFailed(
+                    f"run {run.number} of loop {self.config.name!r} failed at {name}: {message}; "
+                    f"`openclone loop run {self.config.name}` continues from there"
+                ) from exc
+            record_step(store, run.id, name, "done", counts=result.counts, outputs=result.outputs,
+                        cost_usd=result.cost_usd, position=position)  # fmt: skip
+            ctx.outputs[name] = result.outputs
+            decision = result.decision
+            if decision is not None or result.candidate is not None:
+                note(store, run.id, action=decision.action if decision else None,
+                     reason=decision.reason if decision else "", candidate=result.candidate)  # fmt: skip
+            if decision is not None:
+                self.say(f"decision: {decision.action}: {decision.reason}")
+                ending = ending or decision.action == "skip"
+        return end_run(store, run.id, "finished")
+
+    def _stopped(self, store: Store, run_id: str) -> RunInfo | None:
+        """The run as it stands when it was cancelled or its loop paused, else None."""
+        current = get_run(store, run_id)
+        if current.status == "cancelled":
+            self.say(f"run {current.number} was cancelled")
+            return current
+        if is_paused(store, self.config.name):
+            self.say(f"loop {self.config.name!r} is paused; run {current.number} stops here")
+            return end_run(store, run_id, "paused")
+        return None

@@ -1,0 +1,305 @@
+"""A loop's records in the store: its runs, their steps, its pause switch.
+
+A run is claimed by one process at a time: :func:`claim_run` continues the loop's
+unfinished run (crashed, failed or paused) or starts the next one, and refuses while
+another live process holds it. Steps are written as they start and end, so whatever
+stops a process, the store says which steps are done and what they produced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from openclone.loop.config import LoopConfig, LoopError
+from openclone.store.audit import audit
+from openclone.store.db import Store
+from openclone.store.tables import LoopRun, LoopState, LoopStep, now
+
+__all__ = [
+    "RunInfo",
+    "StepInfo",
+    "claim_run",
+    "end_run",
+    "get_run",
+    "is_paused",
+    "last_decided",
+    "list_runs",
+    "note",
+    "record_step",
+    "request_cancel",
+    "set_paused",
+    "start_step",
+]
+
+UNFINISHED = ("running", "paused", "failed")
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    name: str
+    state: str  # running|done|failed|skipped
+    counts: dict[str, Any]
+    outputs: dict[str, Any]
+    cost_usd: float
+    error: str | None
+    started: float
+    finished: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "counts": self.counts,
+            "cost_usd": round(self.cost_usd, 6),
+            "started": _iso(self.started),
+            "finished": _iso(self.finished),
+            "seconds": _seconds(self.started, self.finished),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: str
+    loop: str
+    number: int
+    status: str
+    action: str | None
+    reason: str
+    candidate: str | None
+    error: str | None
+    created: float
+    finished: float | None
+    steps: list[StepInfo] = field(default_factory=list)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(s.cost_usd for s in self.steps)
+
+    @property
+    def decision(self) -> str | None:
+        """What a person reads: ``promoted support@2``, ``skipped: not enough data (…)``."""
+        if self.action is None:
+            return None
+        verb = {"promote": "promoted", "reject": "rejected", "skip": "skipped"}[self.action]
+        return f"{verb}: {self.reason}" if self.reason else verb
+
+    def step(self, name: str) -> StepInfo | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "loop": self.loop,
+            "number": self.number,
+            "status": self.status,
+            "decision": self.decision,
+            "action": self.action,
+            "candidate": self.candidate,
+            "cost_usd": round(self.cost_usd, 6),
+            "created": _iso(self.created),
+            "finished": _iso(self.finished),
+            "seconds": _seconds(self.created, self.finished),
+            "error": self.error,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+
+
+def _seconds(start: float, end: float | None) -> float | None:
+    return None if end is None else round(end - start, 2)
+
+
+def _step(s: LoopStep) -> StepInfo:
+    return StepInfo(s.name, s.state, dict(s.counts), dict(s.outputs), s.cost_usd, s.error,
+                    s.started, s.finished)  # fmt: skip
+
+
+def _run(s: Any, r: LoopRun) -> RunInfo:
+    steps = s.scalars(select(LoopStep).where(LoopStep.run_id == r.id).order_by(LoopStep.position))
+    return RunInfo(r.id, r.loop, r.number, r.status, r.action, r.reason, r.candidate, r.error,
+                   r.created, r.finished, [_step(x) for x in steps])  # fmt: skip
+
+
+def _alive(r: LoopRun) -> bool:
+    """Whether another live process runs ``r`` (a dead one's run is ours to continue)."""
+    if r.pid is None or r.pid == os.getpid():
+        return False
+    if r.host != socket.gethostname():
+        return True  # another machine's process: it cannot be checked from here
+    try:
+        os.kill(r.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_run(store: Store, config: LoopConfig) -> RunInfo:
+    """The run this process now runs: the loop's unfinished one, else a new one."""
+    with store.session() as s:
+        state = s.get(LoopState, config.name)
+        if state is not None and state.paused:
+            raise LoopError(
+                f"loop {config.name!r} is paused; `openclone loop resume {config.name}` first"
+            )
+        last = s.scalar(
+            select(LoopRun).where(LoopRun.loop == config.name).order_by(LoopRun.number.desc())
+        )
+        if last is not None and last.status == "running" and _alive(last):
+            raise LoopError(
+                f"run {last.number} of loop {config.name!r} is running in process {last.pid} "
+                f"on {last.host}; `openclone loop cancel {config.name}` to stop it"
+            )
+        if last is not None and last.status in UNFINISHED:
+            run = last  # continue it: its finished steps stay finished
+        else:
+            run = LoopRun(
+                loop=config.name,
+                number=(last.number + 1) if last is not None else 1,
+                reason="",
+                config=config.to_dict(),
+                created=now(),
+            )
+            s.add(run)
+        run.status, run.error = "running", None
+        run.pid, run.host = os.getpid(), socket.gethostname()
+        s.flush()
+        return _run(s, run)
+
+
+def start_step(store: Store, run_id: str, name: str, position: int) -> None:
+    with store.session() as s:
+        step = s.get(LoopStep, (run_id, name))
+        if step is None:
+            step = LoopStep(run_id=run_id, name=name, position=position, counts={}, outputs={})
+            s.add(step)
+        step.state, step.error, step.started, step.finished = "running", None, now(), None
+
+
+def record_step(
+    store: Store,
+    run_id: str,
+    name: str,
+    state: str,
+    *,
+    counts: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
+    cost_usd: float = 0.0,
+    error: str | None = None,
+    position: int = 0,
+) -> None:
+    """A step's end: ``done`` (with what it produced), ``failed`` or ``skipped``."""
+    with store.session() as s:
+        step = s.get(LoopStep, (run_id, name))
+        if step is None:  # skipped steps never started
+            step = LoopStep(run_id=run_id, name=name, position=position, started=now())
+            s.add(step)
+        step.state, step.error, step.finished = state, error, now()
+        step.counts, step.outputs, step.cost_usd = counts or {}, outputs or {}, cost_usd
+
+
+def end_run(store: Store, run_id: str, status: str, *, error: str | None = None) -> RunInfo:
+    """Record how the run stands now; a run cancelled meanwhile stays cancelled."""
+    with store.session() as s:
+        run = s.get(LoopRun, run_id)
+        if run is None:
+            raise LoopError(f"no loop run {run_id!r}")
+        if run.status == "running":
+            run.status, run.error = status, error
+            if status in ("finished", "cancelled"):
+                run.finished = now()
+        s.flush()
+        return _run(s, run)
+
+
+def note(
+    store: Store,
+    run_id: str,
+    *,
+    action: str | None = None,
+    reason: str = "",
+    candidate: str | None = None,
+) -> None:
+    """Record the run's candidate or decision as soon as a step produces it."""
+    with store.session() as s:
+        run = s.get(LoopRun, run_id)
+        if run is None:
+            return
+        if action is not None:
+            run.action, run.reason = action, reason
+        if candidate is not None:
+            run.candidate = candidate
+
+
+def get_run(store: Store, run_id: str) -> RunInfo:
+    with store.session() as s:
+        run = s.get(LoopRun, run_id)
+        if run is None:
+            raise LoopError(f"no loop run {run_id!r}")
+        return _run(s, run)
+
+
+def list_runs(store: Store, loop: str, limit: int | None = None) -> list[RunInfo]:
+    """The loop's runs, newest first."""
+    with store.session() as s:
+        q = select(LoopRun).where(LoopRun.loop == loop).order_by(LoopRun.number.desc())
+        if limit is not None:
+            q = q.limit(limit)
+        return [_run(s, r) for r in s.scalars(q)]
+
+
+def is_paused(store: Store, loop: str) -> bool:
+    with store.session() as s:
+        state = s.get(LoopState, loop)
+        return bool(state and state.paused)
+
+
+def set_paused(store: Store, loop: str, paused: bool, *, actor: str = "cli") -> None:
+    """Pause: no new run starts and a running one stops after its current step.
+    Resume: the next ``loop run`` (or the scheduler) continues where it stopped."""
+    with store.session() as s:
+        state = s.get(LoopState, loop)
+        if state is None:
+            state = LoopState(name=loop)
+            s.add(state)
+        state.paused, state.actor, state.updated = paused, actor, now()
+        audit(s, actor, "loop.pause" if paused else "loop.resume", loop=loop)
+
+
+def request_cancel(store: Store, loop: str, *, actor: str = "cli") -> RunInfo | None:
+    """Cancel the loop's unfinished run (a live one stops after its current step); it is
+    never continued. Returns that run, or None when there was none."""
+    with store.session() as s:
+        run = s.scalar(
+            select(LoopRun)
+            .where(LoopRun.loop == loop, LoopRun.status.in_(UNFINISHED))
+            .order_by(LoopRun.number.desc())
+        )
+        if run is None:
+            return None
+        run.status, run.finished = "cancelled", now()
+        audit(s, actor, "loop.cancel", loop=loop, run=run.number)
+        s.flush()
+        return _run(s, run)
+
+
+def last_decided(store: Store, loop: str) -> RunInfo | None:
+    """The loop's newest run that used its captures (promoted or rejected a candidate)."""
+    with store.session() as s:
+        run = s.scalar(
+            select(LoopRun)
+            .where(LoopRun.loop == loop, LoopRun.action.in_(("promote", "reject")))
+            .order_by(LoopRun.number.desc())
+        )
+        return _run(s, run) if run is not None else None

@@ -1,0 +1,119 @@
+"""Shared by the loop tests: the issue's minimal loop, captures written through the store,
+and a stand-in teacher server that counts what it is asked."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from store.helpers import exchange, write
+
+from openclone.config import load_settings
+from openclone.store import open_store
+from openclone.store.accounts import set_tenant_policy
+
+# The minimal form from issue 17, as written there (tiny budgets).
+MINIMAL = """
+[[loops]]
+name = "support"
+model = "support"                 # the alias the loop keeps promoted
+tenant = "acme"
+teacher = "smollm2-135m-instruct"
+student_base = "smollm2-135m-instruct"
+judge = "smollm2-135m-instruct"
+every = "1d"
+[loops.budget]
+examples = 8
+train_steps = 20
+eval_prompts = 6
+"""
+
+QUESTIONS = [
+    "How do I reset my password?",
+    "Can I change the email address on my account?",
+    "Why was my card declined at checkout?",
+    "Where can I download last month's invoice?",
+    "How long does shipping to Canada take?",
+    "What is your refund policy for opened items?",
+    "How do I cancel my subscription before renewal?",
+    "Is there a discount for students or teachers?",
+    "My order arrived damaged, what should I do?",
+    "Can I add a second user to the team plan?",
+    "Which browsers does the web dashboard support?",
+    "How do I export my data as a spreadsheet?",
+    "Do you offer phone support on weekends?",
+    "What happens to my files if I downgrade?",
+]
+
+
+def write_config(path: Path, text: str = MINIMAL) -> Path:
+    path.write_text(text)
+    return path
+
+
+def add_captures(config: Path, n: int, tenant: str = "acme") -> None:
+    """``n`` consented support chats of ``tenant``, written as the gateway's writer would."""
+    store = open_store(load_settings(config))
+    try:
+        set_tenant_policy(store, tenant, actor="admin", consent=True)
+        write(store, *(exchange(q, "Let me check that.", tenant=tenant) for q in QUESTIONS[:n]))
+    finally:
+        store.close()
+
+
+@dataclass
+class StandIn:
+    """A stand-in teacher (NOT a model): an OpenAI-compatible server that answers every
+    chat with a fixed sentence and keeps each request's last user message."""
+
+    url: str
+    asked: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def standin_teacher() -> Iterator[StandIn]:
+    asked: list[str] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._send({"object": "list", "data": [{"id": "standin", "object": "model"}]})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            users = [m for m in body["messages"] if m["role"] == "user"]
+            with lock:
+                asked.append(str(users[-1]["content"]) if users else "")
+            text = "Thanks for asking. Open Settings, choose Account, and follow the steps shown."
+            self._send({
+                "id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 14, "total_tokens": 24},
+            })  # fmt: skip
+
+        def _send(self, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield StandIn(f"http://127.0.0.1:{server.server_address[1]}/v1", asked)
+    finally:
+        server.shutdown()
+        server.server_close()
