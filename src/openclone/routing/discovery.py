@@ -53,12 +53,14 @@ async def _host(router: Router, record: TrainedModel) -> ModelRoute:
 
     A run with a GGUF LoRA goes to llama.cpp: onto the catalog's own engine for that very
     GGUF file when there is one (base and adapter requests then share one batch loop), else
-    onto one engine per base shared by its runs. A run with only a PEFT adapter goes to a
-    ``transformers`` engine per base."""
-    fast = bool(record.gguf_adapter) and record.base_path.endswith(".gguf")
-    path = record.gguf_adapter if fast else record.adapter_path
+    onto one engine per base shared by its runs. A catalog ``vllm`` engine of the base takes
+    the PEFT adapter (loaded through vLLM's runtime API); otherwise a run with only a PEFT
+    adapter goes to a ``transformers`` engine per base."""
     catalog = router.routes.get(record.base)
-    if fast and catalog is not None and _same_gguf(catalog, record.base_path):
+    on_vllm = catalog is not None and catalog.config.engine == "vllm"
+    fast = not on_vllm and bool(record.gguf_adapter) and record.base_path.endswith(".gguf")
+    path = record.gguf_adapter if fast else record.adapter_path
+    if on_vllm or (fast and catalog is not None and _same_gguf(catalog, record.base_path)):
         key = record.base
     else:
         # Both kinds may serve runs of one base, so each has its own internal key.
