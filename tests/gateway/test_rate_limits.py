@@ -238,7 +238,7 @@ def test_two_gateways_on_one_store_share_an_rpm(tmp_path: Path) -> None:
 
             on_a, on_b = client(a, token), client(b, token)
             # The upstream is down (502/503), but each request is counted on admission.
-            assert [chat(on_a, model="m").status_code for _ in range(2)] != [429, 429]
+            assert 429 not in [chat(on_a, model="m").status_code for _ in range(2)]
             seen(b, 2)  # b has a's two from the store
             assert chat(on_b, model="m").status_code != 429
             refused = chat(on_b, model="m")

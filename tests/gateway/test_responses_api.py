@@ -259,3 +259,27 @@ def test_what_cannot_be_honoured_is_refused_by_name(
         client.responses.create(**kwargs)  # type: ignore[call-overload]
     assert exc.value.code == "unsupported_parameter"
     assert exc.value.body["param"] == param  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"text": {"format": "json_object"}}, "text.format"),
+        (
+            {
+                "input": [
+                    {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": "c1", "output": {"ok": 1}},
+                ]
+            },
+            "input",
+        ),
+    ],
+)
+def test_malformed_input_is_a_400_naming_the_parameter(
+    client: OpenAI, extra: dict[str, object], param: str
+) -> None:
+    kwargs: dict[str, object] = {"model": BUNDLED, "input": "Hi", **extra}
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.responses.create(**kwargs)  # type: ignore[call-overload]
+    assert exc.value.body["param"] == param  # type: ignore[index]

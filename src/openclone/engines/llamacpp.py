@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import logging
 import os
 import queue
 import random
@@ -39,6 +40,7 @@ from openclone.engines.local import Finished, Job, LocalEngine, TokenOut
 from openclone.engines.prompt_cache import PromptCache
 from openclone.engines.textstream import StopAwareText
 from openclone.errors import ConfigError, EngineError, UnsupportedParameter
+from openclone.model_names import parse_model_name
 from openclone.schema import (
     Embedding,
     EmbeddingList,
@@ -51,6 +53,7 @@ from openclone.schema import (
 
 __all__ = ["LlamaCppConfig", "LlamaCppEngine", "cpu_has_amx", "use_extra_buffers"]
 
+log = logging.getLogger("openclone.engines.llamacpp")
 _ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -180,8 +183,16 @@ class LlamaCppEngine(LocalEngine):
         self._adapter_paths: dict[str, str] = {}
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._applied: str | None = None
+        self._broken: dict[str, str] = {}  # adapters llama.cpp refused: name -> why
         for name, adapter_path in config.adapters.items():
-            self._check_adapter(name, adapter_path)
+            try:
+                self._check_adapter(name, adapter_path)
+            except ConfigError as exc:
+                # One missing file (a run deleted since) must not keep the base and every
+                # other adapter down across restarts: its own requests get the error.
+                log.warning("%s", exc)
+                self._adapter_paths = {**self._adapter_paths, name: adapter_path}
+                self._broken[name] = str(exc)
 
         meta = self._model.metadata()
         template = config.chat_template or meta.get("tokenizer.chat_template")
@@ -276,6 +287,13 @@ class LlamaCppEngine(LocalEngine):
                 "(llama.cpp serves adapters converted to GGUF; PEFT directories go to the "
                 "transformers engine)"
             )
+        known = self._adapter_paths.get(name)
+        if known is not None and known != path and name not in self._broken:
+            # Loaded weights and KV cached under this name belong to the old file.
+            raise ConfigError(
+                f"model {self.model_name!r}: adapter {name!r} is already served from {known}"
+            )
+        self._broken.pop(name, None)
         self._adapter_paths = {**self._adapter_paths, name: path}  # one swap: readers see one
 
     def _adapter(self, name: str) -> Any:
@@ -285,6 +303,9 @@ class LlamaCppEngine(LocalEngine):
         if handle is not None:
             self._loaded.move_to_end(name)
             return handle
+        broken = self._broken.get(name)
+        if broken is not None:  # refused once: not read again on every request
+            raise EngineError(broken, retryable=False, status_code=400)
         busy = {s.adapter for s in self._slots if s.job is not None}
         while len(self._loaded) >= self.config.max_adapters:
             victim = next((n for n in self._loaded if n not in busy), None)
@@ -296,12 +317,11 @@ class LlamaCppEngine(LocalEngine):
         path = self._adapter_paths[name]
         handle = self._c.llama_adapter_lora_init(self._model.model, path.encode())
         if not handle:
-            raise EngineError(
+            self._broken[name] = (
                 f"model {self.model_name!r}: llama.cpp cannot load adapter {name!r} from {path} "
-                "(not a LoRA for this base?)",
-                retryable=False,
-                status_code=400,
+                "(not a LoRA for this base?)"
             )
+            raise EngineError(self._broken[name], retryable=False, status_code=400)
         self._loaded[name] = handle
         return handle
 
@@ -320,6 +340,16 @@ class LlamaCppEngine(LocalEngine):
     # ---- embeddings -----------------------------------------------------------------------
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingList:
+        if req.model != self.model_name and (
+            req.model in self._adapter_paths or parse_model_name(req.model).adapter
+        ):
+            # The embedding context has no adapters: base vectors under an adapter's name
+            # would be a silent substitution.
+            raise UnsupportedParameter(
+                f"model {req.model!r} is a LoRA adapter; embeddings come from the base "
+                f"model {self.model_name!r}",
+                param="model",
+            )
         embedder = self._embedder
         if embedder is None:
             raise UnsupportedParameter(

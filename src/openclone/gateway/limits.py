@@ -148,7 +148,12 @@ def _check_schema(schema: dict[str, Any], where: str, settings: Settings) -> Non
     """A schema becomes a grammar the engine builds before the first token: its size and
     its repeat counts bound that work (minItems 300000 took 10 s, or crashed the parser)."""
     param = where.split("[")[0].split(".")[0]
-    size = len(json.dumps(schema, ensure_ascii=False))
+    try:
+        size = len(json.dumps(schema, ensure_ascii=False))
+    except (RecursionError, ValueError):  # nested past what json can walk, or circular
+        raise InvalidRequestError(
+            f"The JSON schema in '{where}' is nested too deeply.", param=param
+        ) from None
     if size > settings.max_schema_bytes:
         raise InvalidRequestError(
             f"The JSON schema in '{where}' is {size} characters long; at most "

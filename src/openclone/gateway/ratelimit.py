@@ -25,6 +25,7 @@ import logging
 import math
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -98,7 +99,13 @@ class Ticket:
     def guard(self, owner: object) -> None:
         """Settle when ``owner`` (a response stream) is dropped without finishing, e.g. a
         client gone before the body started: its slot must not leak."""
-        weakref.finalize(owner, self.settle, None)
+        # The cyclic GC may collect ``owner`` on any thread; the counters are the loop's.
+        weakref.finalize(owner, _on_loop, asyncio.get_running_loop(), self.settle)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, settle: Callable[[int | None], object]) -> None:
+    if not loop.is_closed():  # at shutdown there is nothing left to release
+        loop.call_soon_threadsafe(settle, None)
 
 
 class Limiter:

@@ -110,7 +110,8 @@ class _Turn:
             messages=[*self.messages, wire.assistant_message(body["output"])],
             previous_id=self.req.previous_response_id, created=self.created,
         )  # fmt: skip
-        user = self.who.user or self.req.user
+        # The person the capture names (the chat request's `user`), so one erasure takes both.
+        user = self.who.user or self.req.user or self.req.safety_identifier
         try:
             await asyncio.to_thread(save_response, store, self.who.tenant, user, record)
         except Exception:  # the answer is made and paid for: the client still gets it

@@ -205,6 +205,10 @@ def items_to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _chat_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise InvalidRequestError(
+            "content must be a string or a list of content parts (objects)", param="input"
+        )
     if all(p.get("type") in _TEXT_PARTS for p in parts):
         return "".join(str(p.get("text") or "") for p in parts)
     # Images stay parts: an engine that can see them does, one that cannot says so.
@@ -277,6 +281,11 @@ def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
     if text.get("verbosity") not in (None, "medium"):
         raise UnsupportedParameter("text.verbosity is not supported", param="text.verbosity")
     fmt = text.get("format") or {"type": "text"}
+    if not isinstance(fmt, dict):
+        raise InvalidRequestError(
+            "text.format must be an object such as {\"type\": \"json_object\"}",
+            param="text.format",
+        )
     kind = fmt.get("type")
     if kind == "text":
         return None

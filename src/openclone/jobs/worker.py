@@ -85,18 +85,18 @@ def _train(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any
     if result.stopped:
         raise Cancelled(out)
     if result.main_process:
-        out["registered"] = _register_run(result.name, config.register)
+        out["registered"] = _register_run(result.name, config.register, config.home)
     return out
 
 
-def _register_run(run: str, also: str | None) -> list[str]:
+def _register_run(run: str, also: str | None, home: Path | None) -> list[str]:
     from openclone.config import load_settings
     from openclone.registry.trained import register_run
     from openclone.store import open_store
 
     store = open_store(load_settings())
     try:
-        return [v.pinned for v in register_run(store, run, also)]
+        return [v.pinned for v in register_run(store, run, also, home)]
     finally:
         store.close()
 

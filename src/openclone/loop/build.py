@@ -91,6 +91,7 @@ def train(ctx: StepContext) -> StepResult:
             base=base,
             base_name=base_name,
             output_dir=run_dir,
+            home=home,
             max_steps=cfg.budget.train_steps,
             cost_per_hour=cfg.cost_per_hour,
             resume=any((run_dir / "checkpoints").glob("checkpoint-*")),

@@ -223,12 +223,17 @@ def _delete(s: Session, scope: _Scope) -> dict[str, int]:
     caps = scope.captures
     counts: dict[str, int] = {}
     counts["feedback"] = _count(s, delete(Feedback).where(Feedback.capture_id.in_(caps)))
-    # A message keeps its text when its conversation stays (retention of an active one);
-    # it only forgets which capture it came from.
-    s.execute(
-        update(Message).where(Message.capture_id.in_(caps)).values(capture_id=None),
-        execution_options=_BULK,
-    )
+    if scope.kind == "user":
+        # A person's turns in a conversation that is not theirs (a tenant-wide key that
+        # named them in `user`) go with them: the conversation stays, their text does not.
+        counts["turns"] = _count(s, delete(Message).where(Message.capture_id.in_(caps)))
+    else:
+        # A message keeps its text when its conversation stays (retention of an active
+        # one); it only forgets which capture it came from.
+        s.execute(
+            update(Message).where(Message.capture_id.in_(caps)).values(capture_id=None),
+            execution_options=_BULK,
+        )
     counts["captures"] = _count(s, delete(Capture).where(Capture.id.in_(caps)))
     if scope.conversations is not None:
         convs = scope.conversations

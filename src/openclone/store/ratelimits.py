@@ -93,9 +93,12 @@ def _check(values: Mapping[str, int | None]) -> None:
             raise InvalidRequestError(
                 f"unknown limit {name!r}; limits are {', '.join(LIMIT_FIELDS)}", param=name
             )
-        if value is not None and not 0 <= value <= _MAX:
+        # rpm, tpm and max_streams are 32-bit columns (PostgreSQL refuses more); the month's
+        # tokens are 64-bit.
+        top = _MAX if name == "monthly_tokens" else 2**31 - 1
+        if value is not None and not 0 <= value <= top:
             raise InvalidRequestError(
-                f"{name} must be a whole number from 0 (no limit) to {_MAX}, got {value}",
+                f"{name} must be a whole number from 0 (no limit) to {top}, got {value}",
                 param=name,
             )
 

@@ -26,7 +26,7 @@ __all__ = ["TrainConfig", "default_base_name", "openclone_home"]
 Device = Literal["auto", "cpu", "cuda"]
 # Also the adapter's name in ``BASE:NAME``; PEFT keys modules by it, so no dots.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_PATH_FIELDS = ("dataset", "eval_dataset", "output_dir")
+_PATH_FIELDS = ("dataset", "eval_dataset", "output_dir", "home")
 _SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
 
@@ -62,8 +62,11 @@ class TrainConfig:
     base_name: str | None = None
     """The base's catalog name (the ``BASE`` in ``BASE:ADAPTER``); default: bundled name or stem."""
     output_dir: Path | None = None
-    """Where adapter, checkpoints and report go; default ``<home>/models/<name>``, where home is
-    ``Settings.home`` (``$OPENCLONE_HOME``, else ``home`` in openclone.toml)."""
+    """Where adapter, checkpoints and report go; default ``<home>/models/<name>``."""
+    home: Path | None = None
+    """The data home the run's record goes to (where the server looks for it); default
+    ``Settings.home`` as found from the environment (``$OPENCLONE_HOME``, else ``home`` in
+    ./openclone.toml). Callers holding other settings pass theirs."""
 
     # --- schedule ---
     epochs: float = 3.0
@@ -144,7 +147,7 @@ class TrainConfig:
         if self.base_name is None:
             self.base_name = default_base_name(self.base)
         if self.output_dir is None:
-            self.output_dir = openclone_home() / "models" / self.name
+            self.output_dir = (self.home or openclone_home()) / "models" / self.name
 
     def _problems(self) -> list[str]:
         out: list[str] = []
@@ -198,7 +201,7 @@ class TrainConfig:
     @property
     def run_dir(self) -> Path:
         """The output directory (always set after construction)."""
-        return self.output_dir or openclone_home() / "models" / self.run_name
+        return self.output_dir or (self.home or openclone_home()) / "models" / self.run_name
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -359,7 +359,8 @@ class SFTRunner:
                 config=cfg.to_dict(),
                 metrics=result.metrics,
                 gguf_adapter=self._gguf_adapter(cfg, path),
-            )
+            ),
+            cfg.home,
         )
 
     def _gguf_adapter(self, cfg: TrainConfig, path: Path) -> str:
