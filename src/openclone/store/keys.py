@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from openclone.errors import InvalidRequestError
 from openclone.store.accounts import Principal, ensure_tenant, ensure_user, find_tenant
@@ -30,6 +31,7 @@ __all__ = [
     "authenticate",
     "cached_principal",
     "create_key",
+    "find_key",
     "keys_ever_created",
     "list_keys",
     "revoke_key",
@@ -110,22 +112,28 @@ def list_keys(store: Store, tenant: str | None = None) -> list[KeyInfo]:
         return [_info(k, t, u) for k, t, u in s.execute(q)]
 
 
+def find_key(s: Session, key: str) -> tuple[ApiKey, str, str | None]:
+    """(the key, its tenant's name, its user's name) by id or by the prefix shown in lists."""
+    rows = s.execute(
+        select(ApiKey, Tenant.name, User.name)
+        .join(Tenant, ApiKey.tenant_id == Tenant.id)
+        .outerjoin(User, ApiKey.user_id == User.id)
+        .where((ApiKey.id == key) | (ApiKey.prefix == key))
+    ).all()
+    if not rows:
+        raise InvalidRequestError(
+            f"no API key with id or prefix {key!r} (see `openclone keys list`)", param="key"
+        )
+    if len(rows) > 1:
+        raise InvalidRequestError(f"{key!r} matches {len(rows)} keys; use the key id", param="key")
+    k, tenant, user = rows[0]
+    return k, tenant, user
+
+
 def revoke_key(store: Store, key: str, *, actor: str = "cli") -> KeyInfo:
     """Revoke by id or by the prefix shown in lists; this store forgets it at once."""
     with store.session() as s:
-        rows = s.execute(
-            select(ApiKey, Tenant.name, User.name)
-            .join(Tenant, ApiKey.tenant_id == Tenant.id)
-            .outerjoin(User, ApiKey.user_id == User.id)
-            .where((ApiKey.id == key) | (ApiKey.prefix == key))
-        ).all()
-        if not rows:
-            raise InvalidRequestError(
-                f"no API key with id or prefix {key!r} (see `openclone keys list`)", param="key"
-            )
-        if len(rows) > 1:
-            raise InvalidRequestError(f"{key!r} matches {len(rows)} keys; use the key id")
-        k, tenant, user = rows[0]
+        k, tenant, user = find_key(s, key)
         if k.revoked is None:
             k.revoked = now()
         audit(s, actor, "key.revoke", key=k.prefix, id=k.id, tenant=tenant, user=user)

@@ -24,6 +24,7 @@ from openclone.errors import InvalidRequestError
 from openclone.store.accounts import ensure_tenant, find_tenant
 from openclone.store.audit import audit
 from openclone.store.db import Store
+from openclone.store.keys import find_key
 from openclone.store.tables import ApiKey, RateLimit, RateUsage, Tenant, now
 
 __all__ = [
@@ -103,22 +104,6 @@ def _check(values: Mapping[str, int | None]) -> None:
             )
 
 
-def _find_key(s: Session, key: str) -> tuple[ApiKey, str]:
-    rows = s.execute(
-        select(ApiKey, Tenant.name)
-        .join(Tenant, ApiKey.tenant_id == Tenant.id)
-        .where((ApiKey.id == key) | (ApiKey.prefix == key))
-    ).all()
-    if not rows:
-        raise InvalidRequestError(
-            f"no API key with id or prefix {key!r} (see `openclone keys list`)", param="key"
-        )
-    if len(rows) > 1:
-        raise InvalidRequestError(f"{key!r} matches {len(rows)} keys; use the key id", param="key")
-    k, tenant = rows[0]
-    return k, tenant
-
-
 def set_limits(
     store: Store,
     *,
@@ -138,7 +123,7 @@ def set_limits(
     _check(values)
     with store.session() as s:
         if key is not None:
-            k, tenant_name = _find_key(s, key)
+            k, tenant_name, _ = find_key(s, key)
             subject, tenant_id, key_id = "k:" + k.id, k.tenant_id, k.id
             target = {"key": k.prefix, "id": k.id, "tenant": tenant_name}
         else:
@@ -163,7 +148,7 @@ def get_limits(store: Store, *, tenant: str | None = None, key: str | None = Non
     """A tenant's or a key's limits (all ``None`` when none are set)."""
     with store.session() as s:
         if key is not None:
-            subject = "k:" + _find_key(s, key)[0].id
+            subject = "k:" + find_key(s, key)[0].id
         else:
             t = find_tenant(s, tenant or "")
             if t is None:
