@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import weakref
 from pathlib import Path
 
 from openclone.config import ModelConfig
@@ -67,7 +66,7 @@ async def _host(router: Router, record: TrainedModel) -> ModelRoute:
         key = adapters_key(record.base if fast else f"{record.base}+peft")
     # The router locks per requested name; two adapters of one base arriving at once would
     # each create the base's engine without a lock per base as well.
-    async with _base_lock(router, key):
+    async with router.lock("engine", key):
         route = router.routes.get(key)
         if route is None:
             engine = "llamacpp" if fast else "transformers"
@@ -95,16 +94,6 @@ def _same_gguf(route: ModelRoute, path: str) -> bool:
         return mine.resolve() == Path(path).resolve()
     except (OSError, ConfigError):
         return False
-
-
-# One lock per (router, base engine key): bounded by the bases of trained runs on disk.
-_base_locks: weakref.WeakKeyDictionary[Router, dict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _base_lock(router: Router, key: str) -> asyncio.Lock:
-    return _base_locks.setdefault(router, {}).setdefault(key, asyncio.Lock())
 
 
 async def registry_models(router: Router, name: str) -> ModelRoute | None:

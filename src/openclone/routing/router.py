@@ -104,9 +104,9 @@ class Router:
         # requested name -> (pinned NAME@N shown to clients, the model that serves it).
         self.aliases: dict[str, tuple[str, str]] = {}
         self.engine_specs: dict[str, dict[str, Any]] = {}  # NAME@N -> {"engine", "params"}
-        # One lock per name being discovered, gone once no request waits on it: names come
-        # from clients, and a map that kept each one would grow without bound.
-        self._discovering: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+        # Locks of lock(), gone once no request holds or waits on them: keys come from
+        # clients' model names, and a map that kept each one would grow without bound.
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
         self._prober: asyncio.Task[None] | None = None
@@ -175,8 +175,7 @@ class Router:
         except ModelNotFound:
             if not self.discoverers:
                 raise
-        lock = self._discovering.setdefault(name, asyncio.Lock())
-        async with lock:  # concurrent first requests for a new model load it once
+        async with self.lock("name", name):  # concurrent first requests load it once
             with contextlib.suppress(ModelNotFound):
                 return self.resolve(name)
             for discover in self.discoverers:
@@ -184,6 +183,11 @@ class Router:
                 if route is not None:
                     return route
         raise self._not_found(name)
+
+    def lock(self, kind: str, key: str) -> asyncio.Lock:
+        """The one lock of ``(kind, key)`` while anyone holds or waits on it, e.g. a requested
+        name being discovered or an engine being created (kinds keep the two apart)."""
+        return self._locks.setdefault((kind, key), asyncio.Lock())
 
     async def add_route(self, key: str, config: ModelConfig) -> ModelRoute:
         """Create ``config``'s replicas (off the event loop) and serve them as ``key``."""
