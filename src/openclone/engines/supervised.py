@@ -61,7 +61,7 @@ from openclone.schema import (
     EmbeddingRequest,
 )
 
-__all__ = ["SupervisedEngine", "WorkerOptions"]
+__all__ = ["SupervisedEngine", "WorkerOptions", "exit_reason"]
 
 log = logging.getLogger("openclone.supervisor")
 M = TypeVar("M", bound=BaseModel)
@@ -176,7 +176,7 @@ class SupervisedEngine:
             kind, _, payload = read_frame_sync(ours)
         except (OSError, EOFError, ConnectionError, ValueError) as exc:
             ours.close()
-            reason = _exit_reason(_reap(proc)) if not isinstance(exc, TimeoutError) else None
+            reason = exit_reason(_reap(proc)) if not isinstance(exc, TimeoutError) else None
             if reason is None:
                 _kill(proc)
                 reason = f"did not start within {self.options.start_timeout:.0f} s"
@@ -261,7 +261,7 @@ class SupervisedEngine:
                 return
             # A worker that died is reaped at once; one whose socket broke (or that spoke
             # nonsense) but lives on is killed after a moment.
-            reason = _exit_reason(await asyncio.to_thread(_reap, conn.proc, 3.0))
+            reason = exit_reason(await asyncio.to_thread(_reap, conn.proc, 3.0))
             self._died(conn, reason)
 
     async def _read(self, conn: _Conn) -> None:
@@ -331,7 +331,7 @@ class SupervisedEngine:
                 status_code=503,
             )
         if conn is None or conn.writer is None:
-            raise self._unavailable(f"is restarting after it {self._last_exit_reason()}")
+            raise self._unavailable(f"is restarting after it {self._lastexit_reason()}")
         if len(payload) > MAX_FRAME:
             raise FrameTooLarge(0, len(payload)).error()
         rid = next(self._ids)
@@ -346,7 +346,7 @@ class SupervisedEngine:
             raise
         return rid, pending
 
-    def _last_exit_reason(self) -> str:
+    def _lastexit_reason(self) -> str:
         return (self._last_exit or {}).get("reason", "stopped")
 
     def _cancel(self, rid: int) -> None:
@@ -524,7 +524,7 @@ def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
             _kill(proc)
 
 
-def _exit_reason(code: int | None) -> str:
+def exit_reason(code: int | None) -> str:
     if code is None:
         return "stopped answering"
     if code < 0:

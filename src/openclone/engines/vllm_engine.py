@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from openclone.engines.base import Capabilities
 from openclone.engines.openai_upstream import OpenAIConfig, OpenAIEngine
+from openclone.engines.supervised import WorkerOptions, exit_reason
 from openclone.engines.upstream_http import TRANSPORT_ERRORS, UpstreamHTTP, UpstreamResponse
 from openclone.errors import ConfigError, EngineError, ModelNotFound
 from openclone.model_names import parse_model_name
@@ -57,7 +58,8 @@ log = logging.getLogger("openclone.vllm")
 _ADAPTER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 # Params that only mean something when OpenClone runs the process itself.
 _PROCESS_PARAMS = {"command", "host", "port", "gpu_memory_utilization", "extra_args", "env"}
-_BACKOFF_FIRST, _BACKOFF_MAX, _STABLE_AFTER = 0.5, 30.0, 60.0
+# The engine workers' restart policy: 0.5 s doubling to 30 s, reset after a minute up.
+_RESTART = WorkerOptions()
 # A /v1/models check that fails (down, or not the JSON expected) is skipped, not fatal.
 _SYNC_ERRORS: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, ValueError, AttributeError)
 
@@ -206,7 +208,7 @@ class VLLMEngine(OpenAIEngine):
         deadline = time.monotonic() + self.config.start_timeout
         while True:
             if self._proc is not None and self._proc.poll() is not None:
-                raise _Down(_exit_reason(self._proc.returncode))
+                raise _Down(exit_reason(self._proc.returncode))
             with contextlib.suppress(*TRANSPORT_ERRORS):
                 if (await self._control.get("/health", time_limit=2.0)).status == 200:
                     return
@@ -229,14 +231,14 @@ class VLLMEngine(OpenAIEngine):
 
     async def _supervise(self) -> None:
         last_sync = time.monotonic()
-        backoff = _BACKOFF_FIRST
+        backoff = _RESTART.backoff_first
         while not self._closed:
             await asyncio.sleep(0.5)
             proc = self._proc
             if proc is not None and proc.poll() is not None:
-                if time.monotonic() - self._up_since >= _STABLE_AFTER:
-                    backoff = _BACKOFF_FIRST
-                backoff = await self._restart(_exit_reason(proc.returncode), backoff)
+                if time.monotonic() - self._up_since >= _RESTART.stable_after:
+                    backoff = _RESTART.backoff_first
+                backoff = await self._restart(exit_reason(proc.returncode), backoff)
                 last_sync = time.monotonic()
             elif time.monotonic() - last_sync >= self.config.sync_interval:
                 last_sync = time.monotonic()
@@ -251,7 +253,7 @@ class VLLMEngine(OpenAIEngine):
         await asyncio.to_thread(self._stop_process, 5.0)  # children the leader left behind
         while not self._closed:
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX)
+            backoff = min(backoff * 2, _RESTART.backoff_max)
             try:
                 self._spawn()  # not in a thread: close() must find the process it made
                 await self._wait_healthy()
@@ -448,13 +450,6 @@ def _message(content: bytes) -> str:
             return str(err.get("message") or "")
         return str(err)
     return str(data)
-
-
-def _exit_reason(code: int | None) -> str:
-    if code is not None and code < 0:
-        with contextlib.suppress(ValueError):
-            return f"was killed by {signal.Signals(-code).name}"
-    return f"exited with code {code}"
 
 
 def _group_alive(pgid: int) -> bool:
