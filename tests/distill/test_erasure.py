@@ -85,7 +85,7 @@ def test_erasing_a_person_removes_their_rows_from_distilled_data(
     assert EVE_SECRET.encode() not in out.read_bytes()  # grep -a finds nothing
     assert [r["metadata"]["capture_id"] for r in _rows(out)] == [captured["bob"]]
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    assert not list(tmp_path.glob("*.erasing"))  # rewritten in place, atomically
+    assert not list(tmp_path.glob(".*.tmp"))  # rewritten in place, atomically (files.atomic_write)
 
     audit = runner.invoke(app, ["audit", "erasures"], terminal_width=400)
     assert audit.exit_code == 0, audit.output

@@ -20,14 +20,13 @@ the OpenAI chat row (see "conversion between layouts" below).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from openclone.errors import OpenCloneError
+from openclone.files import atomic_write
 
 __all__ = [
     "LAYOUTS",
@@ -113,7 +112,7 @@ class InstructionFile:
             data = b"".join(line + b"\n" for line in kept)
         else:
             data = (json.dumps(kept, ensure_ascii=False, indent=2) + "\n").encode()
-        _atomic_write(Path(out), data)
+        atomic_write(Path(out), data)
         return len(kept)
 
 
@@ -409,19 +408,6 @@ def convert_dataset(src: Path, out: Path, layout: Layout) -> ConvertResult:
         data = json.dumps(converted, ensure_ascii=False, indent=2) + "\n"
     else:
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in converted)
-    _atomic_write(out, data.encode())
+    # Out may be the input: the rename comes after the whole file is read.
+    atomic_write(out, data)
     return ConvertResult(total, len(converted), skipped)
-
-
-def _atomic_write(out: Path, data: bytes) -> None:
-    # Write beside the target and rename over it: a crash never leaves half a file,
-    # and out may be the input.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from openclone.distill.config import DistillError
 from openclone.distill.teacher import Account
+from openclone.files import atomic_write
 
 try:
     import fcntl
@@ -176,7 +177,7 @@ class DistillOutput:
         self.state.kept = self.kept
         data = self.state.to_dict()
         data["wall_seconds"] = self.elapsed()
-        _atomic_json(state_path(self.path), data)
+        atomic_write(state_path(self.path), json.dumps(data, ensure_ascii=False, indent=1) + "\n")
         self._saved = time.monotonic()
 
     def close(self, status: str) -> None:
@@ -231,9 +232,3 @@ def _read_rows(path: Path, file: IO[bytes]) -> list[dict[str, Any]]:
         meta = row.get("metadata")
         rows.append(meta if isinstance(meta, dict) else {})
     return rows
-
-
-def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import statistics
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from openclone.errors import OpenCloneError
 from openclone.evaluate.calls import ask
 from openclone.evaluate.metrics import rouge_l
 from openclone.evaluate.sets import EvalItem
+from openclone.files import atomic_write
 from openclone.schema import ChatMessage
 
 if TYPE_CHECKING:
@@ -91,18 +90,6 @@ def _read_baseline(path: Path, model: str) -> dict[str, Any]:
     return {"answers": answers, **settings}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 async def watch(
     client: ChatClient,
     model: str,
@@ -157,7 +144,7 @@ async def watch(
                 {"prompt": i.prompt, "answer": t} for i, t in zip(items, texts, strict=True)
             ],
         }
-        _write_atomic(baseline_path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(baseline_path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         rows = [DriftRow(i.prompt, t, t, 1.0, False) for i, t in zip(items, texts, strict=True)]
         report = DriftReport(
             model, baseline_path, True, threshold, len(rows), 1.0, 0.0, False, checked, rows

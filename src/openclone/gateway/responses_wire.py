@@ -283,7 +283,7 @@ def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
     fmt = text.get("format") or {"type": "text"}
     if not isinstance(fmt, dict):
         raise InvalidRequestError(
-            "text.format must be an object such as {\"type\": \"json_object\"}",
+            'text.format must be an object such as {"type": "json_object"}',
             param="text.format",
         )
     kind = fmt.get("type")

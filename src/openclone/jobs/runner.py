@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from openclone.config import openclone_home
 from openclone.errors import InvalidRequestError
+from openclone.files import atomic_write
 
 __all__ = [
     "FINAL_STATES",
@@ -96,9 +97,7 @@ def _dir(job_id: str) -> Path:
 
 def write_status(job_dir: Path, status: JobStatus) -> None:
     """Atomic: readers see the old status or the new one, never half of one."""
-    tmp = job_dir / f"status.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(asdict(status), indent=2), encoding="utf-8")
-    os.replace(tmp, job_dir / "status.json")
+    atomic_write(job_dir / "status.json", json.dumps(asdict(status), indent=2))
 
 
 def _read_status(job_dir: Path) -> JobStatus:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,9 +26,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from openclone.files import file_sha256
+from openclone.files import atomic_write, file_sha256
 from openclone.store.audit import audit
-from openclone.store.db import Store, open_private
+from openclone.store.db import Store
 from openclone.store.tables import Capture, Export, ExportItem
 
 try:
@@ -81,10 +80,7 @@ def rewrite_without(path: Path, erased: set[str]) -> int:
         for line in f:
             if row_capture_id(line) not in erased:
                 kept.append(line)
-    tmp = path.with_name(path.name + ".erasing")
-    with open_private(tmp) as f:
-        f.write("".join(kept))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(kept))
     return len(kept)
 
 

@@ -12,7 +12,6 @@ promotion, and training registers each finished run there. ``home`` is ``Setting
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from openclone.config import openclone_home
 from openclone.errors import ModelNotFound
+from openclone.files import atomic_write
 
 __all__ = ["TrainedModel", "get_trained", "list_trained", "record_path", "save_record"]
 
@@ -51,10 +51,7 @@ def record_path(name: str, home: Path | None = None) -> Path:
 def save_record(model: TrainedModel, home: Path | None = None) -> Path:
     """Write atomically, so a reader never sees half a record."""
     path = record_path(model.name, home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(model), indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(asdict(model), indent=2))
     return path
 
 
