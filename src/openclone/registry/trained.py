@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from openclone.registry.versions import VersionInfo, register, set_alias
+from openclone.registry.versions import VersionInfo, list_versions, register, set_alias
 from openclone.store.db import Store
 from openclone.store.tables import Alias, ModelVersion
 from openclone.store.trained import TrainedModel, get_trained, list_trained
@@ -76,8 +76,6 @@ def register_run(
 
 
 def _found(store: Store, name: str, version: int) -> VersionInfo:
-    from openclone.registry.versions import list_versions
-
     return next(v for v in list_versions(store, name) if v.version == version)
 
 
