@@ -113,6 +113,7 @@ def test_body_under_the_cap_still_works(server: Server) -> None:
         ),
         ("/completions", b'{"model": "%s", "prompt": "x\\ud800y", "max_tokens": 1}', "prompt"),
         ("/completions", b'{"model": "%s", "prompt": ["ok", "x\\udfffy"]}', "prompt"),
+        ("/completions", b'{"model": "%s", "prompt": "x\\uDBFFy", "max_tokens": 1}', "prompt"),
     ],
 )
 def test_lone_surrogate_is_400(server: Server, path: str, body: bytes, param: str) -> None:

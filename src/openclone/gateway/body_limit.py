@@ -8,12 +8,17 @@ by chunk as it arrives (a chunked upload declares no length), and handed on whol
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openclone.errors import InvalidRequestError
 from openclone.gateway.errors import error_response
 
-__all__ = ["BodyLimit"]
+__all__ = ["SURROGATE_FLAG", "BodyLimit"]
+
+SURROGATE_FLAG = "openclone_surrogate_escape"  # request.state: the body may hold \\udXXX
+_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class BodyLimit:
@@ -50,7 +55,11 @@ class BodyLimit:
             if replay is None:
                 await self._refuse(scope, receive, send, max(size, declared or 0))
             return
-        pending = [replay or {"type": "http.request", "body": b"".join(chunks)}]
+        whole = b"".join(chunks)
+        # Only a JSON escape can carry a lone surrogate (UTF-8 cannot encode one), so a body
+        # without one spares serving its walk over every string of the request.
+        scope.setdefault("state", {})[SURROGATE_FLAG] = _ESCAPE.search(whole) is not None
+        pending = [replay or {"type": "http.request", "body": whole}]
 
         async def replayed() -> Message:
             return pending.pop() if pending else await receive()

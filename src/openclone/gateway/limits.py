@@ -41,13 +41,16 @@ _QUANTIFIER = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")  # a regex's {n} /
 _HUGE = 10**9  # any count with more digits than this is over every limit anyway
 
 
-def check_request(req: BaseModel, settings: Settings) -> None:
+def check_request(req: BaseModel, settings: Settings, *, scan_text: bool = True) -> None:
     """Every limit that applies to ``req`` (a chat or completion request, or any request
-    with a ``model`` field); raises :class:`InvalidRequestError` at the first one over."""
+    with a ``model`` field); raises :class:`InvalidRequestError` at the first one over.
+    ``scan_text=False`` skips the surrogate walk, for a body known to hold no ``\\ud8``
+    to ``\\udf`` escape."""
     model = getattr(req, "model", None)
     if isinstance(model, str):
         check_model_name(model, settings)
-    check_text(req)
+    if scan_text:
+        check_text(req)
     if isinstance(req, CompletionRequest):
         _check_prompts(req, settings)
     elif isinstance(req, ChatCompletionRequest):

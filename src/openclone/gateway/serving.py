@@ -15,6 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from openclone.errors import APIError, EngineError
 from openclone.gateway import limits
+from openclone.gateway.body_limit import SURROGATE_FLAG
 from openclone.gateway.capture import StreamAssembler, new_capture_id, submit_safely
 from openclone.gateway.ratelimit import Ticket
 from openclone.gateway.state import Gateway
@@ -94,7 +95,9 @@ async def serve(
 ) -> Response:
     endpoint = "chat" if isinstance(req, ChatCompletionRequest) else "completions"
     t0 = time.perf_counter()
-    limits.check_request(req, gw.settings)
+    limits.check_request(
+        req, gw.settings, scan_text=getattr(request.state, SURROGATE_FLAG, True)
+    )
     who = getattr(request.state, "caller", None)
     req.scope_cache(getattr(who, "tenant", None))
     shown, target = gw.router.pin(req.model)
