@@ -8,7 +8,7 @@ import pytest
 from conftest import BUNDLED
 
 from evaluate.eval_helpers import StandInClient, bundled_settings
-from openclone.errors import ContextLengthExceeded, ModelNotFound, RateLimited
+from openclone.errors import ContextLengthExceeded, ModelNotFound, RateLimited, UnsupportedParameter
 from openclone.evaluate import EvalReport, Price, evaluate_pair, load_prompt_set
 from openclone.routing.client import RouterClient
 from openclone.schema import ChatCompletionRequest
@@ -99,3 +99,39 @@ def test_position_bias_cancels_and_unparsed_verdicts_are_missing() -> None:
     assert report.rows[0].verdicts == ["A", "A"] and report.rows[0].score == 0.5
     assert report.rows[1].score is None
     assert (report.n, report.ties, report.unparsed, report.errors) == (1, 1, 2, 0)
+
+
+def test_an_unreadable_verdict_is_asked_again_before_it_is_dropped() -> None:
+    def reply(req: ChatCompletionRequest) -> str:
+        if req.model != "judge":
+            return f"answer from {req.model}"
+        return "VERDICT: B" if req.temperature else "hmm, both are fine"  # readable on retry
+
+    client = StandInClient(reply)
+    report = asyncio.run(
+        evaluate_pair(
+            client, "cand", "ref", "judge", ["q1", "q2"], prices={"judge": Price(1.0, 1.0)}
+        )
+    )
+    assert (report.n, report.unparsed) == (2, 0)
+    retries = [r for r in client.requests if r.model == "judge" and r.temperature]
+    assert len(retries) == 4 and all(r.seed == 1 for r in retries)  # each verdict once more
+    # Both replies of each verdict are paid for: 10 prompt tokens plus one per word of
+    # "hmm, both are fine" (4) and of "VERDICT: B" (2), four times each.
+    assert report.judge_cost == pytest.approx(4 * (14 + 12) / 1e6)
+
+
+def test_a_judge_that_cannot_hold_to_json_is_asked_in_free_form() -> None:
+    def reply(req: ChatCompletionRequest) -> str:
+        if req.model != "judge":
+            return f"answer from {req.model}"
+        if req.response_format is not None:
+            raise UnsupportedParameter("cannot enforce json_schema", param="response_format")
+        return "VERDICT: A"
+
+    client = StandInClient(reply)
+    report = asyncio.run(evaluate_pair(client, "cand", "ref", "judge", ["q1", "q2", "q3"]))
+    assert (report.n, report.unparsed, report.errors) == (3, 0, 0)
+    assert report.settings["judge_json"] is True  # asked for; the engine said no
+    enforced = [r for r in client.requests if r.response_format is not None]
+    assert 1 <= len(enforced) <= 6  # refused early: later verdicts are not asked that way

@@ -87,8 +87,9 @@ def eval_command(
     max_tokens: Annotated[int, typer.Option(min=1, help="answer length limit")] = 512,
     judge_max_tokens: Annotated[int, typer.Option(min=1, help="judge reply length limit")] = 512,
     judge_json: Annotated[
-        bool, typer.Option(help="JSON verdicts enforced by the judge's engine (small judges)")
-    ] = False,
+        bool,
+        typer.Option(help="JSON verdicts enforced by the judge's engine where it can"),
+    ] = True,
     seed: Annotated[int, typer.Option(help="sampling and bootstrap seed")] = 0,
     price: Annotated[
         list[str] | None,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from openclone.config import Price
-from openclone.errors import APIError
+from openclone.errors import APIError, InvalidRequestError
 from openclone.evaluate.arena import Battle, append_battles
 from openclone.evaluate.calls import FATAL, ask
 from openclone.evaluate.judge import combine, judge_messages, parse_verdict, verdict_format
@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_RETRY_TEMPERATURE = 0.7  # a second judge reply, sampled: greedy would repeat the first
 Progress = Callable[[int, int], None]
 
 
@@ -75,38 +76,72 @@ class _Pairing:
     backoff: float
     gate: asyncio.Semaphore  # requests in flight
 
-    async def ask(self, model: str, messages: Sequence[ChatMessage], judging: bool) -> Answer:
+    async def ask(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ) -> Answer:
         async with self.gate:
             return await ask(
                 self.client,
                 model,
                 messages,
-                max_tokens=self.judge_max_tokens if judging else self.max_tokens,
-                temperature=self.temperature,
-                seed=self.seed,
+                max_tokens=self.max_tokens,
+                temperature=self.temperature if temperature is None else temperature,
+                seed=self.seed if seed is None else seed,
                 price=self.prices.get(model),
                 retries=self.retries,
                 backoff=self.backoff,
-                response_format=verdict_format() if judging and self.judge_json else None,
             )
+
+    async def verdict(self, prompt: str, a: str, b: str) -> tuple[Answer, float]:
+        """The judge's reply on A vs B, and its cost with any retry. A reply without a
+        readable verdict is asked once more, sampled (at temperature 0 the same reply
+        would come back); an engine that cannot enforce the verdict's JSON schema turns
+        the enforcing off for the rest of the run rather than failing every prompt."""
+        cost = 0.0
+        reply = None
+        for attempt in range(2):
+            enforce = self.judge_json
+            try:
+                async with self.gate:
+                    reply = await ask(
+                        self.client,
+                        self.judge,
+                        judge_messages(prompt, a, b, enforce),
+                        max_tokens=self.judge_max_tokens,
+                        temperature=self.temperature if attempt == 0 else _RETRY_TEMPERATURE,
+                        seed=self.seed + attempt,
+                        price=self.prices.get(self.judge),
+                        retries=self.retries,
+                        backoff=self.backoff,
+                        response_format=verdict_format() if enforce else None,
+                    )
+            except InvalidRequestError as exc:
+                if not (enforce and exc.param == "response_format"):
+                    raise
+                self.judge_json = False  # this judge cannot be held to the schema
+                continue
+            cost += reply.cost
+            if parse_verdict(reply.text) is not None:
+                break
+        assert reply is not None  # two tries, and only one of them can be a refusal
+        return reply, cost
 
     async def row(self, index: int, item: EvalItem) -> EvalRow:
         row = EvalRow(index, item.prompt, item.reference, item.id, item.category)
         try:
             cand, ref = await _gather(
-                [
-                    self.ask(self.candidate, item.messages, False),
-                    self.ask(self.reference, item.messages, False),
-                ]
+                [self.ask(self.candidate, item.messages), self.ask(self.reference, item.messages)]
             )
             row.candidate, row.reference = cand, ref
             # The same pair twice, the candidate first as A and then as B: position bias cancels.
             orders = [(cand.text, ref.text), (ref.text, cand.text)]
-            first, swapped = await _gather(
-                [
-                    self.ask(self.judge, judge_messages(item.prompt, a, b, self.judge_json), True)
-                    for a, b in orders
-                ]
+            (first, cost1), (swapped, cost2) = await _gather(
+                [self.verdict(item.prompt, a, b) for a, b in orders]
             )
         except FATAL:
             raise
@@ -116,7 +151,7 @@ class _Pairing:
         row.judge_replies = [first.text, swapped.text]
         row.verdicts = [parse_verdict(first.text), parse_verdict(swapped.text)]
         row.score = combine(row.verdicts[0], row.verdicts[1])
-        row.judge_cost = first.cost + swapped.cost
+        row.judge_cost = cost1 + cost2
         if item.reference is not None:
             row.metrics = {
                 "candidate": reference_metrics(cand.text, item.reference),
@@ -136,7 +171,7 @@ async def evaluate_pair(
     temperature: float = 0.0,
     max_tokens: int = 512,
     judge_max_tokens: int = 512,
-    judge_json: bool = False,
+    judge_json: bool = True,
     seed: int = 0,
     prices: dict[str, Price] | None = None,
     resamples: int = 2000,
@@ -327,8 +362,9 @@ class EvalConfig:
     """Answer length limit of candidate and reference."""
     judge_max_tokens: int = 512
     """Length limit of each judge reply (reasoning plus the verdict line)."""
-    judge_json: bool = False
-    """Ask the judge for JSON enforced by its engine's JSON-schema support (small judges)."""
+    judge_json: bool = True
+    """Hold the judge to a JSON verdict with its engine's JSON-schema support (off by itself
+    for an engine that cannot); a small judge otherwise often leaves its verdict unreadable."""
     temperature: float = 0.0
     """Sampling temperature of candidate and reference; the judge always uses it too."""
     seed: int = 0
