@@ -4,11 +4,12 @@ every test that needs a trained adapter (the bundled model on CPU, ~12 LoRA step
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from train.train_helpers import Trained, fast_config, write_teaching_set
+from train.train_helpers import OTHER, Trained, fast_config, write_teaching_set
 
 
 class _Snapshot:
@@ -44,3 +45,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         )
         result = runner.run()
     yield Trained(home, dataset, result, runner, snapshot.params)
+
+
+@pytest.fixture(scope="session")
+def other_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second adapter's GGUF LoRA, taught :data:`OTHER` for the same question: two
+    adapters that must not answer with each other's weights."""
+    from openclone.store.trained import get_trained
+    from openclone.train.sft import SFTRunner
+
+    root = tmp_path_factory.mktemp("other")
+    home = root / "home"
+    dataset = write_teaching_set(root / "teach.jsonl", code=OTHER)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENCLONE_HOME", str(home))
+        config = fast_config(dataset, home / "models" / "other", name="other", eval_steps=100)
+        SFTRunner(config).run()
+        return Path(get_trained("other", home).gguf_adapter)

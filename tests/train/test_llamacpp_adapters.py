@@ -13,7 +13,7 @@ from openclone.engines.llamacpp import LlamaCppEngine
 from openclone.errors import APIError, ConfigError, ModelNotFound
 from openclone.schema import ChatCompletionRequest
 from openclone.store.trained import get_trained
-from train.train_helpers import QUESTION, TAUGHT, Trained
+from train.train_helpers import OTHER, QUESTION, TAUGHT, Trained
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +62,39 @@ def test_mixed_adapters_in_one_batch_loop_each_answer_with_their_own_weights(
             assert TAUGHT not in answer  # the base, decoded beside the adapters
         else:
             assert TAUGHT in answer, answer
+
+
+def test_two_adapters_taught_different_facts_stream_side_by_side(
+    trained: Trained, other_gguf: Path
+) -> None:
+    """One question, three answers decoded in the same steps: each adapter's own fact, and
+    neither from the base."""
+    lora = get_trained("act", trained.home).gguf_adapter
+    engine = LlamaCppEngine.from_config(
+        BASE,
+        {"model_path": str(bundled_model_path()), "n_ctx": 512, "n_parallel": 6,
+         "adapters": {"act": lora, "other": str(other_gguf)}},
+    )  # fmt: skip
+
+    async def streamed(model: str) -> str:
+        parts = [
+            chunk.choices[0].delta.content or ""
+            async for chunk in engine.stream(_request(model))
+            if chunk.choices
+        ]
+        return "".join(parts)
+
+    async def run() -> list[str]:
+        try:
+            names = ["act", "other", BASE] * 2
+            return await asyncio.gather(*(streamed(n) for n in names))
+        finally:
+            await engine.close()
+
+    answers = asyncio.run(run())
+    for name, answer in zip(["act", "other", BASE] * 2, answers, strict=True):
+        assert (TAUGHT in answer) == (name == "act"), (name, answer)
+        assert (OTHER in answer) == (name == "other"), (name, answer)
 
 
 def test_an_adapter_that_cannot_load_fails_its_own_requests_only(
