@@ -52,12 +52,28 @@ class PgServer:
         return self.datadir / "base" / str(rows[0][0])
 
     def stop(self) -> None:
+        self.halt()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server as a crash would (``-m immediate``), keeping its data."""
         subprocess.run(
             [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
              "-w", "stop"],
             capture_output=True,
         )  # fmt: skip
-        shutil.rmtree(self.root, ignore_errors=True)
+
+    def start(self) -> None:
+        """Start the server on its data directory (again, after :meth:`halt`)."""
+        opts = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c full_page_writes=off "
+            "-c synchronous_commit=off -c max_connections=200"
+        )
+        _run(
+            [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", opts,
+             "-l", str(self.root / "log"), "-w", "-t", "60", "start"],
+            "pg_ctl start",
+        )  # fmt: skip
 
 
 def _version(path: str) -> tuple[int, ...]:
@@ -124,15 +140,7 @@ def start_postgres() -> PgServer:
          "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"],
         "initdb",
     )  # fmt: skip
-    opts = (
-        f"-h 127.0.0.1 -p {server.port} -k {root} -c fsync=off -c full_page_writes=off "
-        "-c synchronous_commit=off -c max_connections=200"
-    )
-    _run(
-        [*run_as, str(bindir / "pg_ctl"), "-D", str(server.datadir), "-o", opts,
-         "-l", str(root / "log"), "-w", "-t", "60", "start"],
-        "pg_ctl start",
-    )  # fmt: skip
+    server.start()
     deadline = time.monotonic() + 30
     while True:
         try:

@@ -11,8 +11,9 @@
         ├── ModelNotFound            404 code=model_not_found
         ├── RateLimited              429 (queue full)
         │   └── RateLimitExceeded        429 a tenant's or key's limit or quota, with headers
-        └── EngineError              502/503: the engine or upstream failed
-            └── ReplicaUnavailable       no healthy replica could serve the request
+        ├── EngineError              502/503: the engine or upstream failed
+        │   └── ReplicaUnavailable       no healthy replica could serve the request
+        └── StoreUnavailable         503 the database cannot be reached (retry later)
 
 Foreign errors (httpx, llama.cpp, torch) are mapped to these at the engine seam and chained
 with ``from`` so the cause stays in the logs while the client gets a clean message.
@@ -35,6 +36,7 @@ __all__ = [
     "RateLimitExceeded",
     "RateLimited",
     "ReplicaUnavailable",
+    "StoreUnavailable",
     "UnsupportedParameter",
 ]
 
@@ -153,3 +155,13 @@ class EngineError(APIError):
 class ReplicaUnavailable(EngineError):
     status_code = 503
     default_code = "engine_unavailable"
+
+
+class StoreUnavailable(APIError):
+    """The database could not be reached for something this request needs (a key not in
+    the cache, a stored object). Answering needs no database, so only these wait on it."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "store_unavailable"
+    retry_after = 5

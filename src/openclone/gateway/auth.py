@@ -19,6 +19,7 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from openclone.config import is_loopback
 from openclone.errors import AuthenticationError, PermissionDenied
@@ -26,7 +27,7 @@ from openclone.gateway.state import Gateway, GatewayDep
 from openclone.store.accounts import LOCAL, Principal
 from openclone.store.keys import authenticate, cached_principal, keys_ever_created
 
-__all__ = ["AdminDep", "CallerDep", "caller", "is_loopback", "optional_caller"]
+__all__ = ["AdminDep", "CallerDep", "admin", "audit_actor", "caller", "is_loopback", "optional_caller"]
 
 _KEYS_TTL = 2.0  # PostgreSQL: seconds between "was a key ever created?" checks
 
@@ -45,7 +46,15 @@ async def _keyless(gw: Gateway) -> bool:
         return True  # no key was created anywhere since we looked: no query
     if version is None and gw.keys_checked > time.monotonic():
         return True
-    gw.keys_exist = await asyncio.to_thread(keys_ever_created, gw.store)
+    try:
+        gw.keys_exist = await asyncio.to_thread(keys_ever_created, gw.store)
+    except (OperationalError, InterfaceError):
+        if gw.keys_checked == 0.0:
+            raise  # never read: refused (503) rather than guessed open
+        # Read before: keep that answer through the outage. No key can be created in a
+        # database this gateway cannot reach except through another gateway, and a
+        # keyless server is loopback-only.
+        return not gw.keys_exist
     gw.keys_seen, gw.keys_checked = version, time.monotonic() + _KEYS_TTL
     return not gw.keys_exist
 
@@ -84,10 +93,17 @@ async def optional_caller(request: Request, gw: GatewayDep) -> Principal | None:
 CallerDep = Annotated[Principal, Depends(caller)]
 
 
-async def _admin(who: CallerDep) -> Principal:
+async def admin(who: CallerDep) -> Principal:
+    """The caller, who must hold an admin key (a router's guard: ``Depends(admin)``)."""
     if not who.is_admin:
         raise PermissionDenied("this needs an admin key")
     return who
 
 
-AdminDep = Annotated[Principal, Depends(_admin)]
+AdminDep = Annotated[Principal, Depends(admin)]
+
+
+def audit_actor(who: Principal) -> str:
+    """Who did it, as the audit log names an admin: ``key:<key id>``, or ``local-admin``
+    (a keyless loopback caller)."""
+    return f"key:{who.key_id}" if who.key_id else "local-admin"

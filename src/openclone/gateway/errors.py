@@ -9,9 +9,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
-from openclone.errors import APIError, EngineError, InvalidRequestError, RateLimitExceeded
+from openclone.errors import (
+    APIError,
+    EngineError,
+    InvalidRequestError,
+    RateLimitExceeded,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("openclone.gateway")
 
@@ -22,6 +29,8 @@ def error_response(exc: APIError) -> JSONResponse:
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     elif isinstance(exc, RateLimitExceeded):
         headers = exc.headers
+    elif isinstance(exc, StoreUnavailable):
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
 
@@ -63,6 +72,15 @@ def install(app: FastAPI) -> None:
         err.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
         err.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return error_response(err)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _store_down(_: Request, exc: Exception) -> JSONResponse:
+        # A lost database is an outage, not a bug: a 503 the client may retry, one log line.
+        log.warning("database unreachable: %s", str(exc).splitlines()[0][:200])
+        return error_response(
+            StoreUnavailable("The service's database is unreachable right now; retry shortly.")
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
