@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python benchmarks/serve_overhead.py $(DATA) --distinct
 	$(BIN)/python benchmarks/gateway_overhead.py
 	$(BIN)/python benchmarks/capture_overhead.py $(DATA)
+	$(BIN)/python benchmarks/capture_encryption.py $(DATA)
 	$(BIN)/python benchmarks/redaction.py $(DATA)
 	$(BIN)/python benchmarks/dedupe.py $(DATA)
 

@@ -150,6 +150,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="largest request body (413 above)"
     )
+    max_file_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=1024,
+        description="largest upload to POST /v1/files (413 above); it is held in memory "
+        "while it is checked and stored",
+    )
+    batch_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="requests of batches (/v1/batches) one gateway answers at once; each "
+        "waits until its model has no live request in flight",
+    )
     max_model_name_chars: int = Field(default=256, ge=16, le=4096)
     max_prompts: int = Field(default=16, ge=1, description="prompts in one /v1/completions list")
     max_choices: int = Field(
@@ -173,6 +185,12 @@ class Settings(BaseSettings):
         "counters with the store: gateways sharing a database may overshoot a limit by what "
         "arrives in this long",
     )
+    retention_interval: float = Field(
+        default=3600.0,
+        ge=0,
+        description="seconds between the server's runs of every tenant's retention policy "
+        "(what `openclone retention apply` does); 0: never (run that command from cron)",
+    )
     log_level: str = "info"
     config_file: Path | None = None
     database_url: str | None = Field(
@@ -183,10 +201,36 @@ class Settings(BaseSettings):
     redactor: str | None = Field(
         default=None, description="PII redactor: default (regex) or module:attr of your own"
     )
+    shadow_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="shadow requests a gateway runs at once; more are not shadowed (dropped)",
+    )
     erase_vacuum_full: bool = Field(
         default=True,
         description="PostgreSQL: VACUUM FULL the tables an erasure touched, so no dead tuple "
         "keeps erased text (locks those tables while it runs); off: plain VACUUM",
+    )
+    encryption: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="encryption at rest of captured text, conversations, feedback and stored "
+        "responses (docs/encryption.md). auto: on when a master key or kms is configured or "
+        "the home has its master.key, which a new SQLite home makes for itself; on: also "
+        "make one for an existing SQLite home, refuse to start without one otherwise; off: "
+        "seal nothing new (what is sealed still opens with the key)",
+    )
+    master_key: SecretStr | None = Field(
+        default=None,
+        description="the master key, base64 of 32 random bytes; set OPENCLONE_MASTER_KEY "
+        "rather than writing it in a file others may read",
+    )
+    master_key_file: Path | None = Field(
+        default=None, description="a file holding the master key (base64), mode 0600"
+    )
+    kms: str | None = Field(
+        default=None,
+        description="module:attr of a KMS hook wrapping the data keys instead of a master key: "
+        "an object with wrap(key, context) and unwrap(blob, context)",
     )
     prices: dict[str, Price] = Field(
         default_factory=dict,
@@ -230,6 +274,8 @@ class Settings(BaseSettings):
     def normalized(self) -> Settings:
         """Fill in the default catalog and model; check names. Raises ValueError."""
         self.home = self.home.expanduser()
+        if self.master_key_file is not None:
+            self.master_key_file = self.master_key_file.expanduser()
         if self.auth == "none" and not is_loopback(self.host):
             # Keyless is for a developer's own machine; anything reachable fails closed.
             raise ValueError(f'auth = "none" needs a loopback host, not {self.host!r}')

@@ -2,6 +2,8 @@
 
     OpenCloneError
     ├── ConfigError                  bad openclone.toml / OPENCLONE_* values (startup)
+    ├── EncryptionError              stored data does not decrypt: wrong or missing master
+    │                                key, a tenant's data key erased, a value moved or altered
     └── APIError                     anything a client can cause; rendered as OpenAI's error JSON
         ├── InvalidRequestError      400 invalid_request_error
         │   ├── ContextLengthExceeded    400 code=context_length_exceeded
@@ -28,6 +30,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "ContextLengthExceeded",
+    "EncryptionError",
     "EngineError",
     "InvalidRequestError",
     "ModelNotFound",
@@ -47,6 +50,11 @@ class OpenCloneError(Exception):
 
 class ConfigError(OpenCloneError):
     """The configuration is invalid; the message says which value and why."""
+
+
+class EncryptionError(OpenCloneError):
+    """Sealed data cannot be opened; the message says which key and why (never the data).
+    Not a client's doing: the gateway answers it as an internal error and logs this."""
 
 
 class APIError(OpenCloneError):

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from openclone.config import ModelConfig, load_settings
 from openclone.gateway.app import create_app
 from openclone.store import open_store
+from openclone.store.sealed import open_exchange
 from openclone.store.tables import Capture, Tenant, User
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,14 @@ def _captures(home: Path) -> list[tuple[Capture, str, str | None]]:
                 .outerjoin(User, Capture.user_id == User.id)
                 .order_by(Capture.created)
             )
-            return [(c, t, u) for c, t, u in s.execute(q)]
+            rows = []
+            for c, t, u in s.execute(q):
+                # A new home encrypts at rest: read the text as the store's readers do.
+                request, response = open_exchange(s, c)
+                s.expunge(c)
+                c.request, c.response = request, response
+                rows.append((c, t, u))
+            return rows
     finally:
         store.close()
 

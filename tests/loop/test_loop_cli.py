@@ -39,7 +39,8 @@ def test_too_few_captures_end_the_run_with_a_not_enough_data_decision(tmp_path: 
     states = {s["name"]: s["state"] for s in run["steps"]}
     assert states == {
         "collect": "done", "curate": "skipped", "distill": "skipped", "train": "skipped",
-        "evaluate": "skipped", "decide": "skipped", "report": "done",
+        "evaluate": "skipped", "shadow": "skipped", "canary": "skipped", "decide": "skipped",
+        "report": "done",
     }  # fmt: skip
     assert run["steps"][0]["counts"]["captures"] == 3
     assert run["cost_usd"] == 0

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from openclone.gateway.capture import new_capture_id
 from openclone.store import open_store
 from openclone.store.exchange import Exchange
-from openclone.store.tables import Feedback, Vote
+from openclone.store.sealed import open_comment
+from openclone.store.tables import Capture, Feedback, Vote
 from openclone.store.writer import CaptureWriter
 
 pytestmark = pytest.mark.slow
@@ -214,10 +215,12 @@ def test_chat_history_feedback_safety_and_arena(
 
     store = open_store(None, home)
     with store.session() as s:
-        fb = list(s.scalars(select(Feedback)))
+        q = select(Feedback.rating, Feedback.capture_id, Feedback.comment, Capture.tenant_id)
+        # A new home encrypts at rest: the comment is read as the store's readers do.
+        fb = [(r, open_comment(s, t, c, text)) for r, c, text, t in s.execute(q.join(Capture))]
         votes = list(s.scalars(select(Vote)))
     store.close()
     assert not [c for c in console if "Error" in c], console
-    assert [(f.rating, f.comment) for f in fb] == [(-1, "too short")]
+    assert fb == [(-1, "too short")]
     assert len(votes) == 1 and votes[0].winner == "a"
     assert {votes[0].model_a, votes[0].model_b} == {BUNDLED, "smollm2-twin"}

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import typer
 
-from openclone.cli import store
+from openclone.cli import encryption, store
 from openclone.cli.data import data_app
 from openclone.cli.distill import distill_command
 from openclone.cli.eval import arena_app, eval_command
+from openclone.cli.importing import import_command
 from openclone.cli.jobs import jobs_app
 from openclone.cli.loop import loop_app
 from openclone.cli.registry import promote_command, registry_app, rollback_command
@@ -34,12 +35,16 @@ app.add_typer(data_app, name="data", help="Datasets: near-duplicate filtering an
 app.command("train")(train_command)
 app.command("export")(export_command)
 app.add_typer(jobs_app, name="jobs")
+store.keys_app.command("encryption")(encryption.status_command)
+store.keys_app.command("rotate-master")(encryption.rotate_master_command)
+store.captures_app.command("decrypt")(encryption.decrypt_command)
 app.add_typer(store.keys_app, name="keys")
 app.add_typer(store.tenants_app, name="tenants")
 app.add_typer(store.captures_app, name="captures")
 app.add_typer(store.retention_app, name="retention")
 app.add_typer(store.audit_app, name="audit")
 app.command("erase")(store.erase_command)
+app.command("import")(import_command)
 app.command("distill")(distill_command)
 app.add_typer(registry_app, name="registry")
 app.command("promote")(promote_command)

@@ -179,3 +179,103 @@ def rollback_command(name: Annotated[str, typer.Argument()], config: ConfigOpt =
     with opened_store(config) as store:
         back = rollback(store, name)
     console.print(f"{name} -> {name}@{back}")
+
+
+# ---- live traffic: shadow and canary ---------------------------------------------------
+
+CandidateOpt = Annotated[str, typer.Option(help="the version to try: NAME@N")]
+
+
+@registry_app.command("shadow")
+def shadow_command(
+    name: Annotated[str, typer.Argument(help="the alias whose traffic is shadowed")],
+    candidate: CandidateOpt,
+    share: Annotated[float, typer.Option(help="share of NAME's chat requests shadowed")] = 0.2,
+    budget: Annotated[int, typer.Option(help="pairs to keep, at most")] = 50,
+    config: ConfigOpt = None,
+) -> None:
+    """Answer a share of NAME's chat requests with CANDIDATE too, in the background (never
+    returned to callers), and keep the pairs for the judge (`openclone loop` reads them)."""
+    from openclone.registry.splits import start_shadow
+
+    with opened_store(config) as store:
+        split = start_shadow(store, name, candidate, share, budget)
+    console.print(
+        f"shadowing {split.candidate} on {share:.0%} of {name}'s chat requests, up to "
+        f"{budget} pairs (split {split.id})"
+    )
+
+
+@registry_app.command("canary")
+def canary_command(
+    name: Annotated[str, typer.Argument(help="the alias whose traffic is split")],
+    candidate: CandidateOpt,
+    share: Annotated[float, typer.Option(help="share of NAME's requests it serves")] = 0.1,
+    min_requests: Annotated[int, typer.Option(help="canary requests before a rollback")] = 10,
+    max_error_increase: Annotated[
+        float, typer.Option(help="roll back above the incumbent's error rate plus this")
+    ] = 0.05,
+    max_latency_ratio: Annotated[
+        float, typer.Option(help="roll back above this times the incumbent's mean latency")
+    ] = 2.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve a sticky share of NAME's requests (per conversation or person) from CANDIDATE;
+    gateways roll it back when its errors or latency regress. `promote` ends it."""
+    from openclone.registry.splits import start_canary
+
+    policy = {"min_requests": min_requests, "max_error_increase": max_error_increase,
+              "max_latency_ratio": max_latency_ratio}  # fmt: skip
+    with opened_store(config) as store:
+        split = start_canary(store, name, candidate, share, policy)
+    console.print(
+        f"canary: {split.candidate} serves {share:.0%} of {name}'s requests (split {split.id})"
+    )
+
+
+@registry_app.command("splits")
+def splits_command(
+    name: Annotated[str | None, typer.Argument()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Shadows and canaries, newest first: state, pairs kept, requests per arm."""
+    from openclone.store.splits import arm_totals, list_splits
+
+    with opened_store(config) as store:
+        splits = list_splits(store, name)
+        totals = arm_totals(store, [s.id for s in splits if s.kind == "canary"])
+    rows = [
+        {**s.to_dict(), "arms": {a: c.__dict__ for a, c in totals.get(s.id, {}).items()}}
+        for s in splits
+    ]
+    if as_json:
+        print(json.dumps({"splits": rows}, indent=2))
+        return
+    table = Table("name", "kind", "candidate", "share", "state", "pairs / requests", "reason")
+    for row in rows:
+        arms = row["arms"]
+        if row["kind"] == "shadow":
+            seen = f"{row['pairs']}/{row['budget']} pairs"
+        else:
+            seen = ", ".join(f"{a} {c['requests']} ({c['errors']} errors)" for a, c in arms.items())
+        table.add_row(row["name"], row["kind"], row["candidate"], f"{row['share']:.0%}",
+                      row["state"], seen or "-", row["reason"] or "")  # fmt: skip
+    console.print(table)
+
+
+@registry_app.command("stop-split")
+def stop_split_command(
+    name: Annotated[str, typer.Argument()],
+    kind: Annotated[str | None, typer.Option(help="shadow or canary (default: both)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """End NAME's active shadow and/or canary; the alias keeps serving its version."""
+    from openclone.registry.splits import stop
+
+    with opened_store(config) as store:
+        ended = stop(store, name, kind)
+    for split in ended:
+        console.print(f"stopped the {split.kind} of {split.candidate}")
+    if not ended:
+        err.print(f"{name} has no active shadow or canary")

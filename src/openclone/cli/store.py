@@ -17,6 +17,7 @@ from rich.table import Column, Table
 from openclone.cli.common import FAILED, USAGE, ConfigOpt, console, err, fail, opened_store
 
 if TYPE_CHECKING:
+    from openclone.store.export import CaptureInfo
     from openclone.store.ratelimits import Limits
 
 __all__ = [
@@ -192,18 +193,18 @@ def tenants_show(
     tenant: Annotated[str, typer.Argument(help="tenant name")],
     config: ConfigOpt = None,
 ) -> None:
-    """A tenant's policy, rate limits and the tokens it used this month (as synced by the
-    gateways, about once a second)."""
-    import time
-
-    from openclone.store.ratelimits import get_limits, month_of, month_usage
+    """A tenant's policy, rate limits, the tokens it used this month (as synced by the
+    gateways, about once a second) and what it holds."""
+    from openclone.store.admin import tenant_detail
 
     with opened_store(config) as store:
-        limits = get_limits(store, tenant=tenant)
-        used = month_usage(store, tenant, month_of(time.time()))
-    _print_tenant(tenant, config, limits)
-    quota = f" of {limits.monthly_tokens}" if limits.monthly_tokens is not None else ""
-    console.print(f"tokens used this month: {used}{quota}")
+        t = tenant_detail(store, tenant)
+    _print_tenant(tenant, config, t.limits)
+    quota = f" of {t.limits.monthly_tokens}" if t.limits.monthly_tokens is not None else ""
+    console.print(f"tokens used this month: {t.tokens_this_month}{quota}")
+    console.print(f"{t.users} users, {t.keys} live keys ({t.revoked_keys} revoked), "
+                  f"{t.captures} captures, {t.conversations} conversations, "
+                  f"{t.responses} stored responses")  # fmt: skip
 
 
 @keys_app.command("set")
@@ -213,13 +214,21 @@ def keys_set(
     tpm: TpmOpt = None,
     max_streams: StreamsOpt = None,
     monthly_tokens: MonthlyOpt = None,
+    scope: Annotated[
+        str | None, typer.Option(help="admin|user: make it an admin key or not")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Set a key's own rate limits (audited); its tenant's limits bind it as well."""
+    from openclone.store.keys import set_key_scope
     from openclone.store.ratelimits import get_limits, set_limits
 
+    _choice(scope, ("admin", "user"), "--scope")
     values = _limit_values(rpm, tpm, max_streams, monthly_tokens)
     with opened_store(config) as store:
+        if scope is not None:
+            info = set_key_scope(store, key, scope == "admin", actor="cli")
+            console.print(f"key {info.prefix} of {info.tenant}: scope {info.scope}")
         if values:
             limits = set_limits(store, key=key, values=values, actor="cli")
         else:
@@ -246,17 +255,23 @@ def erase_command(
     user: Annotated[str | None, typer.Option(help="a person (with --tenant)")] = None,
     tenant: Annotated[str | None, typer.Option(help="a tenant, or the person's tenant")] = None,
     conversation: Annotated[str | None, typer.Option(help="one conversation")] = None,
+    capture: Annotated[
+        str | None, typer.Option(help="one capture (and the answer it gave)")
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Erase a person, a conversation or a tenant — for real, and recorded."""
+    """Erase a person, a conversation, a capture or a tenant — for real, and recorded."""
     from openclone.store.privacy import erase
 
-    if not (user or tenant or conversation):
-        raise fail("say what to erase: --user U --tenant T, --conversation ID or --tenant T", USAGE)
+    if not (user or tenant or conversation or capture):
+        raise fail("say what to erase: --user U --tenant T, --conversation ID, --capture ID "
+                   "or --tenant T", USAGE)  # fmt: skip
     if user and not tenant:
         raise fail("--user needs the person's --tenant", USAGE)
-    if conversation:
+    if capture:
+        what = f"capture {capture}"
+    elif conversation:
         what = f"conversation {conversation}"
     else:
         what = f"user {user} of tenant {tenant}" if user else f"tenant {tenant} (everything in it)"
@@ -264,7 +279,8 @@ def erase_command(
         err.print("nothing erased")
         raise typer.Exit(FAILED)
     with opened_store(config) as store:
-        result = erase(store, actor="cli", tenant=tenant, user=user, conversation=conversation)
+        result = erase(store, actor="cli", tenant=tenant, user=user, conversation=conversation,
+                       capture=capture)  # fmt: skip
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v) or "nothing stored"
     console.print(f"erased {what}: {counts} (erasure {result.id})")
     if not result.compacted:
@@ -287,6 +303,12 @@ def captures_export(
     until: Annotated[str | None, typer.Option(help="before this date (ISO)")] = None,
     feedback: Annotated[str | None, typer.Option(help="up|down: only answers rated so")] = None,
     min_chars: Annotated[int, typer.Option(help="skip shorter conversations")] = 0,
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt", help="seal each row with its tenant's key (`captures decrypt` opens it)"
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Export consented captures as training data (consent is not optional)."""
@@ -297,7 +319,7 @@ def captures_export(
         f = CaptureFilter(
             tenant, model, _date(since, "--since"), _date(until, "--until"), feedback, min_chars
         )
-        result = export_captures(store, out, f, actor="cli")
+        result = export_captures(store, out, f, actor="cli", encrypt=encrypt)
     skipped = ", ".join(f"{v} {k}" for k, v in result.skipped.items()) or "none"
     console.print(f"wrote {result.rows} rows to {result.path}", highlight=False)
     console.print(f"sha256 {result.sha256}, export {result.id}; skipped: {skipped}")
@@ -314,6 +336,26 @@ def captures_list(
 
     with opened_store(config) as store:
         rows = list_captures(store, tenant, limit)
+    _print_captures(rows)
+
+
+@captures_app.command("search")
+def captures_search(
+    text: Annotated[str, typer.Argument(help="text to find in prompts and answers (any case)")],
+    tenant: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    config: ConfigOpt = None,
+) -> None:
+    """The newest captures whose prompt or answer contains TEXT (shown as `list` shows
+    them, not their text): e.g. what to erase. Encrypted captures are opened to search."""
+    from openclone.store.export import search_captures
+
+    with opened_store(config) as store:
+        rows = search_captures(store, text, tenant, limit)
+    _print_captures(rows)
+
+
+def _print_captures(rows: list[CaptureInfo]) -> None:
     table = Table("id", "time", "tenant", "user", "model", "status", "tokens", "ms", "consent",
                   "redacted")  # fmt: skip
     for c in rows:
@@ -326,11 +368,12 @@ def captures_list(
 
 @retention_app.command("apply")
 def retention_apply(config: ConfigOpt = None) -> None:
-    """Erase what is past each tenant's retention (run it daily, e.g. from cron)."""
-    from openclone.store.privacy import apply_retention
+    """Erase what is past each tenant's retention now (`openclone serve` also applies it
+    every `retention_interval` seconds)."""
+    from openclone.store.privacy import run_retention
 
     with opened_store(config) as store:
-        results = apply_retention(store, actor="cli")
+        results = run_retention(store, actor="cli")
     for r in results:
         console.print(
             f"{r.target}: erased {r.counts.get('captures', 0)} captures and "
@@ -344,13 +387,14 @@ def retention_apply(config: ConfigOpt = None) -> None:
 def audit_list(
     limit: Annotated[int, typer.Option(min=1)] = 50,
     action: Annotated[str | None, typer.Option(help="e.g. key, erase, export")] = None,
+    actor: Annotated[str | None, typer.Option(help="e.g. cli, key:ID, retention")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Admin actions, newest first."""
     from openclone.store.audit import list_audit
 
     with opened_store(config) as store:
-        entries = list_audit(store, limit, action=action)
+        entries = list_audit(store, limit, action=action, actor=actor)
     table = Table("time", "actor", "action", "detail")
     for e in entries:
         detail = ", ".join(f"{k}={v}" for k, v in e.detail.items())

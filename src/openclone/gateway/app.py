@@ -14,17 +14,26 @@ from openclone import __version__
 from openclone.config import Settings
 from openclone.gateway import (
     errors,
+    routes_admin,
+    routes_batches,
     routes_embeddings,
+    routes_files,
+    routes_fine_tuning,
     routes_limits,
     routes_openai,
     routes_responses,
+    routes_stored_completions,
     routes_system,
     routes_ui,
 )
+from openclone.gateway.batches_serving import run_batches
 from openclone.gateway.body_limit import BodyLimit
 from openclone.gateway.capture import CaptureSink
+from openclone.gateway.fine_tuning_serving import follow_jobs
 from openclone.gateway.metrics import Metrics
+from openclone.gateway.retention import RetentionSchedule
 from openclone.gateway.security import SecurityMiddleware, allowed_hosts
+from openclone.gateway.splits import ShadowDispatcher
 from openclone.gateway.state import Gateway
 from openclone.routing import open_router
 from openclone.store import open_store
@@ -55,11 +64,21 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
         await gw.limiter.sync(store)  # limits bind from the first request
         stop = asyncio.Event()
         syncing = asyncio.create_task(gw.limiter.run(store, settings.rate_limit_sync, stop))
+        following = asyncio.create_task(follow_jobs(gw, stop))  # fine-tuning jobs' progress
+        router.keep(asyncio.create_task(run_batches(gw), name="batches"))  # stops with engines
+        gw.retention = RetentionSchedule(settings.retention_interval)
+        retaining = asyncio.create_task(gw.retention.run(store, stop))
+        shadow = gw.shadow = ShadowDispatcher(
+            router, store, settings.redactor, concurrency=settings.shadow_concurrency
+        )
         try:
             yield
         finally:
             stop.set()
             await syncing  # its last sync sends what this gateway counted
+            await following
+            await retaining  # a run under way finishes: the store stays open for it
+            await shadow.close()  # shadow requests still running are dropped
             await router.close()
             if writer is not None:
                 await asyncio.to_thread(writer.close)  # a clean shutdown loses no capture
@@ -71,13 +90,23 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
         title="OpenClone", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        uploads={"/v1/files": settings.max_file_bytes},
+    )
     app.add_middleware(SecurityMiddleware, hosts=allowed_hosts(settings))
     app.include_router(routes_openai.router)
+    app.include_router(routes_stored_completions.router)
     app.include_router(routes_responses.router)
     app.include_router(routes_embeddings.router)
+    app.include_router(routes_files.router)
+    app.include_router(routes_fine_tuning.router)
+    app.include_router(routes_batches.router)
     app.include_router(routes_system.router)
     app.include_router(routes_limits.router)
+    app.include_router(routes_admin.router)
+    app.include_router(routes_admin.page)
     app.include_router(routes_ui.api)
     app.include_router(routes_ui.page)
     app.mount("/static", StaticFiles(directory=routes_ui.STATIC), name="static")

@@ -27,7 +27,15 @@ from openclone.gateway.state import Gateway, GatewayDep
 from openclone.store.accounts import LOCAL, Principal
 from openclone.store.keys import authenticate, cached_principal, keys_ever_created
 
-__all__ = ["AdminDep", "CallerDep", "admin", "audit_actor", "caller", "is_loopback", "optional_caller"]
+__all__ = [
+    "AdminDep",
+    "CallerDep",
+    "admin",
+    "audit_actor",
+    "caller",
+    "is_loopback",
+    "optional_caller",
+]
 
 _KEYS_TTL = 2.0  # PostgreSQL: seconds between "was a key ever created?" checks
 

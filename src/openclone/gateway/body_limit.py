@@ -4,6 +4,10 @@ A pure ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``, so stream
 answers and serving's disconnect watch are untouched: the body is read here, counted chunk
 by chunk as it arrives (a chunked upload declares no length), and handed on whole; later
 ``receive`` calls reach the server as before. Nothing past the cap is kept in memory.
+
+Uploads (``POST /v1/files``) have a cap of their own (``max_file_bytes``). One that declares
+its length within that cap goes straight through unbuffered (the server never reads past a
+declared length), so a large upload is not held twice.
 """
 
 from __future__ import annotations
@@ -22,18 +26,27 @@ _ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: dict[str, int] | None = None) -> None:
+        """``uploads``: {path: cap} for the POST routes that take uploads larger than
+        ``max_bytes``."""
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
+        cap = self.max_bytes
+        if scope.get("method") == "POST" and scope.get("path") in self.uploads:
+            cap = self.uploads[scope["path"]]
+            if declared is not None and declared <= cap:
+                await self.app(scope, receive, send)
+                return
         chunks: list[bytes] = []
         size = 0
-        over = declared is not None and declared > self.max_bytes
+        over = declared is not None and declared > cap
         replay: Message | None = None
         while True:
             message = await receive()
@@ -42,7 +55,7 @@ class BodyLimit:
                 break
             body = message.get("body", b"")
             size += len(body)
-            over = over or size > self.max_bytes
+            over = over or size > cap
             if not over:
                 chunks.append(body)
             else:
@@ -53,7 +66,7 @@ class BodyLimit:
             # Answered after the body was read (and dropped): a server that answers while
             # the client still sends resets the connection, and the client sees no 413.
             if replay is None:
-                await self._refuse(scope, receive, send, max(size, declared or 0))
+                await self._refuse(scope, receive, send, max(size, declared or 0), cap)
             return
         whole = b"".join(chunks)
         # Only a JSON escape can carry a lone surrogate (UTF-8 cannot encode one), so a body
@@ -66,10 +79,13 @@ class BodyLimit:
 
         await self.app(scope, replayed, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, size: int, cap: int
+    ) -> None:
+        setting = "max_body_bytes" if cap == self.max_bytes else "max_file_bytes"
         err = InvalidRequestError(
-            f"The request body is {size} bytes; this server accepts at most {self.max_bytes} "
-            "bytes (max_body_bytes).",
+            f"The request body is {size} bytes; this server accepts at most {cap} "
+            f"bytes ({setting}).",
             code="request_too_large",
         )
         err.status_code = 413

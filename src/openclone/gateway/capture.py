@@ -8,16 +8,26 @@ Capture never slows or fails a request: a sink that raises is logged and ignored
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from openclone.schema import ChatCompletionChunk, Completion, Usage
 from openclone.store.exchange import Exchange
 
 log = logging.getLogger("openclone.capture")
 
-__all__ = ["CaptureSink", "Exchange", "StreamAssembler", "new_capture_id", "submit_safely"]
+__all__ = [
+    "CaptureSink",
+    "Exchange",
+    "KeepingSink",
+    "StreamAssembler",
+    "can_keep",
+    "new_capture_id",
+    "record",
+    "submit_safely",
+]
 
 
 def new_capture_id() -> str:
@@ -28,6 +38,32 @@ class CaptureSink(Protocol):
     def submit(self, exchange: Exchange) -> None:
         """Queue the exchange; must return at once and never raise for a full queue."""
         ...
+
+
+@runtime_checkable
+class KeepingSink(CaptureSink, Protocol):
+    """A sink that can also commit at once: what ``store: true`` needs (the store's writer)."""
+
+    def write_now(self, batch: list[Exchange]) -> int:
+        """Commit ``batch`` before returning (blocking); returns how many were not stored."""
+        ...
+
+
+def can_keep(sink: CaptureSink | None) -> bool:
+    return isinstance(sink, KeepingSink)
+
+
+async def record(sink: CaptureSink | None, exchange: Exchange) -> None:
+    """Capture ``exchange``; one the client asked to keep (``store: true``) is committed
+    before this returns, so the client can list it as soon as it has its answer. A failure
+    is logged, never raised."""
+    if exchange.store and isinstance(sink, KeepingSink):
+        try:
+            await asyncio.to_thread(sink.write_now, [exchange])
+        except Exception:
+            log.exception("stored completion %s not recorded", exchange.id)
+        return
+    submit_safely(sink, exchange)
 
 
 def submit_safely(sink: CaptureSink | None, exchange: Exchange) -> None:

@@ -1,8 +1,10 @@
-"""``/api/admin/tenants/{tenant}/limits``: a tenant's rate limits, for admin keys only.
+"""``/api/admin/tenants/{tenant}/limits`` and ``/api/admin/keys/{key}/limits``: a tenant's
+and a key's rate limits, for admin keys only (the rest of the admin API is
+:mod:`openclone.gateway.routes_admin`).
 
 ``PUT`` replaces them all (a limit left out or ``null`` is removed) and is audited with the
 admin key as the actor; running gateways apply it at their next sync (about a second).
-``GET`` adds what this gateway counts for the tenant now.
+A tenant's ``GET`` adds what this gateway counts for the tenant now.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from openclone.errors import InvalidRequestError
-from openclone.gateway.auth import AdminDep, caller
+from openclone.gateway.auth import AdminDep, admin, audit_actor
 from openclone.gateway.security import same_origin
 from openclone.gateway.state import Gateway, GatewayDep
 from openclone.store import Store
@@ -22,7 +24,7 @@ from openclone.store.ratelimits import get_limits, set_limits
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/admin", dependencies=[Depends(same_origin), Depends(caller)])
+router = APIRouter(prefix="/api/admin", dependencies=[Depends(same_origin), Depends(admin)])
 _NUMBER = Field(default=None, ge=0, le=2**53)
 
 
@@ -51,8 +53,29 @@ async def get_tenant_limits(tenant: str, who: AdminDep, gw: GatewayDep) -> dict[
 async def put_tenant_limits(
     tenant: str, body: LimitsBody, who: AdminDep, gw: GatewayDep
 ) -> dict[str, Any]:
-    actor = f"key:{who.key_id}" if who.key_id else "local-admin"
     limits = await asyncio.to_thread(
-        set_limits, _store(gw), tenant=tenant, values=body.model_dump(), replace=True, actor=actor
-    )
+        set_limits, _store(gw), tenant=tenant, values=body.model_dump(), replace=True,
+        actor=audit_actor(who),
+    )  # fmt: skip
     return {"tenant": tenant, "limits": limits.as_dict()}
+
+
+@router.get("/keys/{key}/limits")
+async def get_key_limits(key: str, who: AdminDep, gw: GatewayDep) -> dict[str, Any]:
+    limits = await asyncio.to_thread(get_limits, _store(gw), key=key)
+    return {"key": key, "limits": limits.as_dict()}
+
+
+@router.put("/keys/{key}/limits")
+async def put_key_limits(
+    key: str, body: LimitsBody, who: AdminDep, gw: GatewayDep
+) -> dict[str, Any]:
+    limits = await asyncio.to_thread(
+        set_limits,
+        _store(gw),
+        key=key,
+        values=body.model_dump(),
+        replace=True,
+        actor=audit_actor(who),
+    )
+    return {"key": key, "limits": limits.as_dict()}

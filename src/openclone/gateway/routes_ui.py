@@ -50,15 +50,20 @@ def _store(gw: Gateway) -> Store:
     return gw.store
 
 
-@page.get("/", include_in_schema=False)
-async def index() -> FileResponse:
-    # No inline script can run even if model text ever reached the DOM unescaped.
-    csp = (
+# The pages' headers: no inline script can run even if model text (or a name an admin
+# page shows) ever reached the DOM unescaped.
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
         "frame-ancestors 'none'; form-action 'self'"
-    )
-    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": csp}
-    return FileResponse(STATIC / "index.html", headers=headers)
+    ),
+}
+
+
+@page.get("/", include_in_schema=False)
+async def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
 
 # ---- the person ------------------------------------------------------------------------

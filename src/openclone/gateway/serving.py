@@ -13,12 +13,20 @@ from typing import TypeVar
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
-from openclone.errors import APIError, EngineError
+from openclone.errors import APIError, EngineError, UnsupportedParameter
 from openclone.gateway import limits
 from openclone.gateway.body_limit import SURROGATE_FLAG
-from openclone.gateway.capture import StreamAssembler, new_capture_id, submit_safely
+from openclone.gateway.capture import (
+    StreamAssembler,
+    can_keep,
+    new_capture_id,
+    record,
+    submit_safely,
+)
 from openclone.gateway.ratelimit import Ticket
+from openclone.gateway.splits import Arm, canary_arm, count_arm
 from openclone.gateway.state import Gateway
+from openclone.gateway.stored_completions_wire import for_engine, keep_options
 from openclone.routing.router import Replica
 from openclone.schema import (
     ChatCompletion,
@@ -30,6 +38,7 @@ from openclone.schema import (
     Usage,
 )
 from openclone.store.exchange import Exchange
+from openclone.store.splits import SplitInfo
 
 log = logging.getLogger("openclone.gateway")
 T = TypeVar("T")
@@ -69,6 +78,7 @@ def _exchange(
     req: ChatCompletionRequest | CompletionRequest,
     endpoint: str,
     capture_id: str,
+    keep: dict[str, str] | None = None,
 ) -> Exchange:
     train = request.headers.get("x-openclone-train")
     caller = getattr(request.state, "caller", None)
@@ -87,6 +97,8 @@ def _exchange(
         key_id=getattr(caller, "key_id", None),
         conversation=request.headers.get("x-openclone-conversation"),
         train=None if train is None else train.strip().lower() in ("1", "true", "yes", "on"),
+        store=keep is not None,
+        metadata=keep,
     )
 
 
@@ -98,9 +110,16 @@ async def serve(
     limits.check_request(
         req, gw.settings, scan_text=getattr(request.state, SURROGATE_FLAG, True)
     )
+    keep = keep_options(req) if isinstance(req, ChatCompletionRequest) else None
+    if keep is not None and not can_keep(gw.capture):
+        raise UnsupportedParameter(
+            "This server keeps no captures (capture is off), so it cannot store completions.",
+            param="store",
+        )
     who = getattr(request.state, "caller", None)
     req.scope_cache(getattr(who, "tenant", None))
-    shown, target = gw.router.pin(req.model)
+    requested, arm = req.model, canary_arm(gw.router, request, req)  # arm: a canary's side
+    shown, target = gw.router.pin(arm.model if arm is not None else req.model)
     if target != req.model:
         # The engine sees the model that serves the version; the client and the capture
         # see the pinned version (as OpenAI answers "gpt-4o" with a dated snapshot).
@@ -109,6 +128,8 @@ async def serve(
     capture_id = new_capture_id()
     # The id lets a client attach feedback to what was captured.
     headers = {"X-OpenClone-Capture-Id": capture_id} if gw.capture is not None else {}
+    if shown != requested:  # an alias: the version that answers (a canary's, too)
+        headers["X-OpenClone-Model-Version"] = shown
     # After every 400 (a refused request is not charged), before any engine work.
     ticket = gw.limiter.admit(who, req, stream=req.stream)
     if ticket is not None:
@@ -116,7 +137,7 @@ async def serve(
     if not req.stream:
         call: Awaitable[tuple[ChatCompletion | Completion, Replica]]
         if isinstance(req, ChatCompletionRequest):
-            chat_req = req
+            chat_req = for_engine(req)
             call = gw.router.call(req.model, lambda e: e.chat(chat_req))
         else:
             text_req = req
@@ -129,12 +150,14 @@ async def serve(
             return Response(status_code=499)
         except APIError as exc:
             _settle(ticket, 0)  # nothing was generated for the client
+            count_arm(gw.router, arm, exc.status_code, t0)
             m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
             raise
         except BaseException:
             _settle(ticket, 0)
             raise
         _settle(ticket, result.usage.total_tokens if result.usage is not None else None)
+        count_arm(gw.router, arm, 200, t0)
         elapsed = time.perf_counter() - t0
         label = m.model_label(req.model)
         m.requests.labels(endpoint, label, "200").inc()
@@ -143,8 +166,9 @@ async def serve(
             _count_usage(gw, label, result.usage)
         result.model = shown
         body = result.model_dump_json()
-        if gw.capture is not None:
-            ex = _exchange(gw, request, req, endpoint, capture_id)
+        shadow = gw.shadow.split_for(requested, endpoint, arm) if gw.shadow else None
+        if gw.capture is not None or shadow is not None:
+            ex = _exchange(gw, request, req, endpoint, capture_id, keep)
             ex.model = shown
             ex.response, ex.status, ex.latency_ms = (
                 result.model_dump(exclude_none=True),
@@ -152,7 +176,9 @@ async def serve(
                 elapsed * 1000,
             )
             ex.replica, ex.usage = replica.id, result.usage
-            submit_safely(gw.capture, ex)
+            await record(gw.capture, ex)  # one to keep is committed before the answer goes
+            if shadow is not None and gw.shadow is not None:
+                gw.shadow.offer(shadow, req, ex)  # in the background, after the answer
         return Response(body, media_type="application/json", headers=headers)
 
     # Ask the engine for usage always (for metrics and capture); hand it on only if asked.
@@ -165,7 +191,7 @@ async def serve(
     it: AsyncGenerator[ChatCompletionChunk | Completion, None]
     try:
         if isinstance(engine_req, ChatCompletionRequest):
-            chat_stream = engine_req
+            chat_stream = for_engine(engine_req)
             it, replica = await gw.router.stream(req.model, lambda e: e.stream(chat_stream))
         else:
             text_stream = engine_req
@@ -176,12 +202,15 @@ async def serve(
         _settle(ticket, 0)
         if isinstance(exc, APIError):
             m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
+            count_arm(gw.router, arm, exc.status_code, t0)
         raise
     exchange = None
-    if gw.capture is not None:
-        exchange = _exchange(gw, request, req, endpoint, capture_id)
+    shadow = gw.shadow.split_for(requested, endpoint, arm) if gw.shadow else None
+    if gw.capture is not None or shadow is not None:
+        exchange = _exchange(gw, request, req, endpoint, capture_id, keep)
         exchange.replica, exchange.model = replica.id, shown
-    events = _sse(gw, endpoint, req.model, it, wants_usage, t0, exchange, shown, ticket)
+    events = _sse(gw, endpoint, req.model, it, wants_usage, t0, exchange, shown, ticket,
+                  arm=arm, shadow=(shadow, req) if shadow is not None else None)  # fmt: skip
     if ticket is not None:
         ticket.guard(events)  # a client gone before the body starts never runs its finally
     return StreamingResponse(
@@ -201,6 +230,9 @@ async def _sse(
     exchange: Exchange | None,
     shown: str,
     ticket: Ticket | None = None,
+    *,
+    arm: Arm | None = None,
+    shadow: tuple[SplitInfo, ChatCompletionRequest | CompletionRequest] | None = None,
 ) -> AsyncIterator[bytes]:
     renamed = shown != model
     m = gw.metrics
@@ -208,6 +240,7 @@ async def _sse(
     status, first = "200", True
     assembler = StreamAssembler() if exchange is not None else None
     used: int | None = None  # the engine's usage, sent at the end: settles the estimate
+    kept = False  # a stored completion, committed before [DONE]
     try:
         async for chunk in it:
             if assembler is not None:
@@ -224,6 +257,12 @@ async def _sse(
             if renamed:
                 chunk.model = shown
             yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
+        if exchange is not None and assembler is not None and exchange.store:
+            # Before [DONE]: a client may close the stream as soon as it has it, and can list
+            # the completion at once.
+            _answered(exchange, assembler, endpoint, shown, 200, time.perf_counter() - t0)
+            kept = True
+            await record(gw.capture, exchange)
         yield _DONE
     except APIError as exc:
         # Headers are gone already: report the failure in-stream, as OpenAI does.
@@ -244,15 +283,30 @@ async def _sse(
         elapsed = time.perf_counter() - t0
         m.requests.labels(endpoint, label, status).inc()
         m.latency.labels(endpoint, label).observe(elapsed)
+        count_arm(gw.router, arm, int(status), t0)
         if exchange is not None and assembler is not None:
-            exchange.status, exchange.latency_ms = int(status), elapsed * 1000
-            exchange.usage = assembler.usage
-            exchange.response = (
-                assembler.chat_body(shown)
-                if endpoint == "chat"
-                else assembler.completion_body(shown)
-            )
-            submit_safely(gw.capture, exchange)
+            if not kept:
+                _answered(exchange, assembler, endpoint, shown, int(status), elapsed)
+                exchange.store = False  # kept only when answered to the end
+                submit_safely(gw.capture, exchange)
+            if shadow is not None and gw.shadow is not None:
+                gw.shadow.offer(shadow[0], shadow[1], exchange)  # after the last chunk
+
+
+def _answered(
+    exchange: Exchange,
+    assembler: StreamAssembler,
+    endpoint: str,
+    shown: str,
+    status: int,
+    elapsed: float,
+) -> None:
+    """Fill ``exchange`` with the streamed answer as the client was sent it."""
+    exchange.status, exchange.latency_ms = status, elapsed * 1000
+    exchange.usage = assembler.usage
+    exchange.response = (
+        assembler.chat_body(shown) if endpoint == "chat" else assembler.completion_body(shown)
+    )
 
 
 def _settle(ticket: Ticket | None, used: int | None) -> None:

@@ -11,6 +11,8 @@ from openclone.config import Settings
 from openclone.gateway.capture import CaptureSink
 from openclone.gateway.metrics import Metrics
 from openclone.gateway.ratelimit import Limiter
+from openclone.gateway.retention import RetentionSchedule
+from openclone.gateway.splits import ShadowDispatcher
 from openclone.routing.router import Router
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ class Gateway:
     keys_checked: float = 0.0  # monotonic time until which keys_exist is trusted
     keys_seen: object = None  # the store's keys_version() when keys_exist was last read
     limiter: Limiter = field(default_factory=Limiter)  # tenants' and keys' rate limits
+    shadow: ShadowDispatcher | None = None  # shadow requests (with a store)
+    retention: RetentionSchedule | None = None  # retention on a schedule (with a store)
 
 
 # async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop per request.

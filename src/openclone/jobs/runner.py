@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from openclone.config import openclone_home
 from openclone.errors import InvalidRequestError
-from openclone.files import atomic_write
+from openclone.files import atomic_write, make_private_dir
 
 __all__ = [
     "FINAL_STATES",
@@ -213,7 +213,8 @@ def start_job(kind: str, spec: dict[str, Any], api_key: str | None = None) -> Jo
         raise InvalidRequestError(f"unknown job kind {kind!r}; known: {', '.join(sorted(KINDS))}")
     job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     job_dir = jobs_dir() / job_id
-    job_dir.mkdir(parents=True)
+    make_private_dir(job_dir.parent)  # the first job may be what creates the home: 0700
+    job_dir.mkdir(mode=0o700)
     status = JobStatus(id=job_id, kind=kind)
     write_status(job_dir, status)  # before spec.json, which makes the job visible
     (job_dir / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec}, indent=2))

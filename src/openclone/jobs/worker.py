@@ -63,6 +63,7 @@ class Cancelled(Exception):
 
 def _train(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any]:
     from openclone.train.config import TrainConfig
+    from openclone.train.metrics_log import metrics_callback
     from openclone.train.sft import Progress, SFTRunner
 
     config = TrainConfig.from_dict({**spec, "resume": resume or spec.get("resume", False)})
@@ -71,7 +72,9 @@ def _train(spec: dict[str, Any], ctx: JobContext, resume: bool) -> dict[str, Any
         loss = f" loss {p.loss:.4f}" if p.loss is not None else ""
         ctx.progress(p.step, p.total, f"{p.phase}{loss}")
 
-    runner = SFTRunner(config, on_progress=on_progress)
+    # Step metrics and checkpoints as JSON lines beside the status (the fine-tuning API's events).
+    metrics = metrics_callback(ctx.job_dir / "metrics.jsonl")
+    runner = SFTRunner(config, on_progress=on_progress, callbacks=[metrics])
     ctx.on_stop(runner.request_stop)
     result = runner.run()
     out: dict[str, Any] = {

@@ -1,8 +1,9 @@
-"""The loop: capture → curate → distill → train → evaluate → decide → report, on a cadence.
+"""The loop: capture → curate → distill → train → evaluate → shadow → canary → decide →
+report, on a cadence.
 
 - ``config``: :class:`LoopConfig`, one ``[[loops]]`` entry of openclone.toml
 - ``runner``: :class:`LoopRunner`, one run as a table of recorded, resumable steps
-- ``gather``, ``build``, ``judge``, ``report``: the steps
+- ``gather``, ``build``, ``judge``, ``shadow``, ``report``: the steps
 - ``state``: runs, steps and the pause switch in the store
 - ``schedule``: which loops are due, and the long-running scheduler
 """

@@ -26,6 +26,7 @@ from typing import Any
 
 from openclone.config import BUNDLED_MODEL_NAME, Settings
 from openclone.errors import ConfigError, OpenCloneError
+from openclone.store.splits import DEFAULT_POLICY
 
 __all__ = ["LoopBudget", "LoopConfig", "LoopError", "get_loop", "load_loops", "parse_every"]
 
@@ -46,6 +47,14 @@ def parse_every(text: str) -> float:
     if match is None or float(match.group(1)) <= 0:
         raise ConfigError(f'every: expected a period such as "1d", "12h" or "30m", not {text!r}')
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _policy_ok(policy: Any) -> bool:
+    """A canary rollback rule: known keys, numbers of at least 0."""
+    return isinstance(policy, dict) and all(
+        k in DEFAULT_POLICY and isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+        for k, v in policy.items()
+    )
 
 
 def _known(cls: type, data: dict[str, Any], where: str) -> None:
@@ -77,7 +86,8 @@ class LoopBudget:
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """One retraining loop: capture → curate → distill → train → evaluate → decide → report."""
+    """One retraining loop: capture → curate → distill → train → evaluate → shadow → canary
+    → decide → report."""
 
     name: str
     """The loop's name, as in ``openclone loop run NAME``."""
@@ -118,6 +128,30 @@ class LoopConfig:
     """Requests in flight to the teacher, and during the evaluation."""
     cost_per_hour: float = 0.0
     """$ per hour of the training machine, for the run's cost."""
+    shadow_pairs: int = 0
+    """Live requests the candidate is judged on before the decision: a shadow answers a
+    sampled share of ``model``'s chat traffic in the background, never returned to the
+    caller, and the judge compares its answers with the live ones (0: no shadow)."""
+    shadow_share: float = 0.2
+    """Share of ``model``'s live chat requests the shadow also answers."""
+    shadow_wait: float = 3600.0
+    """Seconds to wait for ``shadow_pairs`` pairs; the pairs stored by then are judged, and
+    with none the step records "skipped: no traffic"."""
+    min_shadow_win_rate: float | None = None
+    """The gate's live-traffic rule: the win rate against the incumbent on shadowed requests
+    must reach this (None: it must only not be significantly below 50%)."""
+    canary_share: float = 0.0
+    """Once the gate agrees, the candidate serves this share of ``model``'s requests (sticky
+    per conversation or person) before it is promoted (0: no canary)."""
+    canary_requests: int = 50
+    """Requests the canary answers before it passes."""
+    canary_wait: float = 3600.0
+    """Seconds to wait for them; with no canary traffic by then the step records "skipped:
+    no traffic", with some the canary passes on what it served."""
+    canary_policy: dict[str, float] = field(default_factory=dict)
+    """When gateways roll the canary back: ``min_requests`` (10), ``max_error_increase``
+    (0.05: its error rate above the incumbent's), ``max_latency_ratio`` (2.0: its mean
+    latency over the incumbent's)."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -138,6 +172,21 @@ class LoopConfig:
             (self.eval_max_tokens >= 1, "eval_max_tokens: at least 1"),
             (self.concurrency >= 1, "concurrency: at least 1"),
             (self.cost_per_hour >= 0, "cost_per_hour: 0 or more"),
+            (self.shadow_pairs >= 0, "shadow_pairs: 0 or more"),
+            (0 < self.shadow_share <= 1, "shadow_share: in (0, 1]"),
+            (self.shadow_wait >= 0, "shadow_wait: seconds, 0 or more"),
+            (
+                self.min_shadow_win_rate is None or 0 <= self.min_shadow_win_rate <= 1,
+                "min_shadow_win_rate: in [0, 1]",
+            ),
+            (
+                self.min_shadow_win_rate is None or self.shadow_pairs > 0,
+                "min_shadow_win_rate: needs shadow_pairs (the live traffic it is measured on)",
+            ),
+            (0 <= self.canary_share <= 1, "canary_share: in [0, 1]"),
+            (self.canary_requests >= 1, "canary_requests: at least 1"),
+            (self.canary_wait >= 0, "canary_wait: seconds, 0 or more"),
+            (_policy_ok(self.canary_policy), "canary_policy: " + ", ".join(DEFAULT_POLICY)),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:

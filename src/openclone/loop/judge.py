@@ -123,9 +123,11 @@ def _rate(summary: dict[str, Any] | None) -> str:
     return f"{summary['win_rate']:.0%} (n={summary.get('n')})"
 
 
-def decide(ctx: StepContext) -> StepResult:
+def gate_evidence(ctx: StepContext) -> dict[str, Any]:
+    """What the gate weighs, as :func:`~openclone.registry.versions.promote`'s keywords:
+    the evaluation's reports, the shadow's live-traffic win rate when it judged pairs, and
+    the canary's outcome when one ran."""
     cfg = ctx.config
-    candidate, version = ctx.output("train", "candidate"), int(ctx.output("train", "version"))
     summaries: dict[str, dict[str, Any]] = ctx.output("evaluate", "reports")
 
     def full(key: str) -> dict[str, Any] | None:
@@ -134,23 +136,67 @@ def decide(ctx: StepContext) -> StepResult:
         data: dict[str, Any] = json.loads(Path(summaries[key]["report"]).read_text("utf-8"))
         return data
 
+    shadow = ctx.outputs.get("shadow") or {}
+    canary = ctx.outputs.get("canary") or {}
+    return {
+        "vs_champion": full("incumbent"),
+        "vs_teacher": full("teacher"),
+        "teacher_margin": cfg.teacher_margin,
+        "vs_live": shadow if shadow.get("status") == "judged" else None,
+        "min_live_win_rate": cfg.min_shadow_win_rate,
+        "canary": {k: canary.get(k) for k in ("state", "reason", "arms", "split")}
+        if canary.get("split")
+        else None,
+    }
+
+
+def _live(ctx: StepContext) -> str:
+    """The live-traffic part of the decision's reason."""
+    shadow = ctx.outputs.get("shadow") or {}
+    canary = ctx.outputs.get("canary") or {}
+    parts = []
+    if shadow.get("status") == "judged":
+        parts.append(f"live {_rate(shadow)}")
+    elif shadow.get("status") not in (None, "off"):
+        parts.append(f"shadow {shadow['status']}")
+    if canary.get("status") not in (None, "off"):
+        parts.append(f"canary {canary['status']}")
+    return "".join(f", {p}" for p in parts)
+
+
+def _end_splits(ctx: StepContext, candidate: str, why: str) -> None:
+    """The candidate's canary (or shadow) stops once the decision is made."""
+    from openclone.store.splits import KINDS, end_split, find_active
+
+    for kind in KINDS:
+        split = find_active(ctx.store, ctx.config.model, kind)
+        if split is not None and split.candidate == candidate:
+            end_split(ctx.store, split.id, "finished", why, actor=f"loop:{ctx.config.name}")
+
+
+def decide(ctx: StepContext) -> StepResult:
+    cfg = ctx.config
+    candidate, version = ctx.output("train", "candidate"), int(ctx.output("train", "version"))
+    summaries: dict[str, dict[str, Any]] = ctx.output("evaluate", "reports")
+    evidence = gate_evidence(ctx)
     rates = f"vs incumbent {_rate(summaries.get('incumbent'))}, vs teacher {_rate(summaries.get('teacher'))}"
+    rates += _live(ctx)
     counts = {"version": version}
     try:
         champion = get_version(ctx.store, cfg.model).version
     except ModelNotFound:
         champion = None
     if champion == version:  # promoted before a crash cut this step short
+        _end_splits(ctx, candidate, "promoted")
         decision = Decision("promote", f"{candidate} serves {cfg.model} ({rates})")
         return StepResult(counts, {"reasons": []}, decision=decision, candidate=candidate)
     try:
-        promote(
-            ctx.store, cfg.model, version, vs_champion=full("incumbent"),
-            vs_teacher=full("teacher"), teacher_margin=cfg.teacher_margin, actor=f"loop:{cfg.name}",
-        )  # fmt: skip
+        promote(ctx.store, cfg.model, version, **evidence, actor=f"loop:{cfg.name}")
     except PromotionRefused as exc:
+        _end_splits(ctx, candidate, "refused")
         reasons = exc.result.reasons
         decision = Decision("reject", f"{candidate}: {'; '.join(reasons)} ({rates})")
         return StepResult(counts, {"reasons": reasons}, decision=decision, candidate=candidate)
+    _end_splits(ctx, candidate, "promoted")
     decision = Decision("promote", f"{candidate} now serves {cfg.model} ({rates})")
     return StepResult(counts, {"reasons": []}, decision=decision, candidate=candidate)

@@ -23,6 +23,7 @@ def render_markdown(run: RunInfo) -> str:
         f"- candidate: {run.candidate or '-'}",
         f"- cost: ${run.cost_usd:.4f}",
         f"- started: {run.to_dict()['created']}",
+        *_live(run),
         "",
         "| step | state | counts | seconds | cost |",
         "| --- | --- | --- | --- | --- |",
@@ -35,6 +36,26 @@ def render_markdown(run: RunInfo) -> str:
             f"${step.cost_usd:.4f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _live(run: RunInfo) -> list[str]:
+    """The live-traffic lines: the shadow's win rate with its interval, the canary's end."""
+    lines = []
+    shadow = run.step("shadow")
+    out = shadow.outputs if shadow is not None else {}
+    if out.get("status") == "judged" and out.get("win_rate") is not None:
+        lines.append(
+            f"- live traffic (shadow): win rate {out['win_rate']:.1%} against "
+            f"{out.get('reference')} (95% CI {out['ci_low']:.1%}-{out['ci_high']:.1%}, "
+            f"n={out.get('n')}, shadow errors {out.get('shadow_errors', 0)})"
+        )
+    elif out.get("status") not in (None, "off"):
+        lines.append(f"- live traffic (shadow): {out['status']}")
+    canary = run.step("canary")
+    out = canary.outputs if canary is not None else {}
+    if out.get("status") not in (None, "off"):
+        lines.append(f"- canary: {out['status']}")
+    return lines
 
 
 def report(ctx: StepContext) -> StepResult:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from openclone.config import Settings
-from openclone.loop import build, gather, judge
+from openclone.files import make_private_dir
+from openclone.loop import build, gather, judge, shadow
 from openclone.loop.config import LoopConfig, LoopError
 from openclone.loop.context import Step, StepContext
 from openclone.loop.report import report
@@ -38,6 +39,8 @@ STEPS: list[tuple[str, Step]] = [
     ("distill", build.distill),
     ("train", build.train),
     ("evaluate", judge.evaluate),
+    ("shadow", shadow.shadow),
+    ("canary", shadow.canary),
     ("decide", judge.decide),
     ("report", report),
 ]
@@ -74,7 +77,7 @@ class LoopRunner:
         if done:
             self.say(f"continuing run {run.number} after {', '.join(done)}")
         directory = run_dir(self.settings, self.config.name, run.number)
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(directory)  # prompts and answers from captures: 0700, as the home
         ctx = StepContext(self.config, self.settings, store, run, directory, say=self.say)
         ending = run.action == "skip"  # an earlier attempt already decided to stop early
         for position, (name, step) in enumerate(STEPS):

@@ -5,6 +5,11 @@ significantly below 50% (the 95% interval lies wholly below it), or when its win
 against the teacher is below ``(1 - teacher_margin) * 50%`` — "within 5% of the teacher"
 means a win rate of at least 47.5% against it. The first champion of a name needs no
 evidence; every later promotion needs an evaluation against the champion, unless forced.
+
+Live traffic adds two checks when its evidence is given: a shadow's win rate against the
+incumbent on real requests (``vs_live``) must not be significantly below 50% and, with
+``min_live_win_rate``, must reach it (a rule that asks for it refuses a candidate that has
+no such evidence); a canary that the gateways rolled back, or a person stopped, is refused.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ def check(
     vs_champion: dict[str, Any] | None,
     vs_teacher: dict[str, Any] | None,
     teacher_margin: float = 0.05,
+    *,
+    vs_live: dict[str, Any] | None = None,
+    min_live_win_rate: float | None = None,
+    canary: dict[str, Any] | None = None,
 ) -> GateResult:
     reasons: list[str] = []
     evidence: dict[str, Any] = {}
@@ -57,4 +66,34 @@ def check(
                 f"win rate against the teacher {rate!r} is below {need:.1%} "
                 f"(within {teacher_margin:.0%} of the teacher)"
             )
+    reasons += _live(has_champion, vs_live, min_live_win_rate, canary, evidence)
     return GateResult(not reasons, reasons, evidence)
+
+
+def _live(
+    has_champion: bool,
+    vs_live: dict[str, Any] | None,
+    least: float | None,
+    canary: dict[str, Any] | None,
+    evidence: dict[str, Any],
+) -> list[str]:
+    reasons = []
+    if vs_live is not None:
+        evidence["vs_live"] = _summary(vs_live)
+        rate, high = vs_live.get("win_rate"), vs_live.get("ci_high")
+        if isinstance(high, int | float) and high < 0.5:
+            reasons.append(
+                f"on live traffic (shadow) the win rate against the incumbent is significantly "
+                f"below 50% ({rate:.1%}, 95% CI up to {high:.1%})"
+            )
+        elif least is not None and (not isinstance(rate, int | float) or rate < least):
+            reasons.append(f"live-traffic win rate {rate!r} is below the required {least:.0%}")
+    elif least is not None and has_champion:
+        reasons.append(f"no live-traffic (shadow) win rate; the rule requires {least:.0%}")
+    if canary is not None:
+        evidence["canary"] = canary
+        state = canary.get("state")
+        if state in ("rolled_back", "stopped"):
+            said = str(state).replace("_", " ")
+            reasons.append(f"the canary was {said}: {canary.get('reason') or '?'}")
+    return reasons

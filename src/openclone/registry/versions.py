@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from openclone.errors import InvalidRequestError, ModelNotFound
 from openclone.registry.gate import GateResult, check
 from openclone.store.audit import audit
 from openclone.store.catalog import resolution_map
 from openclone.store.db import Store
-from openclone.store.tables import Alias, Decision, ModelVersion, now
+from openclone.store.tables import Alias, Decision, ModelVersion, TrafficSplit, now
 
 __all__ = [
     "PromotionRefused",
@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# A fine-tuned model's OpenAI-shaped name, ft:BASE:ORG:SUFFIX:ID (the suffix may be empty).
+_FT_NAME = re.compile(r"ft:[A-Za-z0-9._-]+:[A-Za-z0-9._-]+:[A-Za-z0-9._-]*:[A-Za-z0-9]+")
 
 
 class PromotionRefused(InvalidRequestError):
@@ -79,7 +81,7 @@ def register(
 ) -> VersionInfo:
     """A new immutable version of ``name`` serving ``target`` (a model the router serves)
     or, with ``engine`` ({"engine", "params"}), a model of its own such as a GGUF file."""
-    if not _NAME.fullmatch(name):
+    if not (_NAME.fullmatch(name) or (len(name) <= 128 and _FT_NAME.fullmatch(name))):
         raise InvalidRequestError(f"bad registry name {name!r} (letters, digits, . _ -)")
     if (target is None) == (engine is None):
         raise InvalidRequestError("a version serves either a target model or an engine spec")
@@ -159,6 +161,9 @@ def promote(
     teacher_margin: float = 0.05,
     force: bool = False,
     actor: str = "cli",
+    vs_live: dict[str, Any] | None = None,
+    min_live_win_rate: float | None = None,
+    canary: dict[str, Any] | None = None,
 ) -> GateResult:
     """Make ``name@version`` the champion if the gate agrees (or ``force``); recorded either way."""
     with store.session() as s:
@@ -167,8 +172,9 @@ def promote(
             raise InvalidRequestError(f"{name}@{version} is archived")
         alias = s.get(Alias, name)
         result = check(
-            alias is not None and alias.version != version, vs_champion, vs_teacher, teacher_margin
-        )
+            alias is not None and alias.version != version, vs_champion, vs_teacher, teacher_margin,
+            vs_live=vs_live, min_live_win_rate=min_live_win_rate, canary=canary,
+        )  # fmt: skip
         if not result.ok and not force:
             s.add(Decision(name=name, version=version, action="refuse", reason="; ".join(result.reasons),
                            evidence=result.evidence, actor=actor))  # fmt: skip
@@ -178,6 +184,12 @@ def promote(
             if old is not None and old != version:
                 _version(s, name, old).status = "candidate"
             v.status = "champion"
+            # A shadow or canary measured against the champion that just changed ends here.
+            s.execute(
+                update(TrafficSplit)
+                .where(TrafficSplit.name == name, TrafficSplit.state == "active")
+                .values(state="finished", reason=f"{name}@{version} promoted", updated=now())
+            )
             s.add(Decision(name=name, version=version, action="promote", reason="; ".join(result.reasons),
                            evidence=result.evidence, forced=force and not result.ok, actor=actor))  # fmt: skip
             audit(s, actor, "registry.promote", model=name, version=version, forced=force)

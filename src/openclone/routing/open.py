@@ -46,6 +46,7 @@ async def refresh_registry(router: Router, store: Store) -> None:
     aliases, specs = await asyncio.to_thread(resolution_map, store)
     router.engine_specs = specs
     router.aliases = aliases  # one assignment: requests see the old map or the new one
+    await router.splits.refresh(store)  # shadow and canary splits, and canary counts
 
 
 async def _follow(router: Router, store: Store, every: float) -> None:

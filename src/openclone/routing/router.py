@@ -24,6 +24,7 @@ from openclone.engines import Engine, create_engine
 from openclone.engines.base import AdapterHost
 from openclone.errors import APIError, EngineError, ModelNotFound, ReplicaUnavailable
 from openclone.model_names import is_internal, parse_model_name
+from openclone.routing.splits import SplitTable
 
 __all__ = ["ModelRoute", "Replica", "Router"]
 
@@ -104,6 +105,7 @@ class Router:
         # requested name -> (pinned NAME@N shown to clients, the model that serves it).
         self.aliases: dict[str, tuple[str, str]] = {}
         self.engine_specs: dict[str, dict[str, Any]] = {}  # NAME@N -> {"engine", "params"}
+        self.splits = SplitTable()  # shadow and canary candidates, by alias
         # Locks of lock(), gone once no request holds or waits on them: keys come from
         # clients' model names, and a map that kept each one would grow without bound.
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (

@@ -9,10 +9,14 @@ Alembic migrations applied on open. Every function takes the :class:`Store` firs
   ``user_consent``), ``list_tenants``
 - ``writer``: ``CaptureWriter``, the gateway's capture sink
 - ``conversations``: the chat UI's conversations, scoped to their owner
-- ``privacy``: ``add_feedback``, ``erase``, ``apply_retention``
+- ``privacy``: ``add_feedback``, ``erase``, ``apply_retention``, ``run_retention``
 - ``export``: ``export_captures``, ``iter_captured_prompts``, ``list_captures``
 - ``lineage``: ``erasures_since``, ``affected_exports``, ``affected_models``
 - ``audit``: ``list_audit``
+- ``admin``: what the admin API and CLI read: ``tenant_detail`` (with counts), ``list_users``
+- encryption at rest: ``crypto`` (master keys, KMS hooks, the tenants' data keys: ``Keyring``),
+  ``sealed`` (which columns are sealed; what the readers above open them with),
+  ``encryption`` (``encryption_status``, ``rotate_master``)
 """
 
 from openclone.store.db import Store, open_store

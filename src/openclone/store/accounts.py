@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from openclone.errors import InvalidRequestError
@@ -17,6 +18,7 @@ __all__ = [
     "REDACT_MODES",
     "Principal",
     "TenantInfo",
+    "create_tenant",
     "effective_consent",
     "ensure_tenant",
     "ensure_user",
@@ -108,7 +110,8 @@ def get_tenant(store: Store, name: str) -> Tenant:
         return tenant
 
 
-def list_tenants(store: Store) -> list[TenantInfo]:
+def list_tenants(store: Store, *, offset: int = 0, limit: int | None = None) -> list[TenantInfo]:
+    """Tenants by name, with their users and live keys; ``offset``/``limit`` page them."""
     with store.session() as s:
         users = select(User.tenant_id, func.count().label("n")).group_by(User.tenant_id).subquery()
         keys = (
@@ -122,12 +125,53 @@ def list_tenants(store: Store) -> list[TenantInfo]:
             .outerjoin(users, users.c.tenant_id == Tenant.id)
             .outerjoin(keys, keys.c.tenant_id == Tenant.id)
             .order_by(Tenant.name)
+            .offset(offset)
+            .limit(limit)
         )
         return [
             TenantInfo(t.name, t.consent_default, t.redact_mode, t.retention_days,
                        nu or 0, nk or 0, t.created)
             for t, nu, nk in s.execute(q)
         ]  # fmt: skip
+
+
+def _check_policy(redact: str | None, retention_days: int | None) -> None:
+    if redact is not None and redact not in REDACT_MODES:
+        raise InvalidRequestError(
+            f"redact mode must be one of {', '.join(REDACT_MODES)}, not {redact!r}",
+            param="redact",
+        )
+    if retention_days is not None and retention_days < 1:
+        raise InvalidRequestError("retention must be at least 1 day", param="retention_days")
+
+
+def create_tenant(
+    store: Store,
+    name: str,
+    *,
+    actor: str,
+    consent: bool = False,
+    redact: str = "store",
+    retention_days: int | None = None,
+) -> Tenant:
+    """A new tenant (audited); one that exists already is an error, not a change."""
+    _check_policy(redact, retention_days)
+    exists = InvalidRequestError(f"a tenant named {name!r} exists", param="name",
+                                 code="tenant_exists")  # fmt: skip
+    try:
+        with store.session() as s:
+            if find_tenant(s, name) is not None:
+                raise exists
+            tenant = Tenant(name=_check_name(name, "tenant", TENANT_NAME_MAX),
+                            consent_default=consent, redact_mode=redact,
+                            retention_days=retention_days)  # fmt: skip
+            s.add(tenant)
+            s.flush()
+            audit(s, actor, "tenant.create", tenant=name, consent_default=consent,
+                  redact_mode=redact, retention_days=retention_days)  # fmt: skip
+            return tenant
+    except IntegrityError:  # created by someone else between our look and our insert
+        raise exists from None
 
 
 def set_tenant_policy(
@@ -139,17 +183,15 @@ def set_tenant_policy(
     redact: str | None = None,
     retention_days: int | None = None,
     clear_retention: bool = False,
+    create: bool = True,
 ) -> Tenant:
-    """Change what is given (creating the tenant if new); the change is audited."""
-    if redact is not None and redact not in REDACT_MODES:
-        raise InvalidRequestError(
-            f"redact mode must be one of {', '.join(REDACT_MODES)}, not {redact!r}",
-            param="redact",
-        )
-    if retention_days is not None and retention_days < 1:
-        raise InvalidRequestError("retention must be at least 1 day", param="retention_days")
+    """Change what is given (creating the tenant if new, unless ``create`` is False: then
+    an unknown tenant is an error); the change is audited."""
+    _check_policy(redact, retention_days)
     with store.session() as s:
-        tenant = ensure_tenant(s, name)
+        tenant = ensure_tenant(s, name) if create else find_tenant(s, name)
+        if tenant is None:
+            raise InvalidRequestError(f"no tenant named {name!r}", param="tenant")
         changes: dict[str, object] = {}
         if consent is not None:
             tenant.consent_default = changes["consent_default"] = consent

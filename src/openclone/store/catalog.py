@@ -35,5 +35,8 @@ def resolution_map(store: Store) -> tuple[dict[str, tuple[str, str]], dict[str, 
     for name, version in aliases.items():
         found = by_key.get((name, version))
         if found is not None:
-            out[name] = (f"{name}@{version}", found.target)
+            # A fine-tuned model's ft: name has exactly one version: it is pinned already,
+            # and clients see it as OpenAI shows it.
+            shown = name if name.startswith("ft:") else f"{name}@{version}"
+            out[name] = (shown, found.target)
     return out, specs

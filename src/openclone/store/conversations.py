@@ -12,14 +12,29 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from openclone.errors import APIError, InvalidRequestError
 from openclone.store.accounts import Principal, ensure_tenant, ensure_user, find_tenant, find_user
 from openclone.store.db import Store
 from openclone.store.scrub import clean_text
-from openclone.store.tables import Capture, Conversation, Feedback, Message, Tenant, User, now
+from openclone.store.sealed import (
+    open_conversation,
+    open_message,
+    seal_message,
+    seal_title_and_prompt,
+)
+from openclone.store.tables import (
+    Capture,
+    Conversation,
+    Feedback,
+    Message,
+    Tenant,
+    User,
+    new_id,
+    now,
+)
 
 __all__ = [
     "CONVERSATION_ID_MAX",
@@ -62,15 +77,20 @@ class ConversationView:
         return self.__dict__.copy()
 
 
-def _view(c: Conversation, messages: list[Message] | None = None) -> ConversationView:
+def _view(s: Session, c: Conversation, messages: list[Message] | None = None) -> ConversationView:
+    title, system_prompt = open_conversation(s, c)
     return ConversationView(
-        c.id, c.title, c.model, c.system_prompt, c.temperature, c.created, c.updated,
+        c.id, title, c.model, system_prompt, c.temperature, c.created, c.updated,
         [
-            {"position": m.position, "role": m.role, "content": m.content,
+            {"position": m.position, "role": m.role, "content": _content(s, c, m),
              "capture_id": m.capture_id, "model": m.model}
             for m in messages or []
         ],
     )  # fmt: skip
+
+
+def _content(s: Session, c: Conversation, m: Message) -> str:
+    return open_message(s, c.tenant_id, c.id, m.position, m.content)
 
 
 def _owner(s: Session, who: Principal) -> tuple[Tenant, User | None] | None:
@@ -110,23 +130,28 @@ def create_conversation(
         tenant = ensure_tenant(s, who.tenant)
         user = ensure_user(s, tenant, who.user) if who.user is not None else None
         c = Conversation(
+            id=new_id(),
             tenant_id=tenant.id,
             user_id=user.id if user else None,
-            title=clean_text(title)[:TITLE_MAX],
             model=model,
-            system_prompt=clean_text(system_prompt),
             temperature=temperature,
+        )
+        seal_title_and_prompt(
+            s, c, title=clean_text(title)[:TITLE_MAX], system_prompt=clean_text(system_prompt)
         )
         s.add(c)
         s.flush()
-        return _view(c)
+        return _view(s, c)
 
 
 def list_conversations(
     store: Store, who: Principal, query: str | None = None, limit: int = 200
 ) -> list[ConversationView]:
     """The caller's conversations, most recently used first (without their messages);
-    ``query`` keeps those whose title or any message contains it, ignoring case."""
+    ``query`` keeps those whose title or any message contains it, ignoring case.
+
+    The search runs here, not in SQL: titles and messages may be sealed (encrypted at
+    rest), so each is opened and compared; it reads one person's conversations only."""
     with store.session() as s:
         owner = _owner(s, who)
         if owner is None:
@@ -134,19 +159,29 @@ def list_conversations(
         tenant, user = owner
         mine = Conversation.user_id == user.id if user else Conversation.user_id.is_(None)
         q = select(Conversation).where(Conversation.tenant_id == tenant.id, mine)
-        if query:
-            needle = query.lower()
-            hits = select(Message.conversation_id).where(
-                func.lower(Message.content).contains(needle, autoescape=True)
-            )
-            q = q.where(
-                or_(
-                    func.lower(Conversation.title).contains(needle, autoescape=True),
-                    Conversation.id.in_(hits),
-                )
-            )
-        rows = s.scalars(q.order_by(Conversation.updated.desc()).limit(limit))
-        return [_view(c) for c in rows]
+        q = q.order_by(Conversation.updated.desc())
+        if not query:
+            return [_view(s, c) for c in s.scalars(q.limit(limit))]
+        convs = list(s.scalars(q))
+        return [_view(s, c) for c in _matching(s, convs, query.lower())[:limit]]
+
+
+def _matching(s: Session, convs: list[Conversation], needle: str) -> list[Conversation]:
+    """The conversations whose title or any message contains ``needle`` (lower case)."""
+    by_id = {c.id: c for c in convs}
+    hits = {c.id for c in convs if needle in open_conversation(s, c)[0].lower()}
+    rest = [cid for cid in by_id if cid not in hits]
+    for i in range(0, len(rest), 500):  # ids per IN (...): well under every backend's limit
+        q = select(Message.conversation_id, Message.position, Message.content).where(
+            Message.conversation_id.in_(rest[i : i + 500])
+        )
+        for cid, position, content in s.execute(q):
+            if cid in hits:
+                continue
+            text = open_message(s, by_id[cid].tenant_id, cid, position, content)
+            if needle in text.lower():
+                hits.add(cid)
+    return [c for c in convs if c.id in hits]
 
 
 def search_conversations(
@@ -165,7 +200,7 @@ def get_conversation(store: Store, who: Principal, conversation_id: str) -> Conv
                 select(Message).where(Message.conversation_id == c.id).order_by(Message.position)
             )
         )
-        view = _view(c, msgs)
+        view = _view(s, c, msgs)
         ids = [m.capture_id for m in msgs if m.capture_id]
         if ids:  # the person's own thumbs, so the page shows what they chose
             q = select(Feedback.capture_id, Feedback.rating).where(Feedback.capture_id.in_(ids))
@@ -197,11 +232,14 @@ def update_conversation(
     with store.session() as s:
         c = _owned(s, who, conversation_id)
         for k, v in changes.items():
-            if isinstance(v, str):
-                v = clean_text(v)[:TITLE_MAX] if k == "title" else clean_text(v)
-            setattr(c, k, v)
+            if k == "title":
+                seal_title_and_prompt(s, c, title=clean_text(v)[:TITLE_MAX])
+            elif k == "system_prompt":
+                seal_title_and_prompt(s, c, system_prompt=clean_text(v))
+            else:
+                setattr(c, k, v)
         c.updated = now()
-        return _view(c)
+        return _view(s, c)
 
 
 def truncate_conversation(store: Store, who: Principal, conversation_id: str, keep: int) -> None:
@@ -281,25 +319,27 @@ def append_exchange(
     )
     same = 0
     for m, (role, content) in zip(existing, turns, strict=False):
-        if m.role != role or m.content != content:
+        if m.role != role or _content(s, c, m) != content:
             break
         same += 1
     for m in existing[same:]:
         s.delete(m)
     for i, (role, content) in enumerate(turns[same:], start=same):
-        s.add(Message(conversation_id=c.id, position=i, role=role, content=content))
+        sealed = seal_message(s, c.tenant_id, c.id, i, content)
+        s.add(Message(conversation_id=c.id, position=i, role=role, content=sealed))
     s.add(
         Message(
-            conversation_id=c.id, position=len(turns), role="assistant", content=answer,
-            model=model, capture_id=capture_id,
+            conversation_id=c.id, position=len(turns), role="assistant",
+            content=seal_message(s, c.tenant_id, c.id, len(turns), answer), model=model,
+            capture_id=capture_id,
         )
     )  # fmt: skip
     if not c.title and turns:
-        c.title = next((t for r, t in turns if r == "user"), "")[:80]
+        seal_title_and_prompt(s, c, title=next((t for r, t in turns if r == "user"), "")[:80])
     c.model = model
     c.updated = now()
     if system := next((m for m in messages if m.get("role") == "system"), None):
-        c.system_prompt = _text(system.get("content"))
+        seal_title_and_prompt(s, c, system_prompt=_text(system.get("content")))
 
 
 def owned_capture(s: Session, who: Principal, capture_id: str) -> Capture:

@@ -17,6 +17,8 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from openclone.errors import ConfigError
+from openclone.files import PRIVATE_DIR, make_private_dir
+from openclone.store.crypto import KEYRING, Keyring, keyring_for
 
 if TYPE_CHECKING:
     from openclone.config import Settings
@@ -39,25 +41,10 @@ _MIGRATION_LOCK = 7216482  # any constant: the PostgreSQL advisory lock the migr
 
 
 PRIVATE_FILE = 0o600  # captured text is the people's: only the account running OpenClone
-PRIVATE_DIR = 0o700
 
 
 def sqlite_url(home: Path) -> str:
     return f"sqlite:///{home / 'openclone.db'}"
-
-
-def make_private_dir(path: Path) -> None:
-    """``mkdir -p`` where a directory OpenClone creates is 0700 (one that exists is left as
-    its owner set it: a shared group directory may be deliberate)."""
-    if path.is_dir():
-        return
-    if not path.parent.exists():
-        make_private_dir(path.parent)
-    try:
-        path.mkdir(mode=PRIVATE_DIR)
-    except FileExistsError:
-        return  # another process made it first
-    os.chmod(path, PRIVATE_DIR)  # mkdir's mode is filtered by the umask; chmod is not
 
 
 def open_private(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Any:
@@ -79,10 +66,15 @@ class Store:
     for availability on very large stores.
     """
 
-    def __init__(self, engine: Engine, *, vacuum_full: bool = True) -> None:
+    def __init__(
+        self, engine: Engine, *, vacuum_full: bool = True, keyring: Keyring | None = None
+    ) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.vacuum_full = vacuum_full
+        # The tenants' data keys: what seals captured text, conversations and feedback
+        # (store/crypto.py). Without a master key nothing is sealed.
+        self.keyring = keyring if keyring is not None else Keyring()
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         # The API key cache lives with the store so a revoke through it is seen at once.
         self.auth_cache: dict[str, tuple[float, Any]] = {}
@@ -117,6 +109,7 @@ class Store:
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back if it raises."""
         with self._sessions() as s, s.begin():
+            s.info[KEYRING] = self.keyring  # what store/sealed.py seals and opens with
             yield s
 
     def compact(self, tables: list[str]) -> bool:
@@ -178,8 +171,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _resolve(target: Settings | str | None, home: Path | None) -> tuple[URL, bool]:
-    vacuum_full = True
+def _resolve(target: Settings | str | None, home: Path | None) -> tuple[URL, bool, Path | None]:
+    """The URL, ``vacuum_full``, and the SQLite file this open is to create (None: there
+    is one, or the store is PostgreSQL)."""
+    vacuum_full, missing = True, None
     if target is not None and not isinstance(target, str):
         url, home, vacuum_full = target.database_url, target.home, target.erase_vacuum_full
     else:
@@ -205,21 +200,50 @@ def _resolve(target: Settings | str | None, home: Path | None) -> tuple[URL, boo
         database = Path(parsed.database)
         make_private_dir(database.parent)
         if not database.exists():
-            # SQLite gives its -wal and -shm files the database file's mode, so a 0600
-            # database keeps the write-ahead log (recent captures) private too.
-            open_private(database, "ab").close()
-    return parsed, vacuum_full
+            missing = database
+    return parsed, vacuum_full, missing
+
+
+def _keyring(
+    target: Settings | str | None, home: Path | None, *, local: bool, new: bool
+) -> Keyring:
+    """Settings name the master key (or a KMS) and the mode; a bare URL or home uses the
+    home's own ``master.key`` (made for a new home store, as ``openclone serve`` does)."""
+    if target is not None and not isinstance(target, str):
+        secret = target.master_key.get_secret_value() if target.master_key else None
+        return keyring_for(
+            mode=target.encryption, master_key=secret, master_key_file=target.master_key_file,
+            kms=target.kms, home=target.home, local_store=local, new_store=new,
+        )  # fmt: skip
+    return keyring_for(home=home, local_store=local, new_store=new)
 
 
 def open_store(
-    target: Settings | str | None = None, home: Path | None = None, *, migrate: bool = True
+    target: Settings | str | None = None,
+    home: Path | None = None,
+    *,
+    migrate: bool = True,
+    keyring: Keyring | None = None,
 ) -> Store:
     """Open the store and bring its schema to the newest revision.
 
     ``target`` is the :class:`~openclone.config.Settings` (``database_url``, else SQLite in
     ``home``) or a database URL; with neither, ``home`` names the SQLite directory.
+
+    Encryption at rest (``store/crypto.py``): ``keyring`` when given; else the settings'
+    master key (or KMS) and ``encryption`` mode; else, with a bare ``home``, its own
+    ``master.key`` (made when this open creates the store). A master key that did not wrap
+    the store's data keys is a :class:`~openclone.errors.ConfigError` here, before anything
+    is read.
     """
-    url, vacuum_full = _resolve(target, home)
+    url, vacuum_full, missing = _resolve(target, home)
+    local = url.get_backend_name() == "sqlite"
+    # The key before the database file: an opener that finds the new file finds its key.
+    keys = keyring or _keyring(target, home, local=local, new=missing is not None)
+    if missing is not None:
+        # SQLite gives its -wal and -shm files the database file's mode, so a 0600
+        # database keeps the write-ahead log (recent captures) private too.
+        open_private(missing, "ab").close()
     kwargs: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
@@ -228,14 +252,19 @@ def open_store(
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    store = Store(engine, vacuum_full=vacuum_full)
+    store = Store(engine, vacuum_full=vacuum_full, keyring=keys)
     try:
         if migrate:
             _run_migrations(store, "upgrade", "head")
+            with store.session() as s:
+                store.keyring.check(s)
     except OperationalError as exc:
         engine.dispose()
         where = url.render_as_string(hide_password=True)
         raise ConfigError(f"cannot open the store at {where}: {exc.orig}") from exc
+    except BaseException:
+        engine.dispose()
+        raise
     return store
 
 

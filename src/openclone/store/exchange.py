@@ -38,3 +38,8 @@ class Exchange:
     user_from_key: bool = True
     train: bool | None = None  # X-OpenClone-Train, when the request says
     created: float = field(default_factory=time.time)
+    # The client asked to keep it (``store: true``): it is also a stored chat completion,
+    # listed under the id the client was answered with and these metadata. Nothing to do
+    # with consent to training, which ``train`` and the person's choice decide.
+    store: bool = False
+    metadata: dict[str, str] | None = None

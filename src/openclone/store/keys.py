@@ -35,6 +35,7 @@ __all__ = [
     "keys_ever_created",
     "list_keys",
     "revoke_key",
+    "set_key_scope",
 ]
 
 log = logging.getLogger("openclone.store")
@@ -96,8 +97,11 @@ def create_key(
     return info, token
 
 
-def list_keys(store: Store, tenant: str | None = None) -> list[KeyInfo]:
-    """Every key (revoked ones too), oldest first; only ``tenant``'s when given."""
+def list_keys(
+    store: Store, tenant: str | None = None, *, offset: int = 0, limit: int | None = None
+) -> list[KeyInfo]:
+    """Every key (revoked ones too), oldest first; only ``tenant``'s when given;
+    ``offset``/``limit`` page them."""
     with store.session() as s:
         if tenant is not None and find_tenant(s, tenant) is None:
             raise InvalidRequestError(f"no tenant named {tenant!r}", param="tenant")
@@ -109,7 +113,7 @@ def list_keys(store: Store, tenant: str | None = None) -> list[KeyInfo]:
         )
         if tenant is not None:
             q = q.where(Tenant.name == tenant)
-        return [_info(k, t, u) for k, t, u in s.execute(q)]
+        return [_info(k, t, u) for k, t, u in s.execute(q.offset(offset).limit(limit))]
 
 
 def find_key(s: Session, key: str) -> tuple[ApiKey, str, str | None]:
@@ -137,6 +141,19 @@ def revoke_key(store: Store, key: str, *, actor: str = "cli") -> KeyInfo:
         if k.revoked is None:
             k.revoked = now()
         audit(s, actor, "key.revoke", key=k.prefix, id=k.id, tenant=tenant, user=user)
+        info = _info(k, tenant, user)
+    store.keys_changed()
+    return info
+
+
+def set_key_scope(store: Store, key: str, admin: bool, *, actor: str) -> KeyInfo:
+    """Make a key (by id or prefix) an admin key or a user key; audited, and seen at once
+    like a revocation (cached principals carry the scope)."""
+    with store.session() as s:
+        k, tenant, user = find_key(s, key)
+        k.scope = "admin" if admin else "user"
+        audit(s, actor, "key.scope", key=k.prefix, id=k.id, tenant=tenant, user=user,
+              scope=k.scope)  # fmt: skip
         info = _info(k, tenant, user)
     store.keys_changed()
     return info

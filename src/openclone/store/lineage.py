@@ -78,10 +78,13 @@ class AffectedModel:
     erasures: list[str]
 
 
-def erasures_since(store: Store, since: float | None = None) -> list[ErasureRecord]:
-    """Erasure records, newest first, from ``since`` (epoch seconds) on."""
+def erasures_since(
+    store: Store, since: float | None = None, *, offset: int = 0, limit: int | None = None
+) -> list[ErasureRecord]:
+    """Erasure records, newest first, from ``since`` (epoch seconds) on;
+    ``offset``/``limit`` page them."""
     with store.session() as s:
-        q = select(Erasure).order_by(Erasure.created.desc())
+        q = select(Erasure).order_by(Erasure.created.desc()).offset(offset).limit(limit)
         if since is not None:
             q = q.where(Erasure.created >= since)
         return [

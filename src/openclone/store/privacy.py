@@ -7,7 +7,8 @@ of the person or tenant go, and recorded export files and distilled datasets
 (:mod:`openclone.store.derived`) still on disk lose the erased rows. What remains is the
 erasure record — who, what kind, which capture ids, which files and dataset hashes held
 them — never the content, so every dataset, model and training run built from erased data
-can be listed (:mod:`openclone.store.lineage`).
+can be listed (:mod:`openclone.store.lineage`). Erasing a tenant also deletes its data key
+(crypto-shredding): what was sealed with it stays unreadable wherever a copy is.
 """
 
 from __future__ import annotations
@@ -27,25 +28,32 @@ from openclone.store.audit import audit
 from openclone.store.conversations import owned_capture
 from openclone.store.db import Store
 from openclone.store.derived import is_derived, rewrite_without, writer_lock
+from openclone.store.fine_tuning import erase_tenant_jobs
+from openclone.store.sealed import keyring, seal_comment
 from openclone.store.tables import (
     ApiKey,
     Capture,
     Conversation,
+    EncryptionKey,
     Erasure,
     Export,
     ExportItem,
     Feedback,
     Message,
+    ShadowPair,
+    StoredCompletion,
     StoredResponse,
     Tenant,
     User,
     now,
 )
 
-__all__ = ["ErasureResult", "add_feedback", "apply_retention", "erase"]
+__all__ = ["ErasureResult", "add_feedback", "apply_retention", "erase", "run_retention"]
 
 log = logging.getLogger("openclone.store")
-_TOUCHED = ["captures", "messages", "conversations", "feedback", "responses", "users", "api_keys"]
+_TOUCHED = ["captures", "messages", "conversations", "feedback", "responses", "users", "api_keys",
+            "stored_completions", "encryption_keys", "shadow_pairs", "files", "batches",
+            "batch_results", "fine_tuning_jobs", "fine_tuning_events"]  # fmt: skip
 DAY = 86400.0
 
 
@@ -58,15 +66,14 @@ def add_feedback(
     with store.session() as s:
         cap = owned_capture(s, who, capture_id)
         s.execute(delete(Feedback).where(Feedback.capture_id == cap.id))
-        s.add(
-            Feedback(capture_id=cap.id, user_id=cap.user_id, rating=rating, comment=comment[:4000])
-        )
+        sealed = seal_comment(s, cap.tenant_id, cap.id, comment[:4000])
+        s.add(Feedback(capture_id=cap.id, user_id=cap.user_id, rating=rating, comment=sealed))
 
 
 @dataclass(frozen=True)
 class ErasureResult:
     id: str
-    kind: str  # user|conversation|tenant|retention
+    kind: str  # user|conversation|capture|tenant|retention
     target: str
     counts: dict[str, int]
     exports: list[str]  # ids of exports that held erased captures (their files are rewritten)
@@ -97,15 +104,25 @@ def erase(
     tenant: str | None = None,
     user: str | None = None,
     conversation: str | None = None,
+    capture: str | None = None,
 ) -> ErasureResult:
-    """Erase a person (``tenant`` + ``user``), a conversation (in ``tenant``, if given) or
-    a whole tenant: captures, messages, conversations, feedback, and for a person or a
-    tenant their keys and user rows too."""
+    """Erase a person (``tenant`` + ``user``), a conversation or one capture (in ``tenant``,
+    if given) or a whole tenant: captures, messages, conversations, feedback, and for a
+    person or a tenant their keys and user rows too.
+
+    A capture goes with its feedback and the answer it put in a conversation; the turns
+    before it stay (later captures of that conversation repeat them as history: erase the
+    conversation to remove those)."""
 
     def scope(s: Session) -> _Scope:
         t = find_tenant(s, tenant) if tenant else None
         if tenant and t is None:
             raise InvalidRequestError(f"no tenant named {tenant!r}", param="tenant")
+        if capture:
+            cap = s.get(Capture, capture)
+            if cap is None or (t is not None and cap.tenant_id != t.id):
+                raise InvalidRequestError(f"no capture {capture!r}", param="capture")
+            return _Scope("capture", capture, select(Capture.id).where(Capture.id == cap.id))
         if conversation:
             conv = s.get(Conversation, conversation)
             if conv is None or (t is not None and conv.tenant_id != t.id):
@@ -137,7 +154,7 @@ def erase(
                 tenant=t,
             )  # fmt: skip
         raise InvalidRequestError(
-            "say what to erase: a user (with a tenant), a conversation or a tenant"
+            "say what to erase: a user (with a tenant), a conversation, a capture or a tenant"
         )
 
     return _erase(store, actor, scope)
@@ -173,6 +190,17 @@ def apply_retention(
             due = any(s.scalar(select(q.exists())) for q in (caps, convs, resps))
         if due:
             results.append(_erase(store, actor, _Scope("retention", name, caps, convs, resps)))
+    return results
+
+
+def run_retention(store: Store, *, actor: str, at: float | None = None) -> list[ErasureResult]:
+    """:func:`apply_retention` as one audited action (an admin's "apply it now"): the run is
+    recorded even when nothing was due, each erasure as well."""
+    results = apply_retention(store, actor=actor, at=at)
+    with store.session() as s:
+        audit(s, actor, "retention.run", erasures=[r.id for r in results],
+              tenants=[r.target for r in results],
+              captures=sum(r.counts.get("captures", 0) for r in results))  # fmt: skip
     return results
 
 
@@ -223,9 +251,10 @@ def _delete(s: Session, scope: _Scope) -> dict[str, int]:
     caps = scope.captures
     counts: dict[str, int] = {}
     counts["feedback"] = _count(s, delete(Feedback).where(Feedback.capture_id.in_(caps)))
-    if scope.kind == "user":
-        # A person's turns in a conversation that is not theirs (a tenant-wide key that
-        # named them in `user`) go with them: the conversation stays, their text does not.
+    if scope.kind in ("user", "capture"):
+        # A capture's answer in its conversation goes with it. A person's turns in a
+        # conversation that is not theirs (a tenant-wide key that named them in `user`) go
+        # with them: the conversation stays, their text does not.
         counts["turns"] = _count(s, delete(Message).where(Message.capture_id.in_(caps)))
     else:
         # A message keeps its text when its conversation stays (retention of an active
@@ -234,6 +263,12 @@ def _delete(s: Session, scope: _Scope) -> dict[str, int]:
             update(Message).where(Message.capture_id.in_(caps)).values(capture_id=None),
             execution_options=_BULK,
         )
+    # Stored chat completions go with their captures (the foreign key would too, uncounted).
+    counts["stored_completions"] = _count(
+        s, delete(StoredCompletion).where(StoredCompletion.capture_id.in_(caps))
+    )
+    # Shadow pairs hold the same text (the request and its answers): they go with it.
+    counts["shadow_pairs"] = _count(s, delete(ShadowPair).where(ShadowPair.capture_id.in_(caps)))
     counts["captures"] = _count(s, delete(Capture).where(Capture.id.in_(caps)))
     if scope.conversations is not None:
         convs = scope.conversations
@@ -255,6 +290,11 @@ def _delete(s: Session, scope: _Scope) -> dict[str, int]:
         tid = scope.tenant.id
         counts["keys"] = _count(s, delete(ApiKey).where(ApiKey.tenant_id == tid))
         counts["users"] = _count(s, delete(User).where(User.tenant_id == tid))
+        counts.update(erase_tenant_jobs(s, tid))  # files, batches, fine-tuning jobs
+        # Crypto-shredding: without its data key, no copy of the tenant's sealed text (a
+        # backup's rows, an encrypted export, a replica) can be read again.
+        counts["data_keys"] = _count(s, delete(EncryptionKey).where(EncryptionKey.tenant_id == tid))
+        keyring(s).forget(tid)
         s.delete(scope.tenant)
     return counts
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from openclone.errors import APIError
 from openclone.store.accounts import ensure_tenant, ensure_user, find_tenant
 from openclone.store.db import Store
+from openclone.store.sealed import open_response, seal_response
 from openclone.store.tables import StoredResponse, now
 
 __all__ = [
@@ -51,11 +52,14 @@ def save_response(store: Store, tenant: str, user: str | None, rec: ResponseReco
     with store.session() as s:
         t = ensure_tenant(s, tenant)
         u = ensure_user(s, t, user) if user else None
+        body, items, messages = seal_response(
+            s, t.id, rec.id, rec.body, rec.input_items, rec.messages
+        )
         s.add(
             StoredResponse(
                 id=rec.id, tenant_id=t.id, user_id=u.id if u else None,
-                previous_id=rec.previous_id, model=rec.model, body=rec.body,
-                input_items=rec.input_items, messages=rec.messages, created=rec.created,
+                previous_id=rec.previous_id, model=rec.model, body=body,
+                input_items=items, messages=messages, created=rec.created,
             )
         )  # fmt: skip
 
@@ -68,9 +72,10 @@ def get_response(
         row = _owned(s, tenant, response_id)
         if row is None:
             raise ResponseNotFound(response_id, param)
+        body, items, messages = open_response(s, row)
         return ResponseRecord(
-            id=row.id, model=row.model, body=row.body, input_items=row.input_items,
-            messages=row.messages, previous_id=row.previous_id, created=row.created,
+            id=row.id, model=row.model, body=body, input_items=items,
+            messages=messages, previous_id=row.previous_id, created=row.created,
         )  # fmt: skip
 
 

@@ -8,7 +8,18 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -69,7 +80,8 @@ class Conversation(Base):
     user_id: Mapped[str | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=True
     )
-    title: Mapped[str] = mapped_column(String(256), default="")
+    # Sealed (encrypted) titles outgrow 256 characters; SQLite never enforced the length.
+    title: Mapped[str] = mapped_column(String(256).with_variant(Text(), "postgresql"), default="")
     model: Mapped[str | None] = mapped_column(String(256), nullable=True)
     system_prompt: Mapped[str] = mapped_column(Text, default="")
     temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -337,3 +349,222 @@ class RateUsage(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StoredCompletion(Base):
+    """A chat completion kept for the stored-completions API (``store: true``, or imported):
+    the exchange itself is its capture; this row adds the id the client was answered with and
+    the client's metadata. It goes with its capture (erasure, retention)."""
+
+    __tablename__ = "stored_completions"
+    __table_args__ = (
+        Index("ix_stored_completions_tenant_created", "tenant_id", "created"),
+        Index("ix_stored_completions_tenant_completion", "tenant_id", "completion_id"),
+    )
+    capture_id: Mapped[str] = mapped_column(
+        ForeignKey("captures.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    completion_id: Mapped[str] = mapped_column(String(128))  # the chat.completion's id
+    # ``metadata`` is the declarative base's own attribute, hence the trailing underscore.
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class TrafficSplit(Base):
+    """A candidate on live traffic for a registry name: ``shadow`` (a sampled share of
+    requests is also answered by the candidate, in the background) or ``canary`` (a
+    sticky share is answered by it). Gateways read the active ones every second."""
+
+    __tablename__ = "traffic_splits"
+    __table_args__ = (Index("ix_traffic_splits_name_state", "name", "state"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))  # the alias clients call
+    kind: Mapped[str] = mapped_column(String(8))  # shadow|canary
+    candidate: Mapped[str] = mapped_column(String(256))  # NAME@VERSION
+    share: Mapped[float] = mapped_column(Float)
+    budget: Mapped[int | None] = mapped_column(Integer, nullable=True)  # shadow: most pairs
+    pairs: Mapped[int] = mapped_column(Integer, default=0)  # shadow pairs stored so far
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # canary rollback rule
+    # active | finished | rolled_back | stopped
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(256))
+    created: Mapped[float] = mapped_column(Float, default=now)
+    updated: Mapped[float] = mapped_column(Float, default=now)
+
+
+class ShadowPair(Base):
+    """One live request answered by the live model and, in the background, by the shadow
+    candidate: what the loop's judge compares. Consented traffic only; redacted like a
+    capture; erased with the capture it shadows, its person or its tenant."""
+
+    __tablename__ = "shadow_pairs"
+    __table_args__ = (Index("ix_shadow_pairs_split_created", "split_id", "created"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    split_id: Mapped[str] = mapped_column(ForeignKey("traffic_splits.id", ondelete="CASCADE"))
+    capture_id: Mapped[str] = mapped_column(String(64), index=True)  # the live exchange's id
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    conversation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    live_model: Mapped[str] = mapped_column(String(256))  # NAME@VERSION that answered
+    live_response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    live_latency_ms: Mapped[float] = mapped_column(Float)
+    shadow_model: Mapped[str] = mapped_column(String(256))
+    shadow_response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    shadow_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    shadow_latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    redactions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class SplitWindow(Base):
+    """A canary's counts in one UTC minute for one arm (``canary`` or ``incumbent``),
+    summed over every gateway with ``SET requests = requests + n``."""
+
+    __tablename__ = "split_windows"
+    split_id: Mapped[str] = mapped_column(
+        ForeignKey("traffic_splits.id", ondelete="CASCADE"), primary_key=True
+    )
+    arm: Mapped[str] = mapped_column(String(16), primary_key=True)
+    start: Mapped[int] = mapped_column(Integer, primary_key=True)  # minute number
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)  # 5xx answers
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)  # sum over answered requests
+
+
+class StoredFile(Base):
+    """A file of the Files API: uploaded (``fine-tune``, ``batch``) or made for the tenant
+    (a batch's output, a fine-tuning job's results). The content lives in the row, so it
+    goes with its tenant and is compacted with the rest of an erasure."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(Integer, default=0)  # JSONL lines (0 for other files)
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded when read
+    created: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class FineTuningJob(Base):
+    """An OpenAI-shaped fine-tuning job: a detached ``train`` job (``run_job``) with the
+    API's status, events and the ``ft:`` name it is served under once it succeeds."""
+
+    __tablename__ = "fine_tuning_jobs"
+    __table_args__ = (Index("ix_fine_tuning_jobs_tenant_created", "tenant_id", "created"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(256))  # the base, a catalog name
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    method: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    # validating_files | queued | running | paused | succeeded | failed | cancelled
+    status: Mapped[str] = mapped_column(String(24))
+    ft_name: Mapped[str] = mapped_column(String(128))  # ft:BASE:ORG:SUFFIX:ID, decided at once
+    run_name: Mapped[str] = mapped_column(String(64))  # the training run's (registry) name
+    run_job: Mapped[str | None] = mapped_column(String(128), nullable=True)  # jobs/<id>
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    steps_seen: Mapped[int] = mapped_column(Integer, default=0)  # metrics events recorded
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result_files: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # What it wrote outside the store (its data copy, job and run directories): removed
+    # when its tenant is erased.
+    paths: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created: Mapped[float] = mapped_column(Float, default=now)
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class FineTuningEvent(Base):
+    """One event of a fine-tuning job, as ``/events`` lists it (``metrics`` or ``message``)."""
+
+    __tablename__ = "fine_tuning_events"
+    __table_args__ = (Index("ix_fine_tuning_events_job", "job_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE"))
+    level: Mapped[str] = mapped_column(String(8), default="info")  # info|warn|error
+    kind: Mapped[str] = mapped_column("type", String(8), default="message")  # message|metrics
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Batch(Base):
+    """A batch of the Batch API: requests of an uploaded file, answered in the server's
+    background at low priority; results land in ``batch_results`` until the output and
+    error files are written."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        Index("ix_batches_tenant_created", "tenant_id", "created"),
+        Index("ix_batches_status", "status"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    caller: Mapped[dict[str, Any]] = mapped_column(JSON)  # who created it: requests run as them
+    endpoint: Mapped[str] = mapped_column(String(32))
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(8))
+    # validating | in_progress | finalizing | completed | failed | expired | cancelling | cancelled
+    status: Mapped[str] = mapped_column(String(16))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    output_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    errors: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float] = mapped_column(Float)
+    in_progress_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finalizing_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    failed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cancelling_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cancelled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class BatchResult(Base):
+    """One answered request of a batch (its output or error line), kept until the batch's
+    files are written, so a restarted server continues where it stopped."""
+
+    __tablename__ = "batch_results"
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)  # the output line as it is written
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EncryptionKey(Base):
+    """A tenant's data key, wrapped by the master key (never stored in the clear): what
+    opens everything sealed for the tenant (see ``store/crypto.py``). Erasing the tenant
+    deletes this row, which leaves every copy of its ciphertext unreadable."""
+
+    __tablename__ = "encryption_keys"
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    master_id: Mapped[str] = mapped_column(String(128))  # which master key wrapped it
+    created: Mapped[float] = mapped_column(Float, default=now)
+    rotated: Mapped[float | None] = mapped_column(Float, nullable=True)  # last re-wrapped

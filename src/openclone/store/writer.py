@@ -10,7 +10,8 @@ For each exchange the writer resolves consent (the person's own choice, which a 
 header may only narrow > the header > the tenant's default), redacts when the tenant
 redacts at store time, and, when the exchange names a conversation, appends the turns and
 the answer to it — only to the key owner's own conversation (a shared key naming a person
-in ``user`` still writes to the tenant's conversations, never to that person's).
+in ``user`` still writes to the tenant's conversations, never to that person's) — and, when
+the store has a master key, seals the text with the tenant's data key (store/sealed.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from openclone.store.conversations import append_exchange, claim_conversation
 from openclone.store.db import Store
 from openclone.store.exchange import Exchange
 from openclone.store.scrub import clean_json, clean_text, redact_exchange, resolve_redactor
-from openclone.store.tables import Capture, Tenant, User
+from openclone.store.sealed import seal_exchange
+from openclone.store.stored_completions import stored_row
+from openclone.store.tables import Capture, StoredCompletion, Tenant, User
 
 if TYPE_CHECKING:
     from openclone.store.scrub import RedactorLike
@@ -98,6 +101,13 @@ class CaptureWriter:
             with self._idle:
                 self.dropped += 1
             self._done(1)
+
+    def write_now(self, batch: list[Exchange]) -> int:
+        """Commit ``batch`` in the caller's thread, past the queue; returns how many could not
+        be stored (logged). For exchanges that must be readable when the caller goes on: a
+        completion the client asked to keep (``store: true``), an import. Blocks: call it
+        from a worker thread, never on the event loop."""
+        return self._write(batch)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is committed (or given up as failed)."""
@@ -164,11 +174,11 @@ class CaptureWriter:
             if stop:
                 return
 
-    def _write(self, batch: list[Exchange]) -> None:
+    def _write(self, batch: list[Exchange]) -> int:
         for pause in (*_RETRIES, None):
             try:
                 self._commit(batch)
-                return
+                return 0
             except OperationalError:
                 # The database is down or locked: every exchange would fail alike, so wait
                 # for it rather than give up on the batch.
@@ -181,12 +191,15 @@ class CaptureWriter:
             except Exception:
                 log.exception("capture batch of %d failed; retrying one by one", len(batch))
                 break
+        failed = 0
         for ex in batch:  # one bad exchange must not lose the others
             try:
                 self._commit([ex])
             except Exception:
+                failed += 1
                 self.failed += 1
                 log.exception("capture %s not recorded", getattr(ex, "id", "?"))
+        return failed
 
     def _commit(self, batch: list[Exchange]) -> None:
         with self.store.session() as s:
@@ -199,6 +212,11 @@ class CaptureWriter:
             # One executemany of plain rows on the table, past the ORM: ORM objects cost more
             # than the redaction and the SQL together, and its bulk layer another 10%.
             s.connection().execute(insert(Capture.metadata.tables[Capture.__tablename__]), captures)
+            kept = [
+                stored_row(ex, row) for ex, row in zip(batch, captures, strict=True) if ex.store
+            ]
+            if kept:  # completions the client asked to keep, beside their captures
+                s.connection().execute(insert(StoredCompletion), kept)
         self.written += len(batch)
         self.batches += 1
 
@@ -217,6 +235,8 @@ class CaptureWriter:
             conversation = claim_conversation(s, tenant, owner, ex.conversation, create=answered)
             if conversation is not None and answered:
                 append_exchange(s, conversation, ex.id, request, response, ex.model)
+        # Encrypted here, in the writer's thread, never on the request's path.
+        request, response = seal_exchange(s, tenant.id, ex.id, request, response)
         return {
             "id": ex.id,
             "tenant_id": tenant.id,

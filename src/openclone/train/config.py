@@ -75,6 +75,8 @@ class TrainConfig:
     """Optimizer steps to run; > 0 overrides ``epochs`` (and makes runs comparable)."""
     learning_rate: float | None = None
     """Peak LR; auto: higher for small models (LoRA tolerates ~1e-3 at 135M, ~2e-4 at 8B)."""
+    learning_rate_multiplier: float = 1.0
+    """Scales the peak LR, given or auto (OpenAI's fine-tuning ``learning_rate_multiplier``)."""
     lr_scheduler: str = "cosine"
     """One of linear, cosine, constant, constant_with_warmup."""
     warmup_ratio: float = 0.03
@@ -169,6 +171,11 @@ class TrainConfig:
         need(self.epochs > 0 and math.isfinite(self.epochs), "epochs: must be > 0")
         need(isinstance(self.max_steps, int) and self.max_steps != 0, "max_steps: -1 or > 0")
         need(self.learning_rate is None or 0 < self.learning_rate < 1, "learning_rate: in (0, 1)")
+        need(
+            0 < self.learning_rate_multiplier <= 100
+            and math.isfinite(self.learning_rate_multiplier),
+            "learning_rate_multiplier: in (0, 100]",
+        )
         need(self.lr_scheduler in _SCHEDULERS, f"lr_scheduler: one of {', '.join(_SCHEDULERS)}")
         need(0 <= self.warmup_ratio < 1, "warmup_ratio: must be in [0, 1)")
         need(self.weight_decay >= 0, "weight_decay: must be >= 0")
@@ -276,6 +283,7 @@ class TrainConfig:
         else:
             batch = 2
         lr = self.learning_rate or (1e-3 if billions < 0.5 else 5e-4 if billions < 2 else 2e-4)
+        lr *= self.learning_rate_multiplier
         return dataclasses.replace(
             self,
             lora_r=r,
@@ -283,6 +291,7 @@ class TrainConfig:
             max_length=length,
             batch_size=batch,
             learning_rate=lr,
+            learning_rate_multiplier=1.0,  # applied: a resolved config names the LR it runs at
             packing=True if self.packing is None else self.packing,
             gradient_checkpointing=(
                 (gpu and billions > 1)

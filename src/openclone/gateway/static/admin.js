@@ -1,0 +1,335 @@
+// OpenClone's admin page: plain ES module, no build step, no CDN. Everything it shows comes
+// from /api/admin, which refuses any key but an admin's; text is always set as text.
+const $ = (sel) => document.querySelector(sel);
+const PAGE = 20;
+const state = {
+  key: localStorage.getItem("openclone.key") || "",
+  tenant: null, // the tenant open in the detail panel
+  offsets: { tenants: 0, users: 0, erasures: 0 },
+  audit: { cursors: [], after: null, lastId: null, hasMore: false },
+};
+
+// ---- talking to the server -------------------------------------------------------------
+
+async function api(path, { method = "GET", body } = {}) {
+  const res = await fetch(path, {
+    method,
+    headers: { Authorization: `Bearer ${state.key}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  let data = null;
+  try { data = await res.json(); } catch { /* not JSON */ }
+  if (!res.ok) {
+    if (res.status === 401) signOut();
+    const err = data && data.error ? data.error : {};
+    throw new Error(err.message || `Request failed (${res.status}).`);
+  }
+  return data;
+}
+
+function banner(text) {
+  $("#banner").textContent = text || "";
+  $("#banner").hidden = !text;
+}
+
+// Run an action; an error shows in the banner instead of escaping.
+const guarded = (fn) => async (...args) => {
+  try { banner(""); await fn(...args); } catch (e) { banner(e.message); }
+};
+
+// ---- small DOM helpers -----------------------------------------------------------------
+
+const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "");
+const q = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v != null)).toString();
+
+function button(label, onClick, cls = "") {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  if (cls) b.className = cls;
+  b.onclick = guarded(onClick);
+  return b;
+}
+
+function fill(table, rows) {
+  const body = $(`${table} tbody`);
+  body.replaceChildren();
+  for (const cells of rows) {
+    const tr = document.createElement("tr");
+    for (const c of cells) {
+      const td = document.createElement("td");
+      if (c instanceof Node) td.append(c); else td.textContent = c == null ? "" : String(c);
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+}
+
+function pager(name, offset, count, hasMore, go) {
+  const p = $(`.pager[data-for=${name}]`);
+  p.querySelector(".where").textContent = count ? `${offset + 1}–${offset + count}` : "none";
+  p.querySelector(".prev").disabled = offset === 0;
+  p.querySelector(".next").disabled = !hasMore;
+  p.querySelector(".prev").onclick = guarded(() => go(Math.max(0, offset - PAGE)));
+  p.querySelector(".next").onclick = guarded(() => go(offset + PAGE));
+}
+
+const counts = (c) => Object.entries(c).filter(([, v]) => v).map(([k, v]) => `${v} ${k}`).join(", ") || "nothing";
+
+function confirmErase(what, name) {
+  const typed = prompt(`Erase ${what}? This cannot be undone. Type ${name} to confirm.`);
+  return typed === null ? null : typed;
+}
+
+// ---- sign in ---------------------------------------------------------------------------
+
+async function signIn(key) {
+  state.key = key;
+  const me = await api("/api/me");
+  if (!me.admin) throw new Error("This key is not an admin key: the admin API refuses it.");
+  localStorage.setItem("openclone.key", key);
+  $("#who").textContent = `${me.user} · ${me.tenant}`;
+  $("#signin").hidden = true;
+  $("#app").hidden = false;
+  await loadTenants(0);
+}
+
+function showSignIn() {
+  state.key = "";
+  $("#app").hidden = true;
+  $("#signin").hidden = false;
+}
+
+function signOut() {
+  localStorage.removeItem("openclone.key"); // the chat's key too: one key per browser
+  showSignIn();
+}
+
+// ---- tenants ---------------------------------------------------------------------------
+
+async function loadTenants(offset) {
+  state.offsets.tenants = offset;
+  const page = await api(`/api/admin/tenants?${q({ offset, limit: PAGE })}`);
+  fill("#tenants", page.data.map((t) => [
+    button(t.name, () => openTenant(t.name), "linkish"),
+    t.consent_default ? "on" : "off", t.redact_mode,
+    t.retention_days ? `${t.retention_days} days` : "none", t.users, t.keys, when(t.created),
+  ]));
+  pager("tenants", offset, page.data.length, page.has_more, loadTenants);
+}
+
+async function openTenant(name) {
+  state.tenant = name;
+  $("#new-key").hidden = true;
+  await showTenant();
+}
+
+async function showTenant() {
+  const t = await api(tenantPath());
+  $("#tenant-detail").hidden = false;
+  $("#tenant-name").textContent = t.name;
+  $("#tenant-counts").textContent = `${t.users} people, ${t.keys} live keys (${t.revoked_keys} revoked), ` +
+    `${t.captures} captures, ${t.conversations} conversations, ${t.responses} stored responses; ` +
+    `${t.tokens_this_month} tokens this month`;
+  const policy = $("#policy-form");
+  policy.consent.checked = t.consent_default;
+  policy.redact.value = t.redact_mode;
+  policy.retention.value = t.retention_days || "";
+  const limits = $("#limits-form");
+  for (const [k, v] of Object.entries(t.limits)) if (limits[k]) limits[k].value = v == null ? "" : v;
+  await Promise.all([loadKeys(), loadUsers(0)]);
+}
+
+const tenantPath = () => `/api/admin/tenants/${encodeURIComponent(state.tenant)}`;
+
+async function loadKeys() {
+  const page = await api(`${tenantPath()}/keys?limit=500`);
+  fill("#keys", page.data.map((k) => {
+    const actions = document.createElement("span");
+    if (!k.revoked) {
+      actions.append(
+        button("Revoke", async () => { await api(`/api/admin/keys/${k.id}/revoke`, { method: "POST", body: {} }); await showTenant(); }, "danger"),
+        " ",
+        button(k.scope === "admin" ? "Make user" : "Make admin", async () => {
+          await api(`/api/admin/keys/${k.id}`, { method: "PATCH", body: { admin: k.scope !== "admin" } });
+          await loadKeys();
+        }),
+      );
+    }
+    return [k.prefix + "…", k.user, k.scope, when(k.created), when(k.last_used), when(k.revoked), actions];
+  }));
+}
+
+async function loadUsers(offset) {
+  state.offsets.users = offset;
+  const page = await api(`${tenantPath()}/users?${q({ offset, limit: PAGE })}`);
+  fill("#users", page.data.map((u) => [
+    u.name, u.consent == null ? "default" : u.consent ? "yes" : "no", u.keys, u.captures,
+    u.conversations, when(u.created),
+    button("Erase…", async () => {
+      const typed = confirmErase(`${u.name} and everything of theirs`, u.name);
+      if (typed === null) return;
+      const r = await api(`${tenantPath()}/users/${encodeURIComponent(u.name)}/erase`, { method: "POST", body: { confirm: typed } });
+      banner(`Erased ${u.name}: ${counts(r.counts)}.`);
+      await openTenant(state.tenant);
+    }, "danger"),
+  ]));
+  pager("users", offset, page.data.length, page.has_more, loadUsers);
+}
+
+function number(input) {
+  return input.value === "" ? null : Number(input.value);
+}
+
+function wireTenants() {
+  $("#new-tenant-form").onsubmit = guarded(async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    const name = f.elements.tenant.value.trim();
+    await api("/api/admin/tenants", { method: "POST", body: { name, consent_default: f.consent.checked, retention_days: number(f.retention) } });
+    f.reset();
+    await loadTenants(state.offsets.tenants);
+    await openTenant(name);
+  });
+  $("#policy-form").onsubmit = guarded(async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    await api(tenantPath(), { method: "PATCH", body: { consent_default: f.consent.checked, redact_mode: f.redact.value, retention_days: number(f.retention) } });
+    await Promise.all([loadTenants(state.offsets.tenants), openTenant(state.tenant)]);
+  });
+  $("#limits-form").onsubmit = guarded(async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    const body = Object.fromEntries(["rpm", "tpm", "max_streams", "monthly_tokens"].map((k) => [k, number(f[k])]));
+    await api(`${tenantPath()}/limits`, { method: "PUT", body });
+    banner("");
+  });
+  $("#new-key-form").onsubmit = guarded(async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    const made = await api(`${tenantPath()}/keys`, { method: "POST", body: { user: f.user.value.trim() || null, admin: f.admin.checked } });
+    f.reset();
+    $("#new-key-secret").textContent = made.secret;
+    $("#new-key").hidden = false;
+    await Promise.all([showTenant(), loadTenants(state.offsets.tenants)]);
+  });
+  $("#erase-tenant").onclick = guarded(async () => {
+    const typed = confirmErase(`tenant ${state.tenant} with all its people, keys and data`, state.tenant);
+    if (typed === null) return;
+    const r = await api(`${tenantPath()}/erase`, { method: "POST", body: { confirm: typed } });
+    banner(`Erased tenant ${state.tenant}: ${counts(r.counts)}.`);
+    state.tenant = null;
+    $("#tenant-detail").hidden = true;
+    await loadTenants(0);
+  });
+}
+
+// ---- retention, erasure, audit ---------------------------------------------------------
+
+async function loadRetention() {
+  const r = await api("/api/admin/retention");
+  $("#retention-status").textContent = (r.interval ? `Applied every ${r.interval} s by this server` : "Not scheduled on this server (retention_interval = 0)") +
+    `; last run ${when(r.last_run) || "not yet"}${r.next_run ? `, next ${when(r.next_run)}` : ""}` +
+    (r.last_error ? `; last error: ${r.last_error}` : "");
+  fill("#retention-tenants", Object.entries(r.tenants).map(([t, d]) => [t, `${d} days`]));
+}
+
+async function loadErasures(offset) {
+  state.offsets.erasures = offset;
+  const page = await api(`/api/admin/erasures?${q({ offset, limit: PAGE })}`);
+  fill("#erasures", page.data.map((e) => [when(e.created), e.actor, e.kind, e.target, counts(e.counts), e.exports.length]));
+  pager("erasures", offset, page.data.length, page.has_more, loadErasures);
+  const ul = $("#affected");
+  ul.replaceChildren();
+  const item = (text) => { const li = document.createElement("li"); li.textContent = text; ul.append(li); };
+  for (const x of page.affected_exports) item(`${x.kind} ${x.path}: ${x.on_disk ? "rewritten" : "not on disk: find and delete its copies"}`);
+  for (const m of page.affected_models) item(`model ${m.name}@${m.version} was trained on erased data: retrain it`);
+  for (const r of page.affected_runs) item(`training run ${r.name} was trained on erased data: retrain it`);
+}
+
+async function loadAudit() {
+  const f = $("#audit-form");
+  const a = state.audit;
+  const page = await api(`/api/admin/audit?${q({ actor: f.elements.actor.value.trim(), action: f.elements.action.value.trim(), after: a.after, limit: PAGE })}`);
+  fill("#audit", page.data.map((e) => [when(e.created), e.actor, e.action,
+    Object.entries(e.detail).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ")]));
+  a.lastId = page.last_id;
+  a.hasMore = page.has_more;
+  const p = $(".pager[data-for=audit]");
+  p.querySelector(".where").textContent = `page ${a.cursors.length + 1}`;
+  p.querySelector(".prev").disabled = a.cursors.length === 0;
+  p.querySelector(".next").disabled = !a.hasMore;
+}
+
+function wireOthers() {
+  $("#retention-run").onclick = guarded(async () => {
+    const r = await api("/api/admin/retention/run", { method: "POST", body: {} });
+    $("#retention-result").textContent = r.data.length
+      ? r.data.map((e) => `${e.target}: ${counts(e.counts)}`).join("; ")
+      : "Nothing was past its retention.";
+    await loadRetention();
+  });
+  $("#erase-form").onsubmit = guarded(async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    const body = Object.fromEntries(["tenant", "user", "conversation", "capture", "confirm"].map((k) => [k, f[k].value.trim() || null]));
+    const r = await api("/api/admin/erasures", { method: "POST", body });
+    $("#erase-result").textContent = `Erased ${r.kind} ${r.target}: ${counts(r.counts)}.`;
+    f.reset();
+    await loadErasures(0);
+  });
+  $("#audit-form").onsubmit = guarded(async (e) => {
+    e.preventDefault();
+    Object.assign(state.audit, { cursors: [], after: null });
+    await loadAudit();
+  });
+  const p = $(".pager[data-for=audit]");
+  p.querySelector(".next").onclick = guarded(async () => {
+    state.audit.cursors.push(state.audit.after);
+    state.audit.after = state.audit.lastId;
+    await loadAudit();
+  });
+  p.querySelector(".prev").onclick = guarded(async () => {
+    state.audit.after = state.audit.cursors.pop() ?? null;
+    await loadAudit();
+  });
+}
+
+const loaders = {
+  tenants: () => loadTenants(state.offsets.tenants),
+  retention: loadRetention,
+  erasure: () => loadErasures(0),
+  audit: () => { Object.assign(state.audit, { cursors: [], after: null }); return loadAudit(); },
+};
+
+function wireTabs() {
+  for (const b of document.querySelectorAll(".tabs button")) {
+    b.onclick = guarded(async () => {
+      for (const other of document.querySelectorAll(".tabs button")) other.classList.toggle("active", other === b);
+      for (const s of document.querySelectorAll(".tab")) s.hidden = s.id !== `tab-${b.dataset.tab}`;
+      await loaders[b.dataset.tab]();
+    });
+  }
+}
+
+// ---- start -----------------------------------------------------------------------------
+
+$("#signin-form").onsubmit = async (e) => {
+  e.preventDefault();
+  try {
+    $("#signin-error").textContent = "";
+    await signIn($("#key-input").value.trim());
+  } catch (err) {
+    $("#signin-error").textContent = err.message;
+    showSignIn();
+  }
+};
+$("#sign-out").onclick = signOut;
+wireTabs();
+wireTenants();
+wireOthers();
+if (state.key) {
+  signIn(state.key).catch(showSignIn); // e.g. the chat's key of a person, not an admin
+} else {
+  showSignIn();
+}

@@ -1,0 +1,318 @@
+"""Batches of the Batch API as the store keeps them, scoped to their tenant.
+
+A batch is checked and recorded here; the server answers its requests in the background
+(:mod:`openclone.gateway.batches_serving`) and records each answer as it comes
+(:func:`record_result`), so a restarted server goes on where it stopped. When the batch
+ends — completed, expired at its deadline, or cancelled — its answers become an output
+file and an error file (purpose ``batch_output``), one line per request in input order.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from openclone.errors import APIError, InvalidRequestError
+from openclone.store.accounts import Principal, ensure_tenant, find_tenant
+from openclone.store.db import Store
+from openclone.store.files import file_content, get_file, save_file
+from openclone.store.tables import Batch, BatchResult, Tenant, now
+
+__all__ = [
+    "RUNNING",
+    "BatchNotFound",
+    "BatchWork",
+    "batch_object",
+    "cancel_batch",
+    "create_batch",
+    "finish_batch",
+    "get_batch",
+    "list_batches",
+    "load_work",
+    "pending_batch_ids",
+    "record_results",
+    "start_batch",
+]
+
+WINDOWS = {"24h": 24 * 3600.0}
+RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
+
+
+class BatchNotFound(APIError):
+    status_code = 404
+    error_type = "invalid_request_error"
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"No batch found with id '{batch_id}'.", param="batch_id")
+
+
+def jsonl_rows(data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, request) of a batch file, checked when it was uploaded."""
+    return [(n, json.loads(raw)) for n, raw in enumerate(data.split(b"\n"), 1) if raw.strip()]
+
+
+def create_batch(
+    store: Store,
+    who: Principal,
+    endpoint: str,
+    input_file_id: str,
+    completion_window: str,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Check the input file (the tenant's, purpose ``batch``, every line for ``endpoint``)
+    and record the batch; the server's batch runner picks it up."""
+    if completion_window not in WINDOWS:
+        raise InvalidRequestError(
+            f"Invalid value for 'completion_window': {completion_window!r}; only '24h' is "
+            "supported.",
+            param="completion_window",
+        )
+    record = get_file(store, who.tenant, input_file_id, "input_file_id")
+    if record.purpose != "batch":
+        raise InvalidRequestError(
+            f"File {input_file_id} has purpose {record.purpose!r}; a batch reads a file "
+            "uploaded with purpose 'batch'",
+            param="input_file_id", code="invalid_file_purpose",
+        )  # fmt: skip
+    total = 0
+    for number, row in jsonl_rows(file_content(store, who.tenant, input_file_id)):
+        if row.get("url") != endpoint:
+            raise InvalidRequestError(
+                f"Line {number} of {input_file_id} is a request to {row.get('url')!r}; every "
+                f"request of a batch to {endpoint} must be to that endpoint.",
+                param="input_file_id", code="invalid_request_url",
+            )  # fmt: skip
+        total += 1
+    created = now()
+    row_ = Batch(
+        id="batch_" + secrets.token_hex(12), endpoint=endpoint, input_file_id=input_file_id,
+        completion_window=completion_window, status="validating", metadata_=metadata,
+        caller={"user": who.user, "key_id": who.key_id, "scope": who.scope},
+        total=total, completed=0, failed=0, usage={}, created=created,
+        expires_at=created + WINDOWS[completion_window],
+    )  # fmt: skip
+    with store.session() as s:
+        row_.tenant_id = ensure_tenant(s, who.tenant).id
+        s.add(row_)
+    return batch_object(row_)
+
+
+def batch_object(row: Batch) -> dict[str, Any]:
+    """The ``batch`` object as OpenAI returns it."""
+
+    def at(t: float | None) -> int | None:
+        return int(t) if t else None
+
+    usage = row.usage or {}
+    tokens_in, tokens_out = int(usage.get("input", 0)), int(usage.get("output", 0))
+    return {
+        "id": row.id, "object": "batch", "endpoint": row.endpoint, "errors": (
+            {"object": "list", "data": row.errors} if row.errors else None
+        ),
+        "input_file_id": row.input_file_id, "completion_window": row.completion_window,
+        "status": row.status, "output_file_id": row.output_file_id,
+        "error_file_id": row.error_file_id, "created_at": int(row.created),
+        "in_progress_at": at(row.in_progress_at), "expires_at": at(row.expires_at),
+        "finalizing_at": at(row.finalizing_at), "completed_at": at(row.completed_at),
+        "failed_at": at(row.failed_at), "expired_at": at(row.expired_at),
+        "cancelling_at": at(row.cancelling_at), "cancelled_at": at(row.cancelled_at),
+        "request_counts": {"total": row.total, "completed": row.completed, "failed": row.failed},
+        "usage": {
+            "input_tokens": tokens_in, "output_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+        "metadata": row.metadata_,
+    }  # fmt: skip
+
+
+def _owned(s: Session, tenant: str, batch_id: str) -> Batch:
+    t = find_tenant(s, tenant)
+    row = s.get(Batch, batch_id) if t is not None else None
+    if row is None or t is None or row.tenant_id != t.id:
+        raise BatchNotFound(batch_id)
+    return row
+
+
+def get_batch(store: Store, tenant: str, batch_id: str) -> dict[str, Any]:
+    with store.session() as s:
+        return batch_object(_owned(s, tenant, batch_id))
+
+
+def list_batches(
+    store: Store, tenant: str, *, after: str | None = None, limit: int = 20
+) -> tuple[list[dict[str, Any]], bool]:
+    """A page of the tenant's batches, newest first, after the batch ``after``."""
+    with store.session() as s:
+        t = find_tenant(s, tenant)
+        if t is None:
+            return [], False
+        q = select(Batch).where(Batch.tenant_id == t.id)
+        if after:
+            cursor = _owned(s, tenant, after)
+            q = q.where(
+                (Batch.created < cursor.created)
+                | ((Batch.created == cursor.created) & (Batch.id < cursor.id))
+            )
+        q = q.order_by(Batch.created.desc(), Batch.id.desc()).limit(limit + 1)
+        rows = list(s.scalars(q))
+    return [batch_object(r) for r in rows[:limit]], len(rows) > limit
+
+
+def cancel_batch(store: Store, tenant: str, batch_id: str) -> dict[str, Any]:
+    """Ask for the batch to stop: ``cancelling`` until the runner writes what it has."""
+    with store.session() as s:
+        row = _owned(s, tenant, batch_id)
+        if row.status in ("validating", "in_progress", "finalizing"):
+            row.status, row.cancelling_at = "cancelling", now()
+        elif row.status not in ("cancelling", "cancelled"):
+            raise InvalidRequestError(
+                f"Batch {batch_id} is {row.status}; it cannot be cancelled.", param="batch_id"
+            )
+        return batch_object(row)
+
+
+# ---- the runner's side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchWork:
+    """What the runner needs of a batch: who asks, where, by when, and what is left."""
+
+    id: str
+    tenant: str
+    caller: Principal
+    endpoint: str
+    status: str
+    expires_at: float
+    requests: list[tuple[int, dict[str, Any]]]  # (line, request line) not yet answered
+
+
+def pending_batch_ids(store: Store) -> list[str]:
+    with store.session() as s:
+        q = select(Batch.id).where(Batch.status.in_(RUNNING)).order_by(Batch.created)
+        return list(s.scalars(q))
+
+
+def load_work(store: Store, batch_id: str) -> BatchWork | None:
+    """The batch's unanswered requests; None when its input file is gone (it fails)."""
+    with store.session() as s:
+        row = s.get(Batch, batch_id)
+        if row is None:
+            return None
+        tenant = s.get(Tenant, row.tenant_id)
+        done = set(s.scalars(select(BatchResult.line).where(BatchResult.batch_id == batch_id)))
+    name = tenant.name if tenant is not None else ""
+    who = Principal(tenant=name, user=row.caller.get("user"), key_id=row.caller.get("key_id"),
+                    scope=row.caller.get("scope", "user"))  # fmt: skip
+    try:
+        data = file_content(store, name, row.input_file_id)
+    except APIError:
+        finish_batch(store, batch_id, "failed", errors=[{
+            "code": "input_file_missing", "line": None, "param": "input_file_id",
+            "message": f"The input file {row.input_file_id} was deleted before the batch ran.",
+        }])  # fmt: skip
+        return None
+    todo = [(n, r) for n, r in jsonl_rows(data) if n not in done]
+    return BatchWork(row.id, name, who, row.endpoint, row.status, row.expires_at, todo)
+
+
+def start_batch(store: Store, batch_id: str) -> str:
+    """Mark it in progress (once); its status now."""
+    with store.session() as s:
+        row = s.get(Batch, batch_id)
+        if row is None:
+            return "cancelled"
+        if row.status == "validating":
+            row.status, row.in_progress_at = "in_progress", now()
+        return row.status
+
+
+def record_results(
+    store: Store, batch_id: str, results: Sequence[tuple[int, bool, dict[str, Any], int, int]]
+) -> tuple[str, float]:
+    """Keep answers ((line, ok, output line, tokens in, tokens out) each); the batch's
+    status and deadline now (a cancel, or a deadline changed, elsewhere)."""
+    with store.session() as s:
+        row = s.get(Batch, batch_id)
+        if row is None:
+            return "cancelling", 0.0
+        usage = dict(row.usage or {})
+        for line, ok, body, tokens_in, tokens_out in results:
+            s.add(BatchResult(batch_id=batch_id, line=line, ok=ok, body=body,
+                              tokens_in=tokens_in, tokens_out=tokens_out))  # fmt: skip
+            if ok:
+                row.completed += 1
+            else:
+                row.failed += 1
+            usage["input"] = int(usage.get("input", 0)) + tokens_in
+            usage["output"] = int(usage.get("output", 0)) + tokens_out
+        row.usage = usage
+        return row.status, row.expires_at
+
+
+def finish_batch(
+    store: Store,
+    batch_id: str,
+    status: str,
+    *,
+    unanswered: Sequence[tuple[int, dict[str, Any]]] = (),
+    errors: list[dict[str, Any]] | None = None,
+) -> None:
+    """End the batch as ``status`` (completed, expired, cancelled, failed): its answers
+    become the output file (successes) and the error file (failures, and an error line for
+    each request in ``unanswered``), in input order."""
+    reason = {"expired": ("batch_expired", "This request could not be executed before the "
+                          "completion window expired."),
+              "cancelled": ("batch_cancelled", "This request was not executed: the batch was "
+                            "cancelled.")}.get(status)  # fmt: skip
+    with store.session() as s:
+        row = s.get(Batch, batch_id)
+        if row is None:
+            return
+        tenant = s.get(Tenant, row.tenant_id)
+        results = list(
+            s.scalars(
+                select(BatchResult)
+                .where(BatchResult.batch_id == batch_id)
+                .order_by(BatchResult.line)
+            )
+        )
+    lines: list[tuple[int, bool, dict[str, Any]]] = [(r.line, r.ok, r.body) for r in results]
+    if reason is not None:
+        for line, request in unanswered:
+            code, message = reason
+            lines.append((line, False, {
+                "id": "batch_req_" + secrets.token_hex(12), "custom_id": request.get("custom_id"),
+                "response": None, "error": {"code": code, "message": message},
+            }))  # fmt: skip
+    lines.sort(key=lambda x: x[0])
+    name = tenant.name if tenant is not None else ""
+    out_id = err_id = None
+    ok_lines = [json.dumps(b) for _, ok, b in lines if ok]
+    bad_lines = [json.dumps(b) for _, ok, b in lines if not ok]
+    if ok_lines:
+        out_id = save_file(store, name, "batch_output", f"{batch_id}_output.jsonl",
+                           ("\n".join(ok_lines) + "\n").encode(), rows=len(ok_lines)).id  # fmt: skip
+    if bad_lines:
+        err_id = save_file(store, name, "batch_output", f"{batch_id}_error.jsonl",
+                           ("\n".join(bad_lines) + "\n").encode(), rows=len(bad_lines)).id  # fmt: skip
+    t = now()
+    stamp = {"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at",
+             "failed": "failed_at"}[status]  # fmt: skip
+    values: dict[str, Any] = {"status": status, stamp: t, "output_file_id": out_id,
+                              "error_file_id": err_id}  # fmt: skip
+    if errors is not None:
+        values["errors"] = errors
+    if reason is not None:
+        values["failed"] = Batch.failed + len(unanswered)
+    with store.session() as s:
+        s.execute(update(Batch).where(Batch.id == batch_id).values(**values))
+        s.execute(delete(BatchResult).where(BatchResult.batch_id == batch_id))
