@@ -135,3 +135,6 @@ def test_a_judge_that_cannot_hold_to_json_is_asked_in_free_form() -> None:
     assert report.settings["judge_json"] is True  # asked for; the engine said no
     enforced = [r for r in client.requests if r.response_format is not None]
     assert 1 <= len(enforced) <= 6  # refused early: later verdicts are not asked that way
+    # A refusal is not a try: every verdict was then asked greedily, with the run's seed.
+    free = [r for r in client.requests if r.model == "judge" and r.response_format is None]
+    assert len(free) == 6 and all(r.temperature == 0 and r.seed == 0 for r in free)

@@ -122,6 +122,25 @@ def test_lone_surrogate_is_400(server: Server, path: str, body: bytes, param: st
     assert "surrogate" in err["message"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Python's json.loads decodes bytes with "surrogatepass": a lone surrogate needs no
+        # JSON escape when its UTF-8-style bytes (ED A0 80) are sent raw ...
+        b'{"model": "%s", "prompt": "x\xed\xa0\x80y", "max_tokens": 1}',
+        # ... and a UTF-16 body hides a "\\ud800" escape from a byte-level search.
+        '{"model": "%s", "prompt": "x\\ud800y", "max_tokens": 1}'.encode("utf-16-le"),
+    ],
+)
+def test_lone_surrogate_without_a_utf8_escape_is_400(server: Server, body: bytes) -> None:
+    if body.startswith(b"{\x00"):
+        body = body.decode("utf-16-le").replace("%s", BUNDLED).encode("utf-16-le")
+    else:
+        body = body % BUNDLED.encode()
+    err = _error(_post(server, "/completions", body), 400)
+    assert err["code"] == "invalid_unicode"
+
+
 def test_paired_surrogates_are_text(server: Server) -> None:
     body = b'{"model": "%s", "prompt": "\\ud83d\\ude00", "max_tokens": 1}' % BUNDLED.encode()
     assert _post(server, "/completions", body).status_code == 200

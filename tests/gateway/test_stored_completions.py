@@ -193,3 +193,17 @@ def test_bad_store_fields_are_400s(served: tuple) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "colour"
     r = httpx.post(f"{server.base_url}/chat/completions/{mine.id}", headers=headers, json={})
     assert r.status_code == 400 and r.json()["error"]["param"] == "metadata"
+
+
+def test_lone_surrogate_in_updated_metadata_is_400_and_not_kept(served: tuple) -> None:
+    # Kept, it made the update answer and every later read of the completion a 500.
+    server, keys = served
+    ana = _client(served, "acme/ana")
+    mine = ana.chat.completions.create(model=BUNDLED, messages=HI, max_tokens=1, store=True)
+    headers = {"Authorization": f"Bearer {keys['acme/ana']}", "Content-Type": "application/json"}
+    for body in (b'{"metadata": {"k": "x\\ud800"}}', b'{"metadata": {"x\\udc00": "v"}}'):
+        r = httpx.post(f"{server.base_url}/chat/completions/{mine.id}", headers=headers,
+                       content=body)  # fmt: skip
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid_unicode"
+    assert ana.chat.completions.retrieve(mine.id).metadata == {}

@@ -103,9 +103,9 @@ class _Pairing:
         would come back); an engine that cannot enforce the verdict's JSON schema turns
         the enforcing off for the rest of the run rather than failing every prompt."""
         cost = 0.0
-        reply = None
-        for attempt in range(2):
-            enforce = self.judge_json
+        replies: list[Answer] = []
+        while len(replies) < 2:
+            enforce, attempt = self.judge_json, len(replies)
             try:
                 async with self.gate:
                     reply = await ask(
@@ -123,12 +123,13 @@ class _Pairing:
             except InvalidRequestError as exc:
                 if not (enforce and exc.param == "response_format"):
                     raise
-                self.judge_json = False  # this judge cannot be held to the schema
+                self.judge_json = False  # this judge cannot be held to the schema: not a try
                 continue
             cost += reply.cost
+            replies.append(reply)
             if parse_verdict(reply.text) is not None:
                 break
-        assert reply is not None  # two tries, and only one of them can be a refusal
+        reply = replies[-1]
         return reply, cost
 
     async def row(self, index: int, item: EvalItem) -> EvalRow:

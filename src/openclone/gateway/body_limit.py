@@ -12,6 +12,7 @@ declared length), so a large upload is not held twice.
 
 from __future__ import annotations
 
+import json
 import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,7 +23,8 @@ from openclone.gateway.errors import error_response
 __all__ = ["SURROGATE_FLAG", "BodyLimit"]
 
 SURROGATE_FLAG = "openclone_surrogate_escape"  # request.state: the body may hold \\udXXX
-_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A JSON escape, or the raw bytes json.loads lets through ("surrogatepass": ED A0..BF).
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 class BodyLimit:
@@ -69,9 +71,13 @@ class BodyLimit:
                 await self._refuse(scope, receive, send, max(size, declared or 0), cap)
             return
         whole = b"".join(chunks)
-        # Only a JSON escape can carry a lone surrogate (UTF-8 cannot encode one), so a body
-        # without one spares serving its walk over every string of the request.
-        scope.setdefault("state", {})[SURROGATE_FLAG] = _ESCAPE.search(whole) is not None
+        # Only a JSON escape or ED A0..BF (json.loads decodes bytes with "surrogatepass")
+        # can carry a lone surrogate in a UTF-8 body, so a body without one spares serving
+        # its walk over every string of the request. UTF-16/32 bodies are always walked.
+        scope.setdefault("state", {})[SURROGATE_FLAG] = (
+            json.detect_encoding(whole) not in ("utf-8", "utf-8-sig")
+            or _SURROGATE.search(whole) is not None
+        )
         pending = [replay or {"type": "http.request", "body": whole}]
 
         async def replayed() -> Message:

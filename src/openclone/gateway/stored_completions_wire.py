@@ -35,6 +35,7 @@ MAX_PAIRS, MAX_KEY, MAX_VALUE = 16, 64, 512
 _STORE_FIELDS = ("store", "metadata")
 _LIST_PARAMS = {"model", "after", "limit", "order"}
 _QUERY_KEY = re.compile(r"^metadata\[(.*)\]$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Request parameters OpenAI repeats on a stored completion, when the request had them.
 _REQUEST_FIELDS = (
     "temperature", "top_p", "seed", "tools", "tool_choice", "response_format",
@@ -59,6 +60,14 @@ def metadata_of(value: Any, param: str = "metadata") -> dict[str, str] | None:
             param=param,
         )
     for key, item in value.items():
+        if _SURROGATE.search(str(key)) or (isinstance(item, str) and _SURROGATE.search(item)):
+            # Kept, it could never be answered again (JSON out is UTF-8): every read a 500.
+            raise InvalidRequestError(
+                f"Invalid value for '{param}': the text holds an unpaired UTF-16 surrogate "
+                "(\\ud800-\\udfff), which is not valid Unicode. Send text as valid UTF-8.",
+                param=param,
+                code="invalid_unicode",
+            )
         if len(key) > MAX_KEY:
             raise InvalidRequestError(
                 f"Invalid '{param}': the key '{key[:MAX_KEY]}…' is {len(key)} characters long; "
