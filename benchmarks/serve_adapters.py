@@ -1,8 +1,10 @@
 """What serving a fine-tune costs: the base model against LoRA adapters on the llama.cpp
-engine, and against today's other path (the ``transformers`` engine, one request at a time).
+engine, and on the other path (the ``transformers`` engine: PEFT adapters, mixed-adapter
+continuous batching).
 
     python benchmarks/serve_adapters.py [PATH.jsonl] [--requests 24] [--max-tokens 48]
-        [--adapter RUN_DIR/adapter/adapter.gguf] [--rounds 3] [--skip-transformers]
+        [--adapter RUN_DIR/adapter/adapter.gguf --peft RUN_DIR/adapter] [--rounds 3]
+        [--transformers-requests 8] [--threads N] [--skip-transformers]
 
 Phases, each with the same real prompts (greedy, so every target does the same work per
 token), interleaved in ``--rounds`` slices because this machine's speed drifts:
@@ -11,8 +13,12 @@ token), interleaved in ``--rounds`` slices because this machine's speed drifts:
 * ``1 adapter``: every client on the same adapter (one batch per step);
 * ``8 adapters``: each client on its own adapter (eight copies of the file, eight handles in
   llama.cpp), so a step holds up to eight groups, one ``llama_decode`` each;
-* ``transformers``: the PEFT adapter on the transformers engine (before this engine served
-  adapters, trained models went there).
+* ``transformers``: the PEFT adapter on the transformers engine (``max_batch`` 8), with one
+  client and with eight on one adapter, then eight clients on eight adapters (eight names for
+  the same PEFT directory, so each step's forward pass computes eight LoRA sub-batches);
+  ``--transformers-requests`` prompts each, run after the llama.cpp phases and compared with
+  the llama.cpp base measured above (before this engine batched, it served one request at a
+  time: 0.29-0.34x that base).
 
 Without ``--adapter`` a rank-8 adapter on every projection, with random weights, is made on
 the bundled model (PEFT, then :func:`openclone.train.gguf_lora.convert_adapter`): its
@@ -110,7 +116,13 @@ def main() -> None:
     ap.add_argument("--adapter", type=Path, help="a GGUF LoRA of the bundled model")
     ap.add_argument("--peft", type=Path, help="its PEFT directory, for the transformers phase")
     ap.add_argument("--skip-transformers", action="store_true")
-    ap.add_argument("--transformers-requests", type=int, default=6)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of both engines (default: each engine's own, all cores); on cores "
+        "shared with other work, 1 keeps a descheduled thread from stalling every op",
+    )
+    ap.add_argument("--transformers-requests", type=int, default=8)
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="openclone-adapters-"))
     peft_dir: Path | None = args.peft
@@ -125,10 +137,12 @@ def main() -> None:
         "model_path": str(bundled_model_path()), "n_ctx": 2048, "n_parallel": n_parallel,
         "adapters": copies, "prompt_cache_mb": 0,  # every prompt evaluated: same work each time
     }  # fmt: skip
+    threads: dict[str, int] = {"n_threads": args.threads} if args.threads else {}
+    log = Console(stderr=True).log
     results: dict[str, dict[str, float]] = {}
 
     async def measure() -> None:
-        engine = LlamaCppEngine.from_config(BASE, params)
+        engine = LlamaCppEngine.from_config(BASE, {**params, **threads})
 
         def asker(model: str) -> Ask:
             async def ask(prompt: str) -> int:
@@ -147,45 +161,56 @@ def main() -> None:
         try:
             for asks, _ in phases.values():
                 await run(asks, warm, 1)  # loads every adapter once
-            totals = {name: [0, 0.0] for name in phases}
+            totals = dict.fromkeys(phases, (0, 0.0))
             size = max(1, len(prompts) // args.rounds)
             names = list(phases)
             for r, i in enumerate(range(0, len(prompts), size)):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
                     asks, clients = phases[name]
                     tokens, wall = await run(asks, prompts[i : i + size], clients)
-                    totals[name][0] += tokens
-                    totals[name][1] += wall
+                    done, spent = totals[name]
+                    totals[name] = (done + tokens, spent + wall)
             for name, (tokens, wall) in totals.items():
                 results[name] = {"tok_s": tokens / wall, "tokens": tokens, "seconds": wall}
+                log(f"{name}: {tokens / wall:.1f} tok/s")
         finally:
             await engine.close()
 
         if args.skip_transformers or peft_dir is None:
             return
+        await measure_transformers(peft_dir, prompts[: args.transformers_requests], warm)
+
+    async def measure_transformers(peft: Path, few: list[str], warm: list[str]) -> None:
         from openclone.engines.transformers_engine import TransformersEngine
 
-        slow = await asyncio.to_thread(
+        names = [f"a{i}" for i in range(8)]
+        torch_engine = await asyncio.to_thread(
             TransformersEngine.from_config,
             BASE,
-            {"model_path": str(bundled_model_path()), "adapters": {"a0": str(peft_dir)}},
-        )
-        try:
-            ask_slow: Ask
+            {"model_path": str(bundled_model_path()), "max_batch": n_parallel,
+             "adapters": dict.fromkeys(names, str(peft)), **threads},
+        )  # fmt: skip
 
-            async def ask_slow(prompt: str) -> int:
-                out = await slow.chat(request("a0", prompt, args.max_tokens))
+        def asker(model: str) -> Ask:
+            async def ask(prompt: str) -> int:
+                out = await torch_engine.chat(request(model, prompt, args.max_tokens))
                 return out.usage.completion_tokens if out.usage else 0
 
-            few = prompts[: args.transformers_requests]
-            await run([ask_slow], warm[:1], 1)
-            for clients in (1, 8):
-                tokens, wall = await run([ask_slow], few, clients)
-                results[f"transformers 1 adapter c={clients}"] = {
-                    "tok_s": tokens / wall, "tokens": tokens, "seconds": wall,
-                }  # fmt: skip
+            return ask
+
+        phases: dict[str, tuple[list[Ask], int]] = {
+            "transformers 1 adapter c=1": ([asker("a0")], 1),
+            "transformers 1 adapter c=8": ([asker("a0")], 8),
+            "transformers 8 adapters c=8": ([asker(n) for n in names], 8),
+        }
+        try:
+            await run([asker("a0")], warm[:1], 1)
+            for name, (asks, clients) in phases.items():
+                tokens, wall = await run(asks, few, clients)
+                results[name] = {"tok_s": tokens / wall, "tokens": tokens, "seconds": wall}
+                log(f"{name}: {tokens / wall:.1f} tok/s")
         finally:
-            await slow.close()
+            await torch_engine.close()
 
     asyncio.run(measure())
     table = Table("phase", "tok/s", "vs base (same clients)", "tokens")

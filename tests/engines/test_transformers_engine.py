@@ -1,8 +1,10 @@
-"""The transformers engine on the bundled GGUF: OpenAI semantics, parity with llama.cpp, LoRA."""
+"""The transformers engine on the bundled GGUF: OpenAI semantics, parity with llama.cpp, LoRA,
+continuous batching."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 from openclone.config import bundled_model_path
 from openclone.engines.llamacpp import LlamaCppEngine
 from openclone.engines.transformers_engine import TransformersEngine
-from openclone.errors import ConfigError, ModelNotFound, UnsupportedParameter
+from openclone.errors import ConfigError, ModelNotFound, RateLimited, UnsupportedParameter
 from openclone.schema import ChatCompletion, ChatCompletionRequest, CompletionRequest
 
 pytestmark = pytest.mark.slow
@@ -192,6 +194,20 @@ def test_adapter_changes_output_and_base_stays_the_same(
     assert adapted.describe()["adapters"] == ["rand"]
 
 
+def test_base_and_adapter_rows_in_one_batch_match_their_answers_alone(
+    adapted: TransformersEngine,
+) -> None:
+    models = [NAME, f"{NAME}:rand"]
+    alone = [text(adapted, model=m, max_tokens=12) for m in models]
+
+    async def together() -> list[ChatCompletion]:
+        reqs = [request(m, max_tokens=12) for m in models * 2]
+        return list(await asyncio.gather(*(adapted.chat(r) for r in reqs)))
+
+    assert [r.choices[0].message.content for r in asyncio.run(together())] == alone * 2
+    assert alone[0] != alone[1]
+
+
 def test_unknown_adapter_is_model_not_found(
     engine: TransformersEngine, adapted: TransformersEngine
 ) -> None:
@@ -218,3 +234,185 @@ def test_load_adapter_while_serving(
     assert text(engine) == base
     with pytest.raises(ConfigError, match="already loaded"):
         engine.load_adapter("late", str(lora_dir))
+
+
+# ---- continuous batching -----------------------------------------------------------------
+
+# Prompts of different lengths, so that rows joining a batch pad it or are padded; the first,
+# third and fifth answers run past 24 tokens.
+PROMPTS = [
+    "Explain what a CPU does.",
+    "Name three colors.",
+    "Write a short poem about the sea, the wind and a small boat coming home at night.",
+    "What is 2 + 2?",
+    "How do airplanes fly?",
+]
+
+
+def ask(prompt: str, **kw: Any) -> ChatCompletionRequest:
+    args: dict[str, Any] = {"temperature": 0, "max_tokens": 24, **kw}
+    return ChatCompletionRequest(model=NAME, messages=[{"role": "user", "content": prompt}], **args)
+
+
+def text_of(result: ChatCompletion) -> str:
+    return result.choices[0].message.content or ""
+
+
+async def streamed(
+    engine: TransformersEngine,
+    req: ChatCompletionRequest,
+    log: list[tuple[int, float]],
+    me: int,
+    started: asyncio.Event | None = None,
+) -> str:
+    """The streamed text; appends (me, time) to ``log`` for every content chunk."""
+    parts = []
+    async for chunk in engine.stream(req):
+        for c in chunk.choices:
+            if c.delta.content:
+                parts.append(c.delta.content)
+                log.append((me, time.monotonic()))
+                if started is not None:
+                    started.set()
+    return "".join(parts)
+
+
+def idle(engine: TransformersEngine) -> bool:
+    """Whether the batch empties within seconds (rows leave just after their last event)."""
+    for _ in range(100):
+        if engine.load() == {"busy": False, "active": 0, "queued": 0}:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_batched_greedy_equals_greedy_alone(engine: TransformersEngine) -> None:
+    alone = [text_of(asyncio.run(engine.chat(ask(p)))) for p in PROMPTS]
+
+    async def together() -> tuple[list[str], list[tuple[int, float]]]:
+        log: list[tuple[int, float]] = []
+        # The first request is decoding when the others join it at a step boundary.
+        started = asyncio.Event()
+        first = asyncio.ensure_future(
+            streamed(engine, ask(PROMPTS[0], max_tokens=48), log, 0, started)
+        )
+        await started.wait()
+        rest = [streamed(engine, ask(p), log, i) for i, p in enumerate(PROMPTS[1:], 1)]
+        return list(await asyncio.gather(first, *rest)), log
+
+    texts, log = asyncio.run(together())
+    # Decoded in the same steps: every other request streamed while the first one still did.
+    last_of_first = max(t for me, t in log if me == 0)
+    assert all(min(t for me, t in log if me == i) < last_of_first for i in range(1, len(PROMPTS)))
+    assert texts[0].startswith(alone[0])  # it asked for more tokens
+    assert texts[1:] == alone[1:]
+    assert idle(engine)
+
+
+def test_each_row_keeps_its_own_sampling(engine: TransformersEngine) -> None:
+    """Seeds, penalties, logit_bias, stop strings and logprobs are per sequence in a batch."""
+    reqs = [
+        ask(PROMPTS[0], temperature=1.0, seed=11, top_p=0.9),
+        ask(PROMPTS[1], frequency_penalty=1.5, presence_penalty=0.5),
+        ask(PROMPTS[3], logit_bias={"17": 100}, max_tokens=3),  # token 17 wins every time
+        ask(PROMPTS[0], logprobs=True, top_logprobs=2, max_tokens=6),
+        ask(PROMPTS[0], stop=["computer"]),
+    ]
+    alone = [asyncio.run(engine.chat(r)) for r in reqs]
+
+    async def together() -> list[ChatCompletion]:
+        return list(await asyncio.gather(*(engine.chat(r) for r in reqs)))
+
+    batched = asyncio.run(together())
+    assert [text_of(b) for b in batched] == [text_of(a) for a in alone]
+    assert text_of(batched[2]) == engine._tok.decode([17] * 3)
+    lps = batched[3].choices[0].logprobs.content  # type: ignore[union-attr]
+    solo_lps = alone[3].choices[0].logprobs.content  # type: ignore[union-attr]
+    assert lps and solo_lps and [t.token for t in lps] == [t.token for t in solo_lps]
+    for x, y in zip(lps, solo_lps, strict=True):
+        assert x.logprob == pytest.approx(y.logprob, abs=1e-3)
+        assert len(x.top_logprobs) == 2
+    assert batched[4].choices[0].finish_reason == "stop"
+    assert "computer" not in text_of(batched[4])
+
+
+def test_cancelling_one_stream_leaves_the_others_intact(engine: TransformersEngine) -> None:
+    stay = [PROMPTS[0], PROMPTS[2], PROMPTS[4]]  # answers longer than 24 tokens
+    alone = [text_of(asyncio.run(engine.chat(ask(p)))) for p in stay]
+    never_ends = {str(engine._tok.eos_token_id): -100}  # the leaver cannot finish by itself
+
+    async def go() -> list[str]:
+        log: list[tuple[int, float]] = []
+        events = [asyncio.Event() for _ in stay]
+
+        async def leaves() -> str:
+            got = []
+            it = engine.stream(ask(PROMPTS[1], max_tokens=4000, logit_bias=never_ends))
+            async for chunk in it:
+                got += [c.delta.content for c in chunk.choices if c.delta.content]
+                if all(e.is_set() for e in events):
+                    break  # leave mid-batch: every other request is decoding now
+            await it.aclose()  # type: ignore[attr-defined]
+            return "".join(got)
+
+        staying = [streamed(engine, ask(p), log, i, events[i]) for i, p in enumerate(stay)]
+        left, *texts = await asyncio.gather(leaves(), *staying)
+        assert left
+        return texts
+
+    assert asyncio.run(go()) == alone
+    assert idle(engine)  # the scheduler dropped the cancelled row at its next step
+
+
+def test_a_full_queue_is_rate_limited(threads: int) -> None:
+    small = TransformersEngine.from_config(
+        NAME, {"n_threads": threads, "max_batch": 1, "max_queue": 1, "n_ctx": 512}
+    )
+
+    async def go() -> str:
+        running = small.stream(ask(PROMPTS[0], max_tokens=400))
+        await anext(running)  # in the batch (of one) now
+        waiting = asyncio.ensure_future(small.chat(ask(PROMPTS[3], max_tokens=2)))
+        for _ in range(1000):
+            if small.load()["queued"]:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(RateLimited, match="1 requests waiting"):
+            await small.chat(ask(PROMPTS[3], max_tokens=2))
+        await running.aclose()  # type: ignore[attr-defined]
+        return text_of(await asyncio.wait_for(waiting, timeout=60))
+
+    try:
+        assert asyncio.run(go())
+        assert small.describe()["max_batch"] == 1
+    finally:
+        asyncio.run(small.close())
+
+
+def test_a_sliding_window_model_is_served_one_request_at_a_time(
+    tmp_path: Path, threads: int
+) -> None:
+    """Its cache keeps a window, which left padding would shift: it gets no padded batch."""
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    gguf = bundled_model_path()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    config = MistralConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=16,
+    )  # fmt: skip
+    MistralForCausalLM(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    eng = TransformersEngine.from_config(NAME, {"model_path": str(tmp_path), "n_threads": threads})
+
+    async def go() -> list[ChatCompletion]:
+        reqs = [ask(PROMPTS[i], max_tokens=40) for i in (0, 1)]  # past the 16-token window
+        return list(await asyncio.gather(*(eng.chat(r) for r in reqs)))
+
+    try:
+        alone = [asyncio.run(eng.chat(ask(PROMPTS[i], max_tokens=40))) for i in (0, 1)]
+        assert all(a.usage.completion_tokens > 16 for a in alone)
+        assert [text_of(r) for r in asyncio.run(go())] == [text_of(a) for a in alone]
+        assert eng.describe()["max_batch"] == 1
+    finally:
+        asyncio.run(eng.close())

@@ -62,3 +62,12 @@ def other_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config = fast_config(dataset, home / "models" / "other", name="other", eval_steps=100)
         SFTRunner(config).run()
         return Path(get_trained("other", home).gguf_adapter)
+
+
+@pytest.fixture(scope="session")
+def other_peft(other_gguf: Path) -> Path:
+    """The same second adapter as :func:`other_gguf`, as its PEFT directory (for the
+    transformers engine); training writes the GGUF LoRA inside that directory."""
+    peft_dir = other_gguf.parent
+    assert (peft_dir / "adapter_config.json").is_file(), peft_dir
+    return peft_dir

@@ -1,36 +1,41 @@
 """Hugging Face models in process through ``transformers``, with many LoRA adapters on one base.
 
 The engine loads an HF model directory or a GGUF file (which transformers dequantizes) and
-generates with its own token loop over the KV cache, so sampling, penalties, stop strings,
-logprobs and cancellation follow the same OpenAI semantics as the llama.cpp engine. Every
-configured PEFT adapter is loaded once onto the one base; a request for ``BASE:ADAPTER``
-runs with that adapter active and one for ``BASE`` with all adapters disabled, the way a
-company serves several fine-tunes of a model from one copy of its weights. One request
-runs at a time (no batching): this engine is for adapters and training parity, not speed.
+runs its own token loop over the KV cache, so sampling, penalties, stop strings, logprobs and
+cancellation follow the same OpenAI semantics as the llama.cpp engine. Every configured PEFT
+adapter is loaded once onto the one base. Requests are batched continuously
+(:mod:`openclone.engines.transformers_batch`): up to ``max_batch`` sequences decode in one
+forward pass per step, each with its own adapter (``BASE:ADAPTER``) or the base weights
+(``BASE``), and new requests join between steps — the way a company serves several
+fine-tunes of a model from one copy of its weights. This is the GPU path for PEFT students;
+on CPU the llama.cpp engine, with adapters converted to GGUF, is faster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import re
 import threading
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openclone.engines.base import Capabilities
-from openclone.engines.local import Finished, GenParams, Job, LocalEngine, TokenOut
-from openclone.engines.textstream import StopAwareText
+from openclone.engines.local import Job, LocalEngine
+from openclone.engines.transformers_batch import Batcher
 from openclone.errors import ConfigError, InvalidRequestError
-from openclone.schema import FinishReason, TokenLogprob, TopLogprob
 
 __all__ = ["TransformersConfig", "TransformersEngine"]
 
+log = logging.getLogger("openclone.engines.transformers")
+
 _ADAPTER_NAME = re.compile(r"[A-Za-z0-9_-]+")  # PEFT keys modules by name: no dots
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+# Kinds of forward pass besides "every row on adapter NAME" (adapter names have no "<").
+_BASE, _MIXED, _UNKNOWN = "<base>", "<mixed>", "<unknown>"
 
 
 class TransformersConfig(BaseModel):
@@ -48,6 +53,9 @@ class TransformersConfig(BaseModel):
         default=None, ge=1, description="torch CPU threads, for the whole process; None: torch's"
     )
     max_queue: int = Field(default=64, ge=1)
+    max_batch: int = Field(
+        default=8, ge=1, le=1024, description="sequences decoded together in one forward pass"
+    )
 
 
 class TransformersEngine(LocalEngine):
@@ -99,6 +107,9 @@ class TransformersEngine(LocalEngine):
         # transformers 5 renamed past_key_values to cache (the old name warns, then goes away).
         forward = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in forward else "past_key_values"
+        # A prefill needs the logits of its last position only, not a vocabulary row per token.
+        keep = ("logits_to_keep", "num_logits_to_keep")  # the name before transformers 4.50
+        self._keep_kw = next((k for k in keep if k in forward), None)
         self._eos = {self._tok.eos_token_id, *_ids(model.generation_config.eos_token_id)} - {None}
         # Chat templates usually write the BOS themselves; raw completion prompts need one
         # only when the tokenizer would add it.
@@ -110,8 +121,9 @@ class TransformersEngine(LocalEngine):
         # GPT-2 style byte-level BPE spells every byte as a character, space as "Ġ".
         self._byte_chars = _byte_chars() if "Ġ" in vocab and "Ċ" in vocab else None
         self._adapters: dict[str, str] = {}
-        # generate_sync holds _model_lock for a whole request; a waiting loader clears
-        # _no_loader so the worker yields the lock instead of taking it again at once.
+        self._mode = _UNKNOWN  # which kind of pass the PEFT model is set up for
+        # The scheduler holds _model_lock for one forward pass; a waiting loader clears
+        # _no_loader so the scheduler yields the lock instead of taking it again at once.
         self._model_lock = threading.Lock()
         self._loader_lock = threading.Lock()
         self._no_loader = threading.Event()
@@ -126,6 +138,23 @@ class TransformersEngine(LocalEngine):
             logprobs=True,
             adapters=True,
             max_context=self._n_ctx,
+        )
+        padded = _paddable(model.config)
+        if not padded and config.max_batch > 1:
+            log.warning(
+                "model %r: its KV cache is not plain full attention (sliding-window or "
+                "linear layers) or transformers is older than 4.56; serving one request at a time",
+                model_name,
+            )
+        self._batcher = Batcher(
+            forward=self._forward,
+            tokenizer=self._tok,
+            piece=self._piece,
+            device=self.device,
+            n_vocab=self._n_vocab,
+            eos=self._eos,
+            max_batch=config.max_batch,
+            padded=padded,
         )
         super().__init__()
 
@@ -148,7 +177,7 @@ class TransformersEngine(LocalEngine):
         await asyncio.to_thread(self.load_adapter, name, path)
 
     def load_adapter(self, name: str, path: str) -> None:
-        """Add a PEFT adapter while serving; blocks until the running request ends.
+        """Add a PEFT adapter while serving; waits for the forward pass under way, if any.
 
         Call it from a thread (``asyncio.to_thread``), never on the event loop.
         """
@@ -178,16 +207,7 @@ class TransformersEngine(LocalEngine):
             ) from exc
         self._model.eval()
         self._adapters[name] = path
-
-    def _adapter_scope(self, adapter: str | None) -> AbstractContextManager[Any]:
-        if not self._adapters:
-            return nullcontext()
-        if adapter is None:
-            # The plain model name means the base weights: every adapter off for this request.
-            scope: AbstractContextManager[Any] = self._model.disable_adapter()
-            return scope
-        self._model.set_adapter(adapter, inference_mode=True)
-        return nullcontext()
+        self._mode = _UNKNOWN  # new LoRA layers start enabled: set the state again
 
     # ---- LocalEngine primitives ------------------------------------------------------------
 
@@ -223,117 +243,64 @@ class TransformersEngine(LocalEngine):
             "dtype": str(self.dtype).removeprefix("torch."),
             "n_ctx": self.n_ctx,
             "adapters": self.adapter_names(),
+            "max_batch": self._batcher.max_batch,
             **self.load(),
         }
 
-    def generate_sync(self, job: Job) -> None:
-        import torch
+    def load(self) -> dict[str, Any]:
+        active = self._batcher.active
+        return {"busy": active > 0, "active": active, "queued": self._jobs.qsize()}
 
-        if not job.prompt:
-            raise InvalidRequestError("the prompt is empty", param="prompt")
+    def generate_sync(self, job: Job) -> None:  # pragma: no cover - the batcher replaces it
+        raise NotImplementedError("TransformersEngine schedules jobs in _work")
+
+    # ---- the batch -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        self._batcher.run(self._jobs)
+        self.close_sync()
+
+    def _forward(
+        self, ids: Any, adapters: list[str | None], mask: Any, positions: Any, cache: Any
+    ) -> tuple[Any, Any]:
+        """One forward pass (scheduler thread): last-position logits as float32, the cache."""
+        kw: dict[str, Any] = {"input_ids": ids, "use_cache": True, self._cache_kw: cache}
+        if mask is not None:
+            kw["attention_mask"] = mask
+            kw["position_ids"] = positions
+        if self._keep_kw is not None:
+            kw[self._keep_kw] = 1
         self._no_loader.wait()
-        with self._model_lock, self._adapter_scope(job.params.adapter), torch.inference_mode():
-            self._generate(job)
+        with self._model_lock:
+            if self._adapters:
+                kw.update(self._adapter_state(adapters))
+            out = self._model(**kw)
+        return out.logits[:, -1].float(), getattr(out, self._cache_kw)
 
-    # ---- the token loop --------------------------------------------------------------------
+    def _adapter_state(self, adapters: list[str | None]) -> dict[str, Any]:
+        """Put the PEFT model in the state this pass needs (model lock held); its kwargs.
 
-    def _generate(self, job: Job) -> None:
-        import torch
-
-        p = job.params
-        gen = torch.Generator(device=self.device)
-        if p.seed is not None:
-            gen.manual_seed(p.seed)
-        else:
-            gen.seed()
-        bias = self._bias(p)
-        counts = torch.zeros(self._n_vocab, device=self.device)
-        text = StopAwareText(p.stop)
-        detok = _Detokenizer(self._tok)
-        ids = torch.tensor([job.prompt], device=self.device)
-        cache: Any = None
-        generated = 0
-        reason: FinishReason = "length"
-        while generated < p.max_tokens:
-            if job.cancelled.is_set():
-                return
-            out = self._model(input_ids=ids, use_cache=True, **{self._cache_kw: cache})
-            cache = getattr(out, self._cache_kw)
-            logits = out.logits[0, -1].float()
-            tok = self._sample(logits, p, bias, counts, gen)
-            if tok in self._eos:
-                reason = "stop"
-                break
-            generated += 1
-            counts[tok] += 1
-            piece = text.push(detok.push(tok).encode())
-            lp = self._logprob(logits, tok, p.top_logprobs) if p.top_logprobs is not None else None
-            if piece or lp:
-                job.emit(TokenOut(piece, lp))
-            if text.stopped:
-                reason = "stop"
-                break
-            ids = torch.tensor([[tok]], device=self.device)
-        if job.cancelled.is_set():
-            return
-        rest = text.push(detok.flush().encode()) + text.flush()
-        if rest:
-            job.emit(TokenOut(rest))
-        job.emit(Finished(reason, len(job.prompt), generated))
-
-    def _bias(self, p: GenParams) -> Any:
-        import torch
-
-        if not p.logit_bias:
-            return None
-        if bad := [k for k in p.logit_bias if not 0 <= k < self._n_vocab]:
-            raise InvalidRequestError(
-                f"logit_bias token id {bad[0]} is outside the vocabulary (0..{self._n_vocab - 1})",
-                param="logit_bias",
-            )
-        bias = torch.zeros(self._n_vocab, device=self.device)
-        for k, v in p.logit_bias.items():
-            bias[k] = v
-        return bias
-
-    def _sample(self, logits: Any, p: GenParams, bias: Any, counts: Any, gen: Any) -> int:
-        import torch
-
-        # OpenAI's penalties: subtract per occurrence (frequency) and once if seen (presence).
-        if bias is not None:
-            logits = logits + bias
-        if p.frequency_penalty or p.presence_penalty:
-            logits = logits - p.frequency_penalty * counts - p.presence_penalty * (counts > 0)
-        if p.temperature == 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits / p.temperature, dim=-1)
-        if p.top_p < 1.0:
-            sorted_p, order = probs.sort(descending=True)
-            # Keep the smallest prefix whose mass reaches top_p (always the top token).
-            drop = (sorted_p.cumsum(0) - sorted_p) >= p.top_p
-            drop[0] = False
-            sorted_p[drop] = 0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-        return int(torch.multinomial(probs, 1, generator=gen))
-
-    def _logprob(self, logits: Any, tok: int, top: int) -> TokenLogprob:
-        import torch
-
-        logprobs = torch.log_softmax(logits, dim=-1)
-        tops: list[TopLogprob] = []
-        if top:
-            values, indices = torch.topk(logprobs, top)
-            tops = [
-                TopLogprob(token=b.decode("utf-8", "replace"), logprob=v, bytes=list(b))
-                for v, b in zip(values.tolist(), map(self._piece, indices.tolist()), strict=True)
-            ]
-        piece = self._piece(tok)
-        return TokenLogprob(
-            token=piece.decode("utf-8", "replace"),
-            logprob=float(logprobs[tok]),
-            bytes=list(piece),
-            top_logprobs=tops,
-        )
+        A pass whose rows all use one adapter, or all the base, runs PEFT's plain path
+        (measured on CPU, batch of 8: 15-20% faster per step than mixed-batch routing, whose
+        per-layer hooks and row gathers cost even when every row goes the same way); a mixed
+        pass routes each row through its own adapter with ``adapter_names``. Switching costs
+        a walk over the model's modules, so it happens only when the kind of pass changes.
+        """
+        kinds = {a or _BASE for a in adapters}
+        mode = kinds.pop() if len(kinds) == 1 else _MIXED
+        if mode != self._mode:
+            lora = self._model.base_model
+            if mode == _BASE:
+                lora.disable_adapter_layers()
+            else:
+                if self._mode in (_BASE, _UNKNOWN):
+                    lora.enable_adapter_layers()
+                if mode != _MIXED and self._model.active_adapter != mode:
+                    self._model.set_adapter(mode, inference_mode=True)
+            self._mode = mode
+        if mode == _MIXED:
+            return {"adapter_names": [a or "__base__" for a in adapters]}
+        return {}
 
     def _piece(self, tok: int) -> bytes:
         """The token's own bytes; decoding it alone would lose spaces and split characters."""
@@ -352,37 +319,6 @@ class TransformersEngine(LocalEngine):
         return piece
 
 
-class _Detokenizer:
-    """Text of a growing token list, decoded over a sliding window.
-
-    Decoding each token alone loses a SentencePiece word's leading space and splits UTF-8
-    characters, so the window's text is decoded twice and only the new part emitted.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        self._tok = tokenizer
-        self._ids: list[int] = []
-        self._prefix = 0  # window start: context that keeps the decoder's spacing right
-        self._read = 0  # tokens up to here have been emitted
-
-    def push(self, tok: int) -> str:
-        self._ids.append(tok)
-        before = self._decode(self._ids[self._prefix : self._read])
-        after = self._decode(self._ids[self._prefix :])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self._prefix, self._read = self._read, len(self._ids)
-            return after[len(before) :]
-        return ""  # an incomplete character: wait for its next byte
-
-    def flush(self) -> str:
-        before = self._decode(self._ids[self._prefix : self._read])
-        return self._decode(self._ids[self._prefix :])[len(before) :]
-
-    def _decode(self, ids: list[int]) -> str:
-        text: str = self._tok.decode(ids, skip_special_tokens=True)
-        return text
-
-
 def _ids(value: int | list[int] | None) -> list[int]:
     return [] if value is None else [value] if isinstance(value, int) else list(value)
 
@@ -391,3 +327,16 @@ def _byte_chars() -> dict[str, int]:
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def _paddable(config: Any) -> bool:
+    """Whether the model's own KV cache is plain full attention in every layer, which the
+    batch can pad and stack (transformers' layered ``DynamicCache``, 4.56 and later)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        layers = DynamicCache(config=config).layers
+    except (TypeError, AttributeError):  # an older transformers
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
