@@ -107,9 +107,7 @@ async def serve(
 ) -> Response:
     endpoint = "chat" if isinstance(req, ChatCompletionRequest) else "completions"
     t0 = time.perf_counter()
-    limits.check_request(
-        req, gw.settings, scan_text=getattr(request.state, SURROGATE_FLAG, True)
-    )
+    limits.check_request(req, gw.settings, scan_text=getattr(request.state, SURROGATE_FLAG, True))
     keep = keep_options(req) if isinstance(req, ChatCompletionRequest) else None
     if keep is not None and not can_keep(gw.capture):
         raise UnsupportedParameter(
