@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,14 +111,17 @@ def import_completions(
     writer = CaptureWriter(store, redactor=redactor)
     try:
         page: list[ChatCompletion] = []
+        # OpenAI's `created` is whole seconds: completions of one second are kept in the
+        # source's order by a microsecond each, or the target would list them at random.
+        ticks: Counter[int] = Counter()
         for completion in client.chat.completions.list(limit=_PAGE, order="asc"):
             page.append(completion)
             if len(page) == _PAGE:
-                _import_page(client, writer, tenant, page, report)
+                _import_page(client, writer, tenant, page, report, ticks)
                 page = []
                 if progress:
                     progress("completions", counts.added + counts.existing + counts.rejected)
-        _import_page(client, writer, tenant, page, report)
+        _import_page(client, writer, tenant, page, report, ticks)
     except openai.NotFoundError:
         report.notes.append(f"{client.base_url} has no stored chat completions API (404)")
     except openai.APIError as exc:
@@ -132,12 +136,15 @@ def _import_page(
     tenant: str,
     page: list[ChatCompletion],
     report: ImportReport,
+    ticks: Counter[int],
 ) -> None:
     counts = report.count("completions")
     ids = {c.id: import_capture_id(tenant, c.id) for c in page}
     there = known_captures(writer.store, list(ids.values()))
     batch: list[Exchange] = []
     for completion in page:
+        tick = ticks[completion.created]
+        ticks[completion.created] += 1
         if ids[completion.id] in there:
             counts.existing += 1
             continue
@@ -145,7 +152,8 @@ def _import_page(
         if not messages:
             report.reject("completions", completion.id, "the completion has no messages")
             continue
-        batch.append(_exchange(tenant, ids[completion.id], completion, messages))
+        created = completion.created + min(tick, 999_999) * 1e-6
+        batch.append(_exchange(tenant, ids[completion.id], completion, messages, created))
     failed = writer.write_now(batch) if batch else 0
     counts.added += len(batch) - failed
     for _ in range(failed):
@@ -167,7 +175,11 @@ def _request_message(message: Any) -> dict[str, Any]:
 
 
 def _exchange(
-    tenant: str, capture_id: str, completion: ChatCompletion, messages: list[dict[str, Any]]
+    tenant: str,
+    capture_id: str,
+    completion: ChatCompletion,
+    messages: list[dict[str, Any]],
+    created: float,
 ) -> Exchange:
     body = completion.model_dump(exclude_none=True)
     metadata = body.pop("metadata", None)
@@ -182,7 +194,7 @@ def _exchange(
         id=capture_id, endpoint="chat", model=completion.model[:256], request=request,
         response=body, status=200, latency_ms=0.0, stream=False, tenant=tenant,
         usage=Usage.of(usage.prompt_tokens, usage.completion_tokens) if usage else None,
-        created=float(completion.created), store=True, metadata=metadata,
+        created=created, store=True, metadata=metadata,
     )  # fmt: skip
 
 
