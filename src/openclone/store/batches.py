@@ -22,6 +22,7 @@ from openclone.errors import APIError, InvalidRequestError
 from openclone.store.accounts import Principal, ensure_tenant, find_tenant
 from openclone.store.db import Store
 from openclone.store.files import file_content, get_file, save_file
+from openclone.store.paging import beyond, listing_order
 from openclone.store.tables import Batch, BatchResult, Tenant, now
 
 __all__ = [
@@ -157,11 +158,8 @@ def list_batches(
         q = select(Batch).where(Batch.tenant_id == t.id)
         if after:
             cursor = _owned(s, tenant, after)
-            q = q.where(
-                (Batch.created < cursor.created)
-                | ((Batch.created == cursor.created) & (Batch.id < cursor.id))
-            )
-        q = q.order_by(Batch.created.desc(), Batch.id.desc()).limit(limit + 1)
+            q = q.where(beyond(Batch.created, Batch.id, cursor.created, cursor.id, True))
+        q = q.order_by(*listing_order(Batch.created, Batch.id, True)).limit(limit + 1)
         rows = list(s.scalars(q))
     return [batch_object(r) for r in rows[:limit]], len(rows) > limit
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from openclone.errors import APIError
 from openclone.store.accounts import ensure_tenant, find_tenant
 from openclone.store.db import Store
+from openclone.store.paging import beyond, listing_order
 from openclone.store.tables import StoredFile, now
 
 __all__ = [
@@ -122,22 +123,12 @@ def list_files(
             cursor = s.get(StoredFile, after)
             if cursor is None or cursor.tenant_id != t.id:
                 return [], False
-            q = q.where(_beyond(cursor, newest))
-        keys = (StoredFile.created, StoredFile.id)
-        q = q.order_by(*(k.desc() if newest else k.asc() for k in keys)).limit(limit + 1)
+            q = q.where(
+                beyond(StoredFile.created, StoredFile.id, cursor.created, cursor.id, newest)
+            )
+        q = q.order_by(*listing_order(StoredFile.created, StoredFile.id, newest)).limit(limit + 1)
         rows = list(s.scalars(q))
     return [_record(r) for r in rows[:limit]], len(rows) > limit
-
-
-def _beyond(cursor: StoredFile, newest: bool) -> Any:
-    """Rows after ``cursor`` in the listing's order (created, then id, as a tie-break)."""
-    if newest:
-        return (StoredFile.created < cursor.created) | (
-            (StoredFile.created == cursor.created) & (StoredFile.id < cursor.id)
-        )
-    return (StoredFile.created > cursor.created) | (
-        (StoredFile.created == cursor.created) & (StoredFile.id > cursor.id)
-    )
 
 
 def get_file(store: Store, tenant: str, file_id: str, param: str | None = None) -> FileRecord:

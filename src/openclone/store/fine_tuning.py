@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from openclone.errors import APIError
 from openclone.store.accounts import ensure_tenant, find_tenant
 from openclone.store.db import Store
+from openclone.store.paging import beyond, listing_order
 from openclone.store.tables import FineTuningEvent, FineTuningJob, now
 
 __all__ = [
@@ -125,13 +126,11 @@ def list_job_rows(
         if t is None:
             return [], False
         q = select(FineTuningJob).where(FineTuningJob.tenant_id == t.id)
+        keys = (FineTuningJob.created, FineTuningJob.id)
         if after:
             cursor = _owned(s, tenant, after)
-            q = q.where(
-                (FineTuningJob.created < cursor.created)
-                | ((FineTuningJob.created == cursor.created) & (FineTuningJob.id < cursor.id))
-            )
-        q = q.order_by(FineTuningJob.created.desc(), FineTuningJob.id.desc())
+            q = q.where(beyond(*keys, cursor.created, cursor.id, True))
+        q = q.order_by(*listing_order(*keys, True))
         rows = list(s.scalars(q))
     if metadata:  # JSON filters differ per backend; a tenant's job list is short
         rows = [

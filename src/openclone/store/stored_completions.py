@@ -18,13 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from openclone.errors import APIError
 from openclone.store.accounts import find_tenant
 from openclone.store.db import Store
 from openclone.store.exchange import Exchange
+from openclone.store.paging import beyond, listing_order
 from openclone.store.sealed import open_exchange
 from openclone.store.tables import Capture, StoredCompletion
 
@@ -148,7 +149,8 @@ def list_completions(
                 continue
             q = q.where(StoredCompletion.metadata_[key].as_string() == value)
         keys = (StoredCompletion.created, StoredCompletion.capture_id)
-        q = q.order_by(*(k.asc() if order == "asc" else k.desc() for k in keys))
+        newest = order != "asc"
+        q = q.order_by(*listing_order(*keys, newest))
         position: tuple[float, str] | None = None
         if after is not None:
             cursor = _owned(s, tenant, after)
@@ -158,7 +160,7 @@ def list_completions(
         found: list[StoredRecord] = []
         chunk = limit + 1 if sql_exact else max(100, limit + 1)
         while len(found) <= limit:
-            page = q if position is None else q.where(_beyond(*position, order))
+            page = q if position is None else q.where(beyond(*keys, *position, newest))
             rows = [(r, c) for r, c in s.execute(page.limit(chunk))]
             found += [_record(s, r, c) for r, c in rows if _matches(r, wanted)]
             if len(rows) < chunk:
@@ -176,14 +178,6 @@ def _plain_key(key: str) -> bool:
 def _matches(row: StoredCompletion, wanted: dict[str, str]) -> bool:
     have = row.metadata_ or {}
     return all(have.get(k) == v for k, v in wanted.items())
-
-
-def _beyond(created: float, capture_id: str, order: Order) -> Any:
-    """Rows after (``asc``) or before (``desc``) the position ``(created, capture_id)``."""
-    c, i = StoredCompletion.created, StoredCompletion.capture_id
-    if order == "asc":
-        return or_(c > created, and_(c == created, i > capture_id))
-    return or_(c < created, and_(c == created, i < capture_id))
 
 
 def get_completion(store: Store, tenant: str, completion_id: str) -> StoredRecord:
