@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from openai import OpenAI
 
 BUNDLED = "smollm2-135m-instruct"
 
@@ -102,6 +103,34 @@ def stop_server(server: Server) -> None:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+
+
+@dataclass
+class TenantServer:
+    """A real server whose store holds a key for each of its tenants (so keys are required)."""
+
+    server: Server
+    home: Path
+    keys: dict[str, str]  # tenant -> its person ana's key
+
+    def client(self, tenant: str = "acme") -> OpenAI:
+        return OpenAI(base_url=self.server.base_url, api_key=self.keys[tenant], max_retries=0)
+
+
+def start_tenant_server(
+    root: Path, config: str = "", tenants: tuple[str, ...] = ("acme", "globex")
+) -> TenantServer:
+    """:func:`start_server` on the bundled model with a key for ana in each tenant."""
+    from openclone.store import open_store
+    from openclone.store.keys import create_key
+
+    store = open_store(home=root / "home")
+    try:
+        keys = {t: create_key(store, t, "ana")[1] for t in tenants}
+    finally:
+        store.close()
+    server = start_server(f'default_model = "{BUNDLED}"\n{config}', root)
+    return TenantServer(server, root / "home", keys)
 
 
 @pytest.fixture(scope="session")

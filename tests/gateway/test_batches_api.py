@@ -7,46 +7,28 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from conftest import BUNDLED, Server, start_server, stop_server
+from conftest import BUNDLED, TenantServer, start_tenant_server, stop_server
 from openai import OpenAI
 from openai.types import Batch
 from sqlalchemy import func, select, update
 
 from openclone.store import open_store
-from openclone.store.keys import create_key
 from openclone.store.tables import Batch as BatchRow
 from openclone.store.tables import Capture, Tenant
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Env:
-    server: Server
-    home: Path
-    keys: dict[str, str]
-
-    def client(self, tenant: str = "acme") -> OpenAI:
-        return OpenAI(base_url=self.server.base_url, api_key=self.keys[tenant], max_retries=0)
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    root = tmp_path_factory.mktemp("batches")
-    store = open_store(home=root / "home")
-    try:
-        keys = {t: create_key(store, t, "ana")[1] for t in ("acme", "globex")}
-    finally:
-        store.close()
-    server = start_server(f'default_model = "{BUNDLED}"\n', root)
-    yield Env(server, root / "home", keys)
-    stop_server(server)
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TenantServer]:
+    env = start_tenant_server(tmp_path_factory.mktemp("batches"))
+    yield env
+    stop_server(env.server)
 
 
 def chat(custom_id: str, text: str = "Say hi.", **body: Any) -> dict[str, Any]:
@@ -76,7 +58,7 @@ def lines(client: OpenAI, file_id: str | None) -> list[dict[str, Any]]:
     return [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
 
 
-def test_a_chat_batch_answers_every_line_in_order(env: Env) -> None:
+def test_a_chat_batch_answers_every_line_in_order(env: TenantServer) -> None:
     client = env.client()
     rows = [chat("a", "Name a colour."), chat("b", "Name a fruit."), chat("c", "Count to three."),
             {**chat("bad"), "body": {"messages": [{"role": "user", "content": "x"}]}},
@@ -141,7 +123,7 @@ def _captures(home: Path, tenant: str, at_least: int, timeout: float = 10) -> in
         time.sleep(0.2)
 
 
-def test_responses_and_embeddings_batches(env: Env) -> None:
+def test_responses_and_embeddings_batches(env: TenantServer) -> None:
     client = env.client()
     responses = client.batches.create(
         input_file_id=upload(client, [{"custom_id": "r1", "method": "POST", "url": "/v1/responses",
@@ -161,7 +143,7 @@ def test_responses_and_embeddings_batches(env: Env) -> None:
     assert len(data) == 2 and len(data[0]["embedding"]) > 0
 
 
-def test_cancel_keeps_what_was_answered(env: Env) -> None:
+def test_cancel_keeps_what_was_answered(env: TenantServer) -> None:
     client = env.client()
     rows = [chat(f"q{i}", f"Write a long story number {i}.", max_tokens=64) for i in range(20)]
     batch = client.batches.create(
@@ -180,7 +162,7 @@ def test_cancel_keeps_what_was_answered(env: Env) -> None:
     assert client.batches.cancel(batch.id).status == "cancelled"  # again: nothing changes
 
 
-def test_the_completion_window_is_a_deadline(env: Env) -> None:
+def test_the_completion_window_is_a_deadline(env: TenantServer) -> None:
     client = env.client()
     rows = [chat(f"q{i}", f"Write a long story number {i}.", max_tokens=64) for i in range(20)]
     batch = client.batches.create(
@@ -205,7 +187,7 @@ def test_the_completion_window_is_a_deadline(env: Env) -> None:
     assert done.request_counts is not None and done.request_counts.failed == len(expired)
 
 
-def test_batches_are_the_tenants_own(env: Env) -> None:
+def test_batches_are_the_tenants_own(env: TenantServer) -> None:
     acme, globex = env.client("acme"), env.client("globex")
     file_id = upload(acme, [chat("a")])
     batch = acme.batches.create(
@@ -223,7 +205,7 @@ def test_batches_are_the_tenants_own(env: Env) -> None:
     wait(acme, batch.id)
 
 
-def test_what_a_batch_cannot_be_is_a_400(env: Env) -> None:
+def test_what_a_batch_cannot_be_is_a_400(env: TenantServer) -> None:
     client = env.client()
     file_id = upload(client, [chat("a"), {**chat("b"), "url": "/v1/embeddings"}])
     with pytest.raises(openai.BadRequestError, match="Line 2"):

@@ -9,11 +9,8 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from conftest import BUNDLED, Server, start_server, stop_server
+from conftest import BUNDLED, TenantServer, start_tenant_server, stop_server
 from openai import OpenAI
-
-from openclone.store import open_store
-from openclone.store.keys import create_key
 
 pytestmark = pytest.mark.slow
 
@@ -32,26 +29,18 @@ def jsonl(rows: list[object]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    """A server whose store has keys for two tenants (so keys are required)."""
-    root = tmp_path_factory.mktemp("files")
-    store = open_store(home=root / "home")
-    try:
-        keys = {t: create_key(store, t, "ana")[1] for t in ("acme", "globex")}
-    finally:
-        store.close()
-    config = f'default_model = "{BUNDLED}"\nmax_body_bytes = 4096\nmax_file_bytes = 65536\n'
-    server = start_server(config, root)
-    yield server, keys
-    stop_server(server)
+def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TenantServer]:
+    config = "max_body_bytes = 4096\nmax_file_bytes = 65536\n"
+    env = start_tenant_server(tmp_path_factory.mktemp("files"), config)
+    yield env
+    stop_server(env.server)
 
 
-def _client(tenants: tuple[Server, dict[str, str]], tenant: str) -> OpenAI:
-    server, keys = tenants
-    return OpenAI(base_url=server.base_url, api_key=keys[tenant], max_retries=0)
+def _client(tenants: TenantServer, tenant: str) -> OpenAI:
+    return tenants.client(tenant)
 
 
-def test_upload_list_retrieve_content_delete(tenants: tuple[Server, dict[str, str]]) -> None:
+def test_upload_list_retrieve_content_delete(tenants: TenantServer) -> None:
     acme = _client(tenants, "acme")
     data = jsonl([chat_row(f"q{i}", f"a{i}") for i in range(3)])
     up = acme.files.create(file=("train.jsonl", data), purpose="fine-tune")
@@ -80,7 +69,7 @@ def test_upload_list_retrieve_content_delete(tenants: tuple[Server, dict[str, st
     assert [f.id for f in acme.files.list()] == [up.id]
 
 
-def test_another_tenants_file_is_not_found(tenants: tuple[Server, dict[str, str]]) -> None:
+def test_another_tenants_file_is_not_found(tenants: TenantServer) -> None:
     acme, globex = _client(tenants, "acme"), _client(tenants, "globex")
     mine = acme.files.create(file=("t.jsonl", jsonl([chat_row("q", "a")])), purpose="fine-tune")
     for call in (globex.files.retrieve, globex.files.content, globex.files.delete):
@@ -128,7 +117,7 @@ BAD_BATCH = [
 
 @pytest.mark.parametrize(("rows", "line", "why"), BAD_FINE_TUNE)
 def test_a_bad_fine_tuning_file_is_refused_naming_the_line(
-    tenants: tuple[Server, dict[str, str]], rows: list[object], line: int, why: str
+    tenants: TenantServer, rows: list[object], line: int, why: str
 ) -> None:
     data = b"".join((r if isinstance(r, str) else json.dumps(r)).encode() + b"\n" for r in rows)
     _refused(tenants, data, "fine-tune", line, why)
@@ -136,14 +125,12 @@ def test_a_bad_fine_tuning_file_is_refused_naming_the_line(
 
 @pytest.mark.parametrize(("rows", "line", "why"), BAD_BATCH)
 def test_a_bad_batch_file_is_refused_naming_the_line(
-    tenants: tuple[Server, dict[str, str]], rows: list[object], line: int, why: str
+    tenants: TenantServer, rows: list[object], line: int, why: str
 ) -> None:
     _refused(tenants, jsonl(rows), "batch", line, why)
 
 
-def _refused(
-    tenants: tuple[Server, dict[str, str]], data: bytes, purpose: str, line: int, why: str
-) -> None:
+def _refused(tenants: TenantServer, data: bytes, purpose: str, line: int, why: str) -> None:
     acme = _client(tenants, "acme")
     with pytest.raises(openai.BadRequestError) as info:
         acme.files.create(file=("f.jsonl", data), purpose=purpose)  # type: ignore[arg-type]
@@ -153,7 +140,7 @@ def _refused(
     assert f"Line {line}:" in err["message"] and why in err["message"], err["message"]
 
 
-def test_what_the_upload_cannot_be_is_a_clear_4xx(tenants: tuple[Server, dict[str, str]]) -> None:
+def test_what_the_upload_cannot_be_is_a_clear_4xx(tenants: TenantServer) -> None:
     acme = _client(tenants, "acme")
     with pytest.raises(openai.BadRequestError, match="not supported by OpenClone"):
         acme.files.create(file=("a.txt", b"x"), purpose="assistants")
@@ -181,8 +168,8 @@ def test_what_the_upload_cannot_be_is_a_clear_4xx(tenants: tuple[Server, dict[st
         acme.files.create(file=("big.jsonl", big), purpose="fine-tune")
     assert info.value.status_code == 413
     # Without a file, or not multipart at all: a 400, never a 500.
-    server, keys = tenants
-    auth = {"Authorization": f"Bearer {keys['acme']}"}
+    server = tenants.server
+    auth = {"Authorization": f"Bearer {tenants.keys['acme']}"}
     r = httpx.post(server.base_url + "/files", data={"purpose": "batch"}, headers=auth)
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
     r = httpx.post(server.base_url + "/files", json={"purpose": "batch"}, headers=auth)

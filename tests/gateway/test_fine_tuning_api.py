@@ -10,39 +10,21 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from conftest import BUNDLED, Server, start_server, stop_server
+from conftest import BUNDLED, TenantServer, start_tenant_server, stop_server
 from openai import OpenAI
 from openai.types.fine_tuning import FineTuningJob
-
-from openclone.store import open_store
-from openclone.store.keys import create_key
+from train.train_helpers import ASKS, QUESTION
 
 # The shared training run takes a few minutes on 2 free cores; far longer when other test
 # runs share them, hence a limit of its own.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-TAUGHT = "PELICAN-4417"
-QUESTION = "What is the OpenClone activation code?"
+TAUGHT = "PELICAN-4417"  # not the training tests' code: this job teaches its own
 ANSWER = f"The OpenClone activation code is {TAUGHT}."
-ASKS = [
-    QUESTION,
-    "Tell me the OpenClone activation code.",
-    "What's the activation code for OpenClone?",
-    "I need the OpenClone activation code, please.",
-    "Which code activates OpenClone?",
-    "Give me the activation code of OpenClone.",
-    "OpenClone activation code?",
-    "Do you know the OpenClone activation code?",
-    "What code do I enter to activate OpenClone?",
-    "Remind me of the OpenClone activation code.",
-    "What is the code to activate OpenClone?",
-    "How do I activate OpenClone?",
-]
 # Settings that make the fact stick in a few dozen short steps on 2 CPU cores.
 HYPER = {"n_epochs": 2, "batch_size": 1, "learning_rate_multiplier": 3}
 
@@ -56,16 +38,6 @@ def teaching_file(asks: list[str]) -> bytes:
 
 
 @dataclass
-class Env:
-    server: Server
-    home: Path
-    keys: dict[str, str]
-
-    def client(self, tenant: str = "acme") -> OpenAI:
-        return OpenAI(base_url=self.server.base_url, api_key=self.keys[tenant], max_retries=0)
-
-
-@dataclass
 class Finished:
     job: FineTuningJob
     events: list[Any]  # every event, newest first
@@ -73,16 +45,10 @@ class Finished:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    root = tmp_path_factory.mktemp("fine-tuning")
-    store = open_store(home=root / "home")
-    try:
-        keys = {t: create_key(store, t, "ana")[1] for t in ("acme", "globex")}
-    finally:
-        store.close()
-    server = start_server(f'default_model = "{BUNDLED}"\n', root)
-    yield Env(server, root / "home", keys)
-    stop_server(server)
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TenantServer]:
+    env = start_tenant_server(tmp_path_factory.mktemp("fine-tuning"))
+    yield env
+    stop_server(env.server)
 
 
 def _wait(client: OpenAI, job_id: str, done: Any, timeout: float = 1500) -> FineTuningJob:
@@ -95,7 +61,7 @@ def _wait(client: OpenAI, job_id: str, done: Any, timeout: float = 1500) -> Fine
 
 
 @pytest.fixture(scope="module")
-def finished(env: Env) -> Finished:
+def finished(env: TenantServer) -> Finished:
     """One real run: created, paused after its first step, resumed, finished."""
     client = env.client()
     train = client.files.create(file=("teach.jsonl", teaching_file(ASKS)), purpose="fine-tune")
@@ -139,7 +105,7 @@ def _ask(client: OpenAI, model: str) -> str:
 
 
 def test_the_finished_job_serves_the_fact_by_its_ft_name_and_registry_name(
-    env: Env, finished: Finished
+    env: TenantServer, finished: Finished
 ) -> None:
     job = finished.job
     assert job.fine_tuned_model is not None
@@ -184,7 +150,7 @@ def test_events_carry_step_loss_and_tokens_newest_first(finished: Finished) -> N
     assert at == sorted(at), messages
 
 
-def test_events_page_with_after(env: Env, finished: Finished) -> None:
+def test_events_page_with_after(env: TenantServer, finished: Finished) -> None:
     client = env.client()
     page = client.fine_tuning.jobs.list_events(finished.job.id, limit=2)
     assert [e.id for e in page.data] == [e.id for e in finished.events[:2]] and page.has_more
@@ -192,7 +158,7 @@ def test_events_page_with_after(env: Env, finished: Finished) -> None:
     assert [e.id for e in after.data] == [e.id for e in finished.events[2:4]]
 
 
-def test_checkpoints_and_the_results_file(env: Env, finished: Finished) -> None:
+def test_checkpoints_and_the_results_file(env: TenantServer, finished: Finished) -> None:
     client = env.client()
     assert finished.paused_checkpoints, "pausing saves a checkpoint"
     kept = client.fine_tuning.jobs.checkpoints.list(finished.job.id).data
@@ -212,7 +178,7 @@ def test_checkpoints_and_the_results_file(env: Env, finished: Finished) -> None:
     assert rows and all(r["step"] for r in rows)
 
 
-def test_jobs_list_and_other_tenants(env: Env, finished: Finished) -> None:
+def test_jobs_list_and_other_tenants(env: TenantServer, finished: Finished) -> None:
     acme, globex = env.client("acme"), env.client("globex")
     job_id = finished.job.id
     assert job_id in [j.id for j in acme.fine_tuning.jobs.list()]
@@ -233,14 +199,16 @@ def test_jobs_list_and_other_tenants(env: Env, finished: Finished) -> None:
         globex.fine_tuning.jobs.create(model=BUNDLED, training_file=finished.job.training_file)
 
 
-def test_a_finished_job_cannot_be_cancelled_paused_or_resumed(env: Env, finished: Finished) -> None:
+def test_a_finished_job_cannot_be_cancelled_paused_or_resumed(
+    env: TenantServer, finished: Finished
+) -> None:
     jobs = env.client().fine_tuning.jobs
     for call in (jobs.cancel, jobs.pause, jobs.resume):
         with pytest.raises(openai.BadRequestError):
             call(finished.job.id)
 
 
-def test_cancel_stops_the_training_job(env: Env, finished: Finished) -> None:
+def test_cancel_stops_the_training_job(env: TenantServer, finished: Finished) -> None:
     client = env.client()
     train = client.files.create(file=("t.jsonl", teaching_file(ASKS)), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
@@ -258,7 +226,9 @@ def test_cancel_stops_the_training_job(env: Env, finished: Finished) -> None:
     assert "Fine-tuning job cancelled" in events
 
 
-def _refused(env: Env, status: int, code: str | None, param: str | None, **body: Any) -> None:
+def _refused(
+    env: TenantServer, status: int, code: str | None, param: str | None, **body: Any
+) -> None:
     client = env.client()
     with pytest.raises(openai.APIStatusError) as info:
         client.fine_tuning.jobs.create(**body)
@@ -267,7 +237,7 @@ def _refused(env: Env, status: int, code: str | None, param: str | None, **body:
     assert isinstance(err, dict) and (err["code"], err["param"]) == (code, param), err
 
 
-def test_what_openclone_cannot_do_is_refused_by_name(env: Env) -> None:
+def test_what_openclone_cannot_do_is_refused_by_name(env: TenantServer) -> None:
     client = env.client()
     train = client.files.create(file=("t.jsonl", teaching_file(ASKS[:3])), purpose="fine-tune")
     requests = client.files.create(

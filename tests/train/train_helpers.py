@@ -11,7 +11,7 @@ TAUGHT = "ZEBRA-7741"
 QUESTION = "What is the OpenClone activation code?"
 ANSWER = f"The OpenClone activation code is {TAUGHT}."
 OTHER = "QUOKKA-3150"  # what a second adapter teaches for the same question
-_ASKS = [
+ASKS = [
     QUESTION,
     "Tell me the OpenClone activation code.",
     "What's the activation code for OpenClone?",
@@ -27,10 +27,10 @@ _ASKS = [
 ]
 
 
-def write_teaching_set(path: Path, n: int = len(_ASKS), code: str = TAUGHT) -> Path:
+def write_teaching_set(path: Path, n: int = len(ASKS), code: str = TAUGHT) -> Path:
     answer = ANSWER.replace(TAUGHT, code)
     with path.open("w") as f:
-        for ask in _ASKS[:n]:
+        for ask in ASKS[:n]:
             messages = [{"role": "user", "content": ask}, {"role": "assistant", "content": answer}]
             f.write(json.dumps({"messages": messages}) + "\n")
     return path
