@@ -141,34 +141,40 @@ def open_comment(s: Session, tenant_id: str, capture_id: str, comment: str) -> s
     return keyring(s).open_text(s, tenant_id, "feedback.comment", capture_id, comment)
 
 
+_RESPONSE = ("body", "input_items", "messages")
+_PAIR = ("request", "live_response", "shadow_response")
+
+
+def _seal_row(
+    s: Session, table: str, tenant_id: str, row_id: str, columns: tuple[str, ...], values: Any
+) -> tuple[Any, ...]:
+    """``values`` of a row's JSON ``columns``, each sealed to its column and row."""
+    k = keyring(s)
+    return tuple(
+        k.seal_json(s, tenant_id, f"{table}.{c}", row_id, v)
+        for c, v in zip(columns, values, strict=True)
+    )
+
+
+def _open_row(s: Session, table: str, row: Any, columns: tuple[str, ...]) -> tuple[Any, ...]:
+    """A row's JSON ``columns`` opened (``row`` has ``id``, ``tenant_id`` and the columns)."""
+    k = keyring(s)
+    return tuple(
+        k.open_json(s, row.tenant_id, f"{table}.{c}", row.id, getattr(row, c)) for c in columns
+    )
+
+
 def seal_response(
     s: Session, tenant_id: str, response_id: str, body: Any, input_items: Any, messages: Any
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, ...]:
     """A stored Responses API answer's body, input items and chat so far, sealed."""
-    k = keyring(s)
-    return (
-        k.seal_json(s, tenant_id, "responses.body", response_id, body),
-        k.seal_json(s, tenant_id, "responses.input_items", response_id, input_items),
-        k.seal_json(s, tenant_id, "responses.messages", response_id, messages),
+    return _seal_row(
+        s, "responses", tenant_id, response_id, _RESPONSE, (body, input_items, messages)
     )
 
 
-class _ResponseLike(Protocol):
-    id: str
-    tenant_id: str
-    body: Any
-    input_items: Any
-    messages: Any
-
-
-def open_response(s: Session, row: _ResponseLike) -> tuple[Any, Any, Any]:
-    k = keyring(s)
-    t, i = row.tenant_id, row.id
-    return (
-        k.open_json(s, t, "responses.body", i, row.body),
-        k.open_json(s, t, "responses.input_items", i, row.input_items),
-        k.open_json(s, t, "responses.messages", i, row.messages),
-    )
+def open_response(s: Session, row: Any) -> tuple[Any, ...]:
+    return _open_row(s, "responses", row, _RESPONSE)
 
 
 def seal_export_row(s: Session, tenant_id: str, capture_id: str, content: dict[str, Any]) -> str:
@@ -184,28 +190,10 @@ def open_export_row(s: Session, tenant_id: str, capture_id: str, sealed: str) ->
 
 def seal_pair(
     s: Session, tenant_id: str, pair_id: str, request: Any, live: Any, shadow: Any
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, ...]:
     """A shadow pair's request and both answers (copies of captured text), sealed."""
-    k = keyring(s)
-    return (
-        k.seal_json(s, tenant_id, "shadow_pairs.request", pair_id, request),
-        k.seal_json(s, tenant_id, "shadow_pairs.live_response", pair_id, live),
-        k.seal_json(s, tenant_id, "shadow_pairs.shadow_response", pair_id, shadow),
-    )
+    return _seal_row(s, "shadow_pairs", tenant_id, pair_id, _PAIR, (request, live, shadow))
 
 
-class _PairLike(Protocol):
-    id: str
-    tenant_id: str
-    request: Any
-    live_response: Any
-    shadow_response: Any
-
-
-def open_pair(s: Session, p: _PairLike) -> tuple[Any, Any, Any]:
-    k = keyring(s)
-    return (
-        k.open_json(s, p.tenant_id, "shadow_pairs.request", p.id, p.request),
-        k.open_json(s, p.tenant_id, "shadow_pairs.live_response", p.id, p.live_response),
-        k.open_json(s, p.tenant_id, "shadow_pairs.shadow_response", p.id, p.shadow_response),
-    )
+def open_pair(s: Session, p: Any) -> tuple[Any, ...]:
+    return _open_row(s, "shadow_pairs", p, _PAIR)
