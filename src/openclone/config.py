@@ -8,6 +8,7 @@ when present. Nested values can come from the environment as JSON, e.g.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import ipaddress
 import os
@@ -253,6 +254,16 @@ class Settings(BaseSettings):
     loops: list[dict[str, Any]] = Field(
         default_factory=list,
         description="[[loops]]: retraining loops, checked and read by openclone.loop (LoopConfig)",
+    )
+    run_loops: bool = Field(
+        default=False,
+        description="`openclone serve` also runs the [[loops]] on their cadence, in a "
+        "background thread (what `openclone loop start` does as a job); serve --loops",
+    )
+    deprecations: dict[str, dt.date] = Field(
+        default_factory=dict,
+        description='announced shutdown dates of closed models: "gpt-4o" = 2026-12-31; the '
+        "loop distilling one runs on its deprecation cadence as the date nears",
     )
 
     @classmethod

@@ -175,8 +175,11 @@ def test_serves_base_and_adapters_restarts_with_them_and_stops(
             # Archive: unloaded at vLLM, and no longer served.
             await engine.remove_adapter("beta")
             assert events(log, "unload")[-1]["name"] == "beta"
-            with pytest.raises(ModelNotFound):
-                await engine.chat(ask("base:beta"))
+            chats = len(events(log, "chat"))
+            for name in ("base:beta", "beta"):  # by its own name too: never the base's answer
+                with pytest.raises(ModelNotFound):
+                    await engine.chat(ask(name))
+            assert len(events(log, "chat")) == chats
         finally:
             await engine.close()
 

@@ -5,6 +5,7 @@ any request), output and error files in input order, cancel, deadline, tenants a
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,9 @@ from openai.types import Batch
 from sqlalchemy import func, select, update
 
 from openclone.store import open_store
+from openclone.store.sealed import seal_batch_result
 from openclone.store.tables import Batch as BatchRow
-from openclone.store.tables import Capture, Tenant
+from openclone.store.tables import BatchResult, Capture, Tenant
 
 pytestmark = pytest.mark.slow
 
@@ -185,6 +187,43 @@ def test_the_completion_window_is_a_deadline(env: TenantServer) -> None:
     answered = lines(client, done.output_file_id)
     assert len(answered) + len(expired) == len(rows)
     assert done.request_counts is not None and done.request_counts.failed == len(expired)
+
+
+def test_a_batch_whose_gateway_died_is_taken_over_without_redoing_lines(
+    env: TenantServer,
+) -> None:
+    client = env.client()
+    file_id = upload(client, [chat("done-elsewhere"), chat("left", "Name a colour.")])
+    answer = {"id": "batch_req_dead", "custom_id": "done-elsewhere", "error": None,
+              "response": {"status_code": 200, "body": {"answered_by": "the dead gateway"}}}  # fmt: skip
+    # Another gateway on this store claimed the batch, answered line 1 and died: its lease
+    # ran out a moment ago.
+    store = open_store(home=env.home)
+    try:
+        with store.session() as s:
+            tenant_id = s.scalar(select(Tenant.id).where(Tenant.name == "acme"))
+            assert tenant_id is not None
+            t = time.time()
+            row = BatchRow(
+                id="batch_" + secrets.token_hex(12), tenant_id=tenant_id,
+                caller={"user": "ana", "key_id": None, "scope": "user"},
+                endpoint="/v1/chat/completions", input_file_id=file_id, completion_window="24h",
+                status="in_progress", total=2, completed=1, failed=0, usage={}, created=t,
+                expires_at=t + 3600, in_progress_at=t, lease_owner="a-gateway-that-died",
+                lease_until=t - 1,
+            )  # fmt: skip
+            s.add(row)
+            s.flush()
+            body = seal_batch_result(s, tenant_id, row.id, 1, answer)
+            s.add(BatchResult(batch_id=row.id, line=1, ok=True, body=body))
+    finally:
+        store.close()
+    done = wait(client, row.id)
+    assert done.status == "completed" and done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 0)
+    first, second = lines(client, done.output_file_id)
+    assert first == answer  # kept as the dead gateway answered it, not asked again
+    assert second["custom_id"] == "left" and second["response"]["status_code"] == 200
 
 
 def test_batches_are_the_tenants_own(env: TenantServer) -> None:

@@ -69,6 +69,18 @@ def test_upload_list_retrieve_content_delete(tenants: TenantServer) -> None:
     assert [f.id for f in acme.files.list()] == [up.id]
 
 
+def test_an_uploaded_file_is_sealed_on_disk_and_reads_back(tenants: TenantServer) -> None:
+    acme = _client(tenants, "acme")
+    marker = "ZQX-upload-canary-6690"
+    data = jsonl([chat_row(f"our pricing plan {marker}", f"the answer {marker}")])
+    up = acme.files.create(file=("secret.jsonl", data), purpose="fine-tune")
+    assert acme.files.content(up.id).content == data
+    # The database, its write-ahead log and everything else in the home: no plain text.
+    on_disk = [p for p in tenants.home.rglob("*") if p.is_file()]
+    assert any(p.name == "master.key" for p in on_disk)  # a new home encrypts
+    assert not [p for p in on_disk if marker.encode() in p.read_bytes()]
+
+
 def test_another_tenants_file_is_not_found(tenants: TenantServer) -> None:
     acme, globex = _client(tenants, "acme"), _client(tenants, "globex")
     mine = acme.files.create(file=("t.jsonl", jsonl([chat_row("q", "a")])), purpose="fine-tune")

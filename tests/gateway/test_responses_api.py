@@ -12,6 +12,7 @@ from openai import OpenAI
 pytestmark = pytest.mark.slow
 
 SEA = "Write one sentence about the sea."
+LOGPROBS = "message.output_text.logprobs"
 WEATHER_TOOL = {
     "type": "function",
     "name": "get_weather",
@@ -249,6 +250,7 @@ def test_store_false_keeps_nothing(client: OpenAI) -> None:
         ({"background": True}, "background"),
         ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
+        ({"include": [LOGPROBS, "file_search_call.results"]}, "include[1]"),
     ],
 )
 def test_what_cannot_be_honoured_is_refused_by_name(
@@ -283,3 +285,71 @@ def test_malformed_input_is_a_400_naming_the_parameter(
     with pytest.raises(openai.BadRequestError) as exc:
         client.responses.create(**kwargs)  # type: ignore[call-overload]
     assert exc.value.body["param"] == param  # type: ignore[index]
+
+
+def test_logprobs_are_the_chat_answers_when_included(client: OpenAI) -> None:
+    r = client.responses.create(
+        model=BUNDLED, input=SEA, max_output_tokens=8, temperature=0, include=[LOGPROBS],
+        top_logprobs=2,
+    )  # fmt: skip
+    chat = client.chat.completions.create(
+        model=BUNDLED, messages=[{"role": "user", "content": SEA}], max_tokens=8,
+        temperature=0, logprobs=True, top_logprobs=2,
+    )  # fmt: skip
+    assert r.top_logprobs == 2
+    part = r.output[0].content[0]  # type: ignore[union-attr]
+    expected = chat.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert [(t.token, t.logprob) for t in part.logprobs] == pytest.approx(  # type: ignore[union-attr]
+        [(t.token, t.logprob) for t in expected]
+    )
+    assert "".join(t.token for t in part.logprobs) == r.output_text  # type: ignore[union-attr]
+    assert all(len(t.top_logprobs) == 2 for t in part.logprobs)  # type: ignore[union-attr]
+    assert all(bytes(t.bytes).decode() == t.token for t in part.logprobs)  # type: ignore[union-attr]
+    # Streamed: each delta carries its tokens' logprobs, and the stored answer has them all.
+    events = list(
+        client.responses.create(
+            model=BUNDLED,
+            input=SEA,
+            max_output_tokens=8,
+            temperature=0,
+            include=[LOGPROBS],
+            stream=True,
+        )
+    )
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert all(e.delta == "".join(lp.token for lp in e.logprobs) for e in deltas)  # type: ignore[union-attr]
+    final = events[-1].response.output[0].content[0]  # type: ignore[union-attr]
+    assert [t.token for t in final.logprobs] == [t.token for t in part.logprobs]
+    # Without include there are none, as with OpenAI.
+    plain = client.responses.create(model=BUNDLED, input=SEA, max_output_tokens=4, store=False)
+    assert plain.output[0].content[0].logprobs == []  # type: ignore[union-attr]
+
+
+def _collapsed(types: list[str]) -> list[str]:
+    """Event types with runs of deltas as one: a replay sends each text in one delta."""
+    return [t for i, t in enumerate(types) if i == 0 or not (t == types[i - 1] and "delta" in t)]
+
+
+@pytest.mark.parametrize("tools", [False, True])
+def test_a_stored_response_replays_as_its_stream(client: OpenAI, tools: bool) -> None:
+    extra: dict[str, object] = (
+        {"tools": [WEATHER_TOOL], "tool_choice": "required", "input": "Weather in Paris?"}
+        if tools
+        else {"input": "Say hi."}
+    )
+    live = list(
+        client.responses.create(  # type: ignore[call-overload]
+            model=BUNDLED, max_output_tokens=40, temperature=0, stream=True, **extra
+        )
+    )
+    stored = live[-1].response
+    replayed = list(client.responses.retrieve(stored.id, stream=True))
+    assert [e.sequence_number for e in replayed] == list(range(len(replayed)))
+    assert [e.type for e in replayed] == _collapsed([e.type for e in live])
+    assert replayed[-1].response.output == stored.output  # type: ignore[union-attr]
+    assert replayed[-1].response.id == stored.id  # type: ignore[union-attr]
+    later = list(client.responses.retrieve(stored.id, stream=True, starting_after=2))
+    assert [e.sequence_number for e in later] == list(range(3, len(replayed)))
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.responses.retrieve(stored.id, include=["file_search_call.results"])  # type: ignore[list-item]
+    assert exc.value.body["param"] == "include[0]"  # type: ignore[index]

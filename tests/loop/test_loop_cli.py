@@ -38,7 +38,8 @@ def test_too_few_captures_end_the_run_with_a_not_enough_data_decision(tmp_path: 
     assert run["decision"].startswith("skipped: not enough data (3 new consented captures")
     states = {s["name"]: s["state"] for s in run["steps"]}
     assert states == {
-        "collect": "done", "curate": "skipped", "distill": "skipped", "train": "skipped",
+        "collect": "done", "curate": "skipped", "distill": "skipped", "review": "skipped",
+        "train": "skipped",
         "evaluate": "skipped", "shadow": "skipped", "canary": "skipped", "decide": "skipped",
         "report": "done",
     }  # fmt: skip
@@ -59,9 +60,10 @@ def test_the_scheduler_runs_a_due_loop_and_status_shows_it(tmp_path: Path) -> No
     assert status.exit_code == 0, status.output
     (loop,) = json.loads(status.stdout)["loops"]
     assert set(loop) == {
-        "name", "model", "tenant", "teacher", "every", "paused", "champion", "next_due",
-        "last_run",
+        "name", "model", "tenant", "teacher", "every", "every_captures", "new_captures",
+        "paused", "champion", "next_due", "last_run", "deprecation", "costs",
     }  # fmt: skip
+    assert loop["deprecation"] is None  # no [deprecations] entry for its teacher
     assert (loop["name"], loop["paused"], loop["champion"]) == ("support", False, None)
     assert loop["next_due"] is not None
     last = loop["last_run"]

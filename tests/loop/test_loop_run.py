@@ -52,7 +52,7 @@ def test_a_loop_run_goes_through_every_step_and_records_its_decision(tmp_path: P
     run = _history(config)
     assert run["status"] == "finished"
     assert [s["name"] for s in run["steps"]] == [
-        "collect", "curate", "distill", "train", "evaluate", "shadow", "canary", "decide",
+        "collect", "curate", "distill", "review", "train", "evaluate", "shadow", "canary", "decide",
         "report",
     ]  # fmt: skip
     assert {s["state"] for s in run["steps"]} == {"done"}

@@ -97,6 +97,73 @@ def test_two_adapters_taught_different_facts_stream_side_by_side(
         assert (OTHER in answer) == (name == "other"), (name, answer)
 
 
+def test_eviction_and_reload_under_load_lose_no_request(trained: Trained, other_gguf: Path) -> None:
+    """One adapter kept loaded, two in use: streams on both, wave after wave, so adapters
+    are evicted and loaded again between waves, and every stream answers with its own."""
+    lora = get_trained("act", trained.home).gguf_adapter
+    engine = LlamaCppEngine.from_config(
+        BASE,
+        {"model_path": str(bundled_model_path()), "n_ctx": 512, "n_parallel": 2,
+         "adapters": {"act": lora, "other": str(other_gguf)}, "max_adapters": 1},
+    )  # fmt: skip
+
+    async def streamed(model: str) -> str:
+        parts = [
+            chunk.choices[0].delta.content or ""
+            async for chunk in engine.stream(_request(model))
+            if chunk.choices
+        ]
+        return "".join(parts)
+
+    async def run() -> list[tuple[str, str]]:
+        out = []
+        try:
+            for wave in (["act", "other"], ["other", "act"], ["act", "other"]):
+                answers = await asyncio.gather(*(streamed(n) for n in wave))
+                out += list(zip(wave, answers, strict=True))
+            return out
+        finally:
+            await engine.close()
+
+    for name, answer in asyncio.run(run()):
+        assert (TAUGHT in answer) == (name == "act"), (name, answer)
+        assert (OTHER in answer) == (name == "other"), (name, answer)
+    adapters = engine.describe()["adapters"]
+    # Loaded again after eviction (two loads would mean both simply stayed loaded).
+    assert adapters["loads"] > 2 and adapters["loaded"] <= 1, adapters
+
+
+def test_removed_adapter_finishes_its_running_request_then_is_refused(
+    trained: Trained, other_gguf: Path
+) -> None:
+    lora = get_trained("act", trained.home).gguf_adapter
+    engine = LlamaCppEngine.from_config(
+        BASE,
+        {"model_path": str(bundled_model_path()), "n_ctx": 512, "n_parallel": 2,
+         "adapters": {"act": lora, "other": str(other_gguf)}},
+    )  # fmt: skip
+
+    async def run() -> None:
+        try:
+            stream = engine.stream(_request("act"))
+            first = await anext(stream)  # decoding with the adapter now
+            await engine.remove_adapter("act")
+            rest = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+            text = "".join([first.choices[0].delta.content or "" if first.choices else "", *rest])
+            assert TAUGHT in text  # finished on the adapter's weights
+            for name in ("act", f"{BASE}:act"):
+                with pytest.raises(ModelNotFound):  # never the base under the adapter's name
+                    await _ask(engine, name)
+            assert OTHER in await _ask(engine, "other")
+            await engine.add_adapter("act", lora)  # served again when a version is restored
+            assert TAUGHT in await _ask(engine, "act")
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
+    assert engine.adapter_names() == ["other", "act"]
+
+
 def test_an_adapter_that_cannot_load_fails_its_own_requests_only(
     trained: Trained, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from openclone.engines.transformers_engine import TransformersEngine
+from openclone.errors import ModelNotFound
 from openclone.schema import ChatCompletionRequest
 from openclone.store.trained import get_trained
 from train.train_helpers import OTHER, QUESTION, TAUGHT, Trained
@@ -88,3 +89,28 @@ def test_adapters_and_the_base_in_one_batch_each_answer_with_their_own_weights(
     # The two adapters decoded side by side too, not one after the other.
     assert times[0][0] < times[1][-1] and times[1][0] < times[0][-1]
     assert answers == solo  # greedy in a mixed batch is greedy alone
+
+
+def test_a_removed_adapter_finishes_its_stream_then_is_refused_and_deleted(
+    engine: TransformersEngine, other_peft: Path
+) -> None:
+    async def run() -> None:
+        stream = engine.stream(_request("other"))
+        parts = [c.choices[0].delta.content or "" for c in [await anext(stream)] if c.choices]
+        await engine.remove_adapter("other")  # archived while it decodes
+        parts += [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        assert OTHER in "".join(parts)  # finished on its own weights
+        for name in ("other", f"{BASE}:other"):
+            with pytest.raises(ModelNotFound):  # never the base under its name
+                await engine.chat(_request(name))
+        deadline = time.monotonic() + 30
+        while "other" in engine._model.peft_config:  # deleted by the scheduler once idle
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        out = await engine.chat(_request("act"))
+        assert TAUGHT in (out.choices[0].message.content or "")
+        await engine.add_adapter("other", str(other_peft))  # a restored version
+        out = await engine.chat(_request("other"))
+        assert OTHER in (out.choices[0].message.content or "")
+
+    asyncio.run(run())

@@ -71,3 +71,83 @@ def test_an_admin_sees_the_tenants_and_creates_a_key(tmp_path: Path) -> None:
         assert len(made) == 1 and secret.startswith(made[0].prefix) and made[0].scope == "user"
     finally:
         stop_server(server)
+
+
+def test_an_admin_reviews_a_dataset_page_by_page(tmp_path: Path) -> None:
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    from openclone.store.review import get_dataset, get_example, register
+
+    xss = '<img src=x onerror="window.__xss=1">'
+    rows = []
+    for i in range(30):
+        question = f"Question {i} on {'refund' if i % 5 == 0 else 'shipping'}"
+        answer = xss if i == 1 else f"Answer {i}."
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        rows.append(json.dumps({"messages": messages, "metadata": {"teacher": "t"}}))
+    path = tmp_path / "distilled.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    home = tmp_path / "home"
+    store = open_store(None, home)
+    admin = create_key(store, "ops", admin=True)[1]
+    dataset = register(store, path, actor="ops").id
+    store.close()
+    server = start_server(DEAD_UPSTREAM, tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=_chromium(), headless=True, args=["--no-sandbox"]
+            )
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.set_default_timeout(PAGE_TIMEOUT)
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("dialog", lambda d: d.accept())  # "approve every matching row?"
+            page.goto(server.url + "/admin")
+            page.fill("#key-input", admin)
+            page.click("#signin-form button[type=submit]")
+            page.click(".tabs button >> text=Datasets")
+            page.click("#datasets tbody button >> text=distilled.jsonl")
+            page.wait_for_selector("#examples tbody tr >> text=Question 19 on shipping")
+            assert xss in page.inner_text("#examples")  # shown as text, never as markup
+            page.click(".pager[data-for=examples] .next")
+            page.wait_for_selector("#examples tbody tr >> text=Question 29 on shipping")
+            assert "Question 0 on" not in page.inner_text("#examples")
+
+            page.fill("#examples-form input[name=search]", "refund")
+            page.click("#examples-form button[type=submit]")
+            page.wait_for_selector(".pager[data-for=examples] .where >> text=6 matching")
+            page.click("#approve-matching")
+            page.wait_for_selector("#review-result >> text=6 examples approved")
+
+            page.fill("#examples-form input[name=search]", "")
+            page.select_option("#examples-form select[name=state]", "pending")
+            page.click("#examples-form button[type=submit]")
+            page.wait_for_selector(".pager[data-for=examples] .where >> text=24 matching")
+            page.check("#examples tbody tr:nth-child(1) .pick")
+            page.check("#examples tbody tr:nth-child(2) .pick")
+            page.click("#reject-selected")
+            page.wait_for_selector("#review-result >> text=2 examples rejected")
+
+            page.click('#examples tbody button >> text="3"')
+            page.wait_for_selector("#example-title >> text=Row 3")
+            page.fill("#example-answer", "A reviewed answer.")
+            page.click("#save-answer")
+            page.wait_for_selector("#example-original >> text=Original answer: Answer 3.")
+            page.screenshot(path=str(OUT / "admin-datasets.png"), full_page=True)
+            injected = page.evaluate("window.__xss")
+            browser.close()
+        assert not problems, problems
+        assert injected is None
+        store = open_store(None, home)
+        try:
+            counts = get_dataset(store, dataset).counts
+            edited = get_example(store, dataset, 3)
+        finally:
+            store.close()
+        assert (counts["approved"], counts["rejected"], counts["edited"]) == (6, 2, 1)
+        assert edited.answer == "A reviewed answer." and edited.state == "pending"
+    finally:
+        stop_server(server)

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from openclone.cli.common import FAILED, USAGE, console, err, fail
+from openclone.cli.review import review_app
 from openclone.data import DatasetFormatError, dedupe, read_instructions
 
 __all__ = ["data_app"]
@@ -25,6 +26,9 @@ data_app = typer.Typer(
 @data_app.callback()
 def data() -> None:
     """Datasets: filter near-duplicate instructions (Alpaca JSON, Alpaca or chat JSONL)."""
+
+
+data_app.add_typer(review_app, name="review")
 
 
 @data_app.command("dedupe")

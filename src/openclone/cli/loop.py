@@ -106,9 +106,38 @@ def _when(t: float | None) -> str | None:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
 
 
-def _status(store: Store, loop: LoopConfig) -> dict[str, Any]:
+def _deprecation(
+    settings: Settings, loop: LoopConfig, runs: list[RunInfo], now: float
+) -> dict[str, Any] | None:
+    """Days left before the closed model's shutdown, and the student's latest win rate
+    against it (the teacher, in the newest evaluation)."""
+    from openclone.loop.cadence import deprecation
+
+    watch = deprecation(settings, loop, now)
+    if watch is None:
+        return None
+    win_rate = None
+    for run in runs:
+        step = run.step("evaluate")
+        reports = (step.outputs.get("reports") or {}) if step is not None else {}
+        if reports.get("teacher"):
+            win_rate = reports["teacher"].get("win_rate")
+            break
+    return {
+        "model": watch.model,
+        "shutdown": watch.date.isoformat(),
+        "days_left": watch.days_left,
+        "near": watch.near,
+        "student_win_rate": win_rate,
+    }
+
+
+def _status(store: Store, settings: Settings, loop: LoopConfig) -> dict[str, Any]:
+    import time
+
     from openclone.errors import ModelNotFound
-    from openclone.loop.schedule import next_due
+    from openclone.loop.cadence import new_captures, next_due
+    from openclone.loop.costs import crossover
     from openclone.loop.state import is_paused, list_runs
     from openclone.registry.versions import get_version
 
@@ -116,24 +145,35 @@ def _status(store: Store, loop: LoopConfig) -> dict[str, Any]:
         champion: str | None = get_version(store, loop.model).pinned
     except ModelNotFound:
         champion = None
-    runs = list_runs(store, loop.name, limit=1)
+    now = time.time()
+    runs = list_runs(store, loop.name, limit=20)
     paused = is_paused(store, loop.name)
+    due = next_due(store, loop, settings, now)
     return {
         "name": loop.name,
         "model": loop.model,
         "tenant": loop.tenant,
         "teacher": loop.teacher,
         "every": loop.every,
+        "every_captures": loop.every_captures,
+        "new_captures": new_captures(store, loop),
         "paused": paused,
         "champion": champion,
-        "next_due": None if paused else _when(max(next_due(store, loop), 0.0) or None),
+        "next_due": None if paused or due == float("inf") else _when(max(due, 0.0) or None),
         "last_run": runs[0].to_dict() if runs else None,
+        "deprecation": _deprecation(settings, loop, runs, now),
+        "costs": crossover(store, settings, loop, runs, now).to_dict(),
     }
+
+
+def _money(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"${value:.4g}{unit}"
 
 
 @loop_app.command("status")
 def status_command(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
-    """Every loop: paused or not, its champion, its last run and when it runs next."""
+    """Every loop: paused or not, its champion, its last run, when it runs next, the cost
+    crossover and, for a closed model with a shutdown date, the days left."""
     from openclone.loop import load_loops
     from openclone.store import open_store
 
@@ -142,7 +182,7 @@ def status_command(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
         loops = load_loops(settings)
         store = open_store(settings)
     try:
-        rows = [_status(store, loop) for loop in loops]
+        rows = [_status(store, settings, loop) for loop in loops]
     finally:
         store.close()
     if json_out:
@@ -153,11 +193,80 @@ def status_command(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
         last = row["last_run"] or {}
         run = f"{last['number']}: {last['status']}" if last else "-"
         state = "paused" if row["paused"] else "active"
+        nxt = row["next_due"] or ("captures" if row["every"] == "off" else "now")
+        if row["every_captures"]:
+            nxt += f" (or {row['new_captures']}/{row['every_captures']} captures)"
         table.add_row(row["name"], row["model"], row["champion"] or "-", state, run,
-                      escape(last.get("decision") or "-"), row["next_due"] or "now")  # fmt: skip
+                      escape(last.get("decision") or "-"), nxt)  # fmt: skip
     console.print(table)
+    for row in rows:
+        c, dep = row["costs"], row["deprecation"]
+        spend = c["last_run"] or {}
+        even = c["break_even_tokens_per_day"]
+        console.print(
+            f"{row['name']}: serving {_money(c['serving_usd_per_1m'], '/1M')} vs API "
+            f"{_money(c['api_usd_per_1m'], '/1M')} ({c['api_model'] or 'no [prices]'}), "
+            f"{c['tokens_per_day']:.0f} tokens/day, break-even "
+            f"{'-' if even is None else f'{even:.0f}'} tokens/day; last run: teacher "
+            f"{_money(spend.get('teacher_usd'))}, training {_money(spend.get('training_usd'))}",
+            highlight=False,
+        )
+        if dep is not None:
+            rate = dep["student_win_rate"]
+            console.print(
+                f"{row['name']}: {dep['model']} shuts down {dep['shutdown']}: "
+                f"{dep['days_left']} days left, student win rate vs it "
+                f"{'n/a' if rate is None else f'{rate:.0%}'}"
+                + (" (cadence raised)" if dep["near"] else ""),
+                highlight=False,
+            )
     if not rows:
         err.print("no loops: add [[loops]] to openclone.toml")
+
+
+@loop_app.command("create")
+def create_command(
+    name: NameArg,
+    model: Annotated[str, typer.Option(help="the registry name the loop keeps promoted")],
+    tenant: Annotated[str, typer.Option(help="whose consented captures it learns from")],
+    teacher: Annotated[str, typer.Option(help="catalog model that writes the answers")],
+    student_base: Annotated[
+        str | None, typer.Option(help="catalog model or path the candidate is trained on")
+    ] = None,
+    judge: Annotated[str | None, typer.Option(help="catalog model that judges")] = None,
+    every: Annotated[str, typer.Option(help='cadence: "1d", "12h", or "off"')] = "1d",
+    every_captures: Annotated[
+        int | None, typer.Option(min=1, help="also run once N new captures arrived")
+    ] = None,
+    examples: Annotated[int | None, typer.Option(min=1, help="budget: teacher rows")] = None,
+    train_steps: Annotated[int | None, typer.Option(min=1, help="budget: training steps")] = None,
+    eval_prompts: Annotated[int | None, typer.Option(min=1, help="budget: prompts judged")] = None,
+    teacher_usd: Annotated[
+        float | None, typer.Option(help="budget: teacher dollars per run")
+    ] = None,
+    gpu_hours: Annotated[
+        float | None, typer.Option(help="budget: training machine hours per run")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Add a loop to openclone.toml: a checked loops block, for a new name only."""
+    from openclone.loop.create import append_loop
+
+    path = config
+    if path is None:
+        settings = read_settings(None)
+        path = settings.config_file or Path("openclone.toml")
+    values = {
+        "name": name, "model": model, "tenant": tenant, "teacher": teacher,
+        "student_base": student_base, "judge": judge, "every": every,
+        "every_captures": every_captures,
+        "budget": {"examples": examples, "train_steps": train_steps,
+                   "eval_prompts": eval_prompts, "teacher_usd": teacher_usd,
+                   "gpu_hours": gpu_hours},
+    }  # fmt: skip
+    with exit_on_error(USAGE):
+        loop = append_loop(path, values)
+    console.print(f"added loop {loop.name} to {path}; `openclone loop run {loop.name}` runs it")
 
 
 @loop_app.command("history")

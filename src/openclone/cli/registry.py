@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from openclone.cli.common import FAILED, ConfigOpt, console, err, opened_store
+from openclone.cli.common import FAILED, ConfigOpt, console, err, exit_on_error, opened_store
 from openclone.model_names import parse_model_name
 
 __all__ = ["promote_command", "registry_app", "rollback_command"]
@@ -152,12 +152,23 @@ def promote_command(
     force: Annotated[
         bool, typer.Option("--force", help="promote even if the gate refuses")
     ] = False,
+    bake: Annotated[
+        bool,
+        typer.Option(
+            "--bake", help="serve a trained run as its own merged GGUF (a new version) instead"
+        ),
+    ] = False,
+    quant: Annotated[
+        str, typer.Option(help="GGUF type of a --bake: q8_0, q6_k, q5_k_m, q4_k_m…")
+    ] = "q8_0",
     config: ConfigOpt = None,
 ) -> None:
     """Make NAME@VERSION serve NAME, if the evidence allows; every decision is recorded."""
     from openclone.registry.versions import PromotionRefused, promote
 
     with opened_store(config) as store:
+        if bake:
+            version = _bake(store, name, version, quant, config)
         try:
             result = promote(
                 store, name, version, vs_champion=_report(vs_champion), vs_teacher=_report(vs_teacher),
@@ -170,6 +181,30 @@ def promote_command(
             raise typer.Exit(FAILED) from None
     note = f" (forced past: {'; '.join(result.reasons)})" if result.reasons else ""
     console.print(f"{name} -> {name}@{version}{note}")
+
+
+def _bake(store: Any, name: str, version: int, quant: str, config: Path | None) -> int:
+    """A new version of NAME serving NAME@VERSION's trained run merged into one GGUF (no
+    adapter at serving time), with the same lineage and metrics plus what it was baked
+    from; the version the promotion then goes to."""
+    from openclone.config import openclone_home
+    from openclone.errors import InvalidRequestError
+    from openclone.registry.versions import get_version, register
+    from openclone.train.export import export_model
+
+    with exit_on_error(FAILED):
+        v = get_version(store, name, version)
+        run = parse_model_name(v.target).adapter
+        if v.engine is not None or run is None:
+            raise InvalidRequestError(f"{v.pinned} serves {v.target}, not a trained run: no bake")
+        with err.status(f"baking {v.pinned} into a {quant} GGUF…"):
+            result = export_model(run, gguf=True, quant=quant, home=openclone_home(config))
+        assert result.gguf_path is not None  # gguf=True writes one
+        engine = {"engine": "llamacpp", "params": {"model_path": str(result.gguf_path)}}
+        lineage = {**v.lineage, "baked_from": v.pinned, "quant": quant.lower()}
+        baked = register(store, name, engine=engine, lineage=lineage, metrics=v.metrics)
+    console.print(f"baked {v.pinned} into {baked.pinned} ({result.gguf_path})")
+    return baked.version
 
 
 def rollback_command(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:

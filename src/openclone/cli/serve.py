@@ -56,6 +56,10 @@ def serve_command(
         Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS; needs --tls-key")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
+    loops: Annotated[
+        bool | None,
+        typer.Option("--loops", help="also run the loops on their cadence (run_loops)"),
+    ] = None,
 ) -> None:
     """Serve the catalog behind an OpenAI-compatible API."""
     import uvicorn
@@ -68,7 +72,7 @@ def serve_command(
         if given is not None and not given.is_file():
             raise fail(f"TLS file not found: {given}", USAGE)
     models = [_file_model(model)] if model else None
-    settings = read_settings(config, host=host, port=port, models=models)
+    settings = read_settings(config, host=host, port=port, models=models, run_loops=loops)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )

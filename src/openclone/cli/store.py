@@ -416,6 +416,7 @@ def audit_erasures(
         affected_runs,
         erasures_since,
     )
+    from openclone.store.taint import list_taints, taint_lines
 
     start = _date(since, "--since")
     with opened_store(config) as store:
@@ -423,6 +424,7 @@ def audit_erasures(
         exports = affected_exports(store, start)
         models = affected_models(store, start)
         runs = affected_runs(store, start, load_settings(config).home)
+        taints = list_taints(store)
     table = Table("time", "actor", "kind", "target", "erased", "exports")
     for e in records:
         erased = ", ".join(f"{v} {k}" for k, v in e.counts.items() if v)
@@ -430,7 +432,7 @@ def audit_erasures(
     console.print(table if records else "no erasures")
     for x in exports:
         state = "rewritten" if x.on_disk else "not on disk: find and delete its copies"
-        what = "distilled dataset" if x.kind == "distill" else "export"
+        what = {"distill": "distilled dataset", "loop": "loop file"}.get(x.kind, "export")
         console.print(f"{what} {x.id} {x.path} ({state}); held sha256 {', '.join(x.held)}",
                       highlight=False, soft_wrap=True)  # fmt: skip
     for m in models:
@@ -439,3 +441,5 @@ def audit_erasures(
         console.print(f"trained run {r.name} ({r.served_as}) was trained on {r.dataset} "
                       f"(sha256 {r.dataset_sha256}): retrain it", highlight=False,
                       soft_wrap=True)  # fmt: skip
+    for line in taint_lines(taints):
+        console.print(line, highlight=False, soft_wrap=True)

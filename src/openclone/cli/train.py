@@ -195,7 +195,9 @@ def export_command(
     model: Annotated[str, typer.Argument(help="trained model name")],
     merged: Annotated[bool, typer.Option("--merged", help="HF directory, adapter merged")] = False,
     gguf: Annotated[bool, typer.Option("--gguf", help="GGUF file for llama.cpp/Ollama")] = False,
-    quant: Annotated[str, typer.Option(help="GGUF type: q8_0, f16, f32, bf16, q4_1…")] = "q8_0",
+    quant: Annotated[
+        str, typer.Option(help="GGUF type: q8_0, q4_k_m, q5_k_m, q6_k, f16, bf16, q4_0…")
+    ] = "q8_0",
     output: Annotated[Path | None, typer.Option(help="directory (default: the run's)")] = None,
     lora_gguf: Annotated[
         bool, typer.Option("--lora-gguf", help="the adapter alone as a GGUF LoRA (llama.cpp)")

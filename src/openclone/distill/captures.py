@@ -71,19 +71,27 @@ def _user_text(message: Mapping[str, Any]) -> str | None:
     return "\n".join(str(p.get("text") or "") for p in content)
 
 
-def read_prompts(path: Path) -> list[Messages]:
-    """The conversations of a chat JSONL file (ShareGPT and Alpaca rows read too).
+def read_prompts(path: Path) -> list[Messages | CapturedPrompt]:
+    """The conversations of a chat JSONL file (ShareGPT and Alpaca rows read too); a row
+    with ``metadata.capture_id`` (a loop's prompts) keeps it, so its answer carries it.
 
     The whole file is read up front, so a bad line stops the run before it starts.
     """
     path = Path(path)
     if not path.is_file():
         raise DistillError(f"prompts file not found: {path}")
-    conversations = []
+    conversations: list[Messages | CapturedPrompt] = []
     try:
         for where, row in iter_dataset_rows(path):
             try:
-                conversations.append(to_chat(row)["messages"])
+                chat = to_chat(row)
+                meta = chat.get("metadata")
+                capture_id = meta.get("capture_id") if isinstance(meta, dict) else None
+                conversations.append(
+                    CapturedPrompt(capture_id, chat["messages"])
+                    if isinstance(capture_id, str)
+                    else chat["messages"]
+                )
             except ValueError as exc:
                 raise DistillError(f"{where}: {exc}") from exc
     except DatasetFormatError as exc:

@@ -98,6 +98,12 @@ class AdapterHost(Protocol):
         """Load the PEFT adapter at ``path`` as ``name`` while serving."""
         ...
 
+    async def remove_adapter(self, name: str) -> None:
+        """Stop serving ``name`` (its registry versions were archived); unknown names are
+        ignored. New requests for it are refused at once; requests already decoding with
+        it finish on its weights, which are freed after them."""
+        ...
+
 
 @runtime_checkable
 class Embedder(Protocol):

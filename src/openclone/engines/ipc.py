@@ -53,10 +53,11 @@ class Kind(IntEnum):
     ADD_ADAPTER = 7  # {"name", "path"}
     SHUTDOWN = 8
     EMBED = 9  # payload: scope JSON, newline, embedding request JSON
+    REMOVE_ADAPTER = 10  # {"name"}
     # worker -> gateway
     READY = 20  # {"capabilities", "adapters", "detail", "pid"}
     FATAL = 21  # an error payload: the engine could not be built
-    RESULT = 22  # the whole answer of a CHAT, COMPLETE, EMBED or ADD_ADAPTER
+    RESULT = 22  # the whole answer of a CHAT, COMPLETE, EMBED, ADD_ADAPTER or REMOVE_ADAPTER
     ITEM = 23  # one chunk of a stream
     END = 24  # the stream is complete
     ERROR = 25  # an error payload: request ``id`` failed

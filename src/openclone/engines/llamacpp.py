@@ -39,7 +39,7 @@ from openclone.engines.llamacpp_embed import LlamaEmbedder
 from openclone.engines.local import Finished, Job, LocalEngine, TokenOut
 from openclone.engines.prompt_cache import PromptCache
 from openclone.engines.textstream import StopAwareText
-from openclone.errors import ConfigError, EngineError, UnsupportedParameter
+from openclone.errors import ConfigError, EngineError, ModelNotFound, UnsupportedParameter
 from openclone.model_names import parse_model_name
 from openclone.schema import (
     Embedding,
@@ -184,6 +184,10 @@ class LlamaCppEngine(LocalEngine):
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._applied: str | None = None
         self._broken: dict[str, str] = {}  # adapters llama.cpp refused: name -> why
+        # Removed adapters, freed by the scheduler once no slot decodes with them.
+        self._retired: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._retiring: set[str] = set()  # scheduler thread only
+        self._loads = 0  # adapters loaded since start (each reload after eviction counts)
         for name, adapter_path in config.adapters.items():
             try:
                 self._check_adapter(name, adapter_path)
@@ -258,7 +262,11 @@ class LlamaCppEngine(LocalEngine):
             "n_parallel": self.config.n_parallel,
             "extra_buffers": self.extra_buffers,
             "active": active,
-            "adapters": {"known": len(self._adapter_paths), "loaded": len(self._loaded)},
+            "adapters": {
+                "known": len(self._adapter_paths),
+                "loaded": len(self._loaded),
+                "loads": self._loads,
+            },
             "prompt_tokens": dict(self._prompt_tokens),
             **self.load(),
             **({"prompt_cache": self._cache.stats()} if self._cache is not None else {}),
@@ -272,6 +280,49 @@ class LlamaCppEngine(LocalEngine):
     async def add_adapter(self, name: str, path: str) -> None:
         """Offer the GGUF LoRA at ``path`` as ``name``; the scheduler loads it on first use."""
         self._check_adapter(name, path)
+        self._removed.discard(name)
+
+    async def remove_adapter(self, name: str) -> None:
+        """Stop offering ``name``; the scheduler frees its weights once no slot uses them."""
+        if name not in self._adapter_paths:
+            return
+        paths = dict(self._adapter_paths)
+        del paths[name]
+        self._adapter_paths = paths  # one swap: new requests for it are refused from now
+        self._removed.add(name)
+        self._broken.pop(name, None)
+        self._retired.put(name)
+        self._wake()  # an idle scheduler frees it now, not at the next request
+
+    def _tidy_adapters(self) -> None:
+        """Between steps (scheduler thread): free removed adapters, and the least recently
+        used ones over ``max_adapters`` (loaded while every other one was decoding), once
+        no slot decodes with them."""
+        while True:
+            try:
+                self._retiring.add(self._retired.get_nowait())
+            except queue.Empty:
+                break
+        if not self._retiring and len(self._loaded) <= self.config.max_adapters:
+            return
+        busy = {s.adapter for s in self._slots if s.job is not None}
+        for name in list(self._retiring):
+            if name in busy:
+                continue  # a request is decoding with it: never pulled from under it
+            self._retiring.discard(name)
+            if name not in self._adapter_paths:  # not added again meanwhile
+                self._free(name)
+        idle = [n for n in self._loaded if n not in busy]  # least recently used first
+        for name in idle[: max(0, len(self._loaded) - self.config.max_adapters)]:
+            self._free(name)
+
+    def _free(self, name: str) -> None:
+        handle = self._loaded.pop(name, None)
+        if handle is None:
+            return
+        if name == self._applied:
+            self._apply(None)  # the context must not keep a freed adapter
+        self._c.llama_adapter_lora_free(handle)
 
     def _check_adapter(self, name: str, path: str) -> None:
         if not _ADAPTER_NAME.fullmatch(name):
@@ -306,15 +357,19 @@ class LlamaCppEngine(LocalEngine):
         broken = self._broken.get(name)
         if broken is not None:  # refused once: not read again on every request
             raise EngineError(broken, retryable=False, status_code=400)
+        path = self._adapter_paths.get(name)
+        if path is None:  # removed (archived) while this request waited in the queue
+            raise ModelNotFound(
+                f"The model '{name}' does not exist: model {self.model_name!r} no longer "
+                f"serves adapter {name!r}",
+                param="model",
+            )
         busy = {s.adapter for s in self._slots if s.job is not None}
         while len(self._loaded) >= self.config.max_adapters:
             victim = next((n for n in self._loaded if n not in busy), None)
             if victim is None:
                 break  # every loaded adapter is decoding now: go over the bound briefly
-            if victim == self._applied:
-                self._apply(None)  # the context must not keep a freed adapter
-            self._c.llama_adapter_lora_free(self._loaded.pop(victim))
-        path = self._adapter_paths[name]
+            self._free(victim)
         handle = self._c.llama_adapter_lora_init(self._model.model, path.encode())
         if not handle:
             self._broken[name] = (
@@ -323,6 +378,7 @@ class LlamaCppEngine(LocalEngine):
             )
             raise EngineError(self._broken[name], retryable=False, status_code=400)
         self._loaded[name] = handle
+        self._loads += 1
         return handle
 
     def _apply(self, name: str | None) -> None:
@@ -392,6 +448,7 @@ class LlamaCppEngine(LocalEngine):
 
     def _work(self) -> None:
         while True:
+            self._tidy_adapters()
             active = [s for s in self._slots if s.job is not None]
             self._busy = bool(active)
             if not self._admit(block=not active):

@@ -117,6 +117,9 @@ class LocalEngine(ABC):
         self._worker.start()
         self._closed = False
         self._busy = False
+        # Adapters removed while serving: a request naming one is refused, never answered
+        # by the base (an unknown plain name would otherwise mean "the base").
+        self._removed: set[str] = set()
 
     # ---- what a backend implements -----------------------------------------------------
 
@@ -226,6 +229,8 @@ class LocalEngine(ABC):
         if req.model != self.model_name:
             known = self.adapter_names()
             adapter = req.model if req.model in known else parse_model_name(req.model).adapter or ""
+        if not adapter and req.model in self._removed:
+            adapter = req.model
         if adapter and adapter not in self.adapter_names():
             have = ", ".join(self.adapter_names()) or "none"
             raise ModelNotFound(
@@ -452,6 +457,15 @@ class LocalEngine(ABC):
 
     async def health(self) -> bool:
         return self._worker.is_alive() and not self._closed
+
+    def _wake(self) -> None:
+        """Run one turn of an idle scheduler loop (which waits for a job): a job cancelled
+        before it is queued, which the loop drops. A full queue means the loop is busy and
+        turns anyway."""
+        job = Job(prompt=[], params=GenParams(max_tokens=0), emit=lambda _: None)
+        job.cancelled.set()
+        with contextlib.suppress(queue.Full):
+            self._jobs.put_nowait(job)
 
     def load(self) -> dict[str, Any]:
         """Live worker state, for /health: is a job running, how many wait."""

@@ -427,9 +427,24 @@ class SupervisedEngine:
         return list(self._adapters)
 
     async def add_adapter(self, name: str, path: str) -> None:
-        rid, pending = await self._send(
-            Kind.ADD_ADAPTER, json.dumps({"name": name, "path": path}).encode()
-        )
+        await self._adapter_call(Kind.ADD_ADAPTER, {"name": name, "path": path})
+        # A restarted worker loads what its parameters name: keep the adapter on restarts.
+        adapters = dict(self.params.get("adapters") or {})
+        adapters[name] = path
+        self.params = {**self.params, "adapters": adapters}
+
+    async def remove_adapter(self, name: str) -> None:
+        # Not reloaded by a restarted worker either.
+        adapters = dict(self.params.get("adapters") or {})
+        adapters.pop(name, None)
+        self.params = {**self.params, "adapters": adapters}
+        if name in self._adapters:
+            self._adapters = [n for n in self._adapters if n != name]  # refused from now
+            await self._adapter_call(Kind.REMOVE_ADAPTER, {"name": name})
+
+    async def _adapter_call(self, kind: Kind, body: dict[str, str]) -> None:
+        """Send ADD_ADAPTER or REMOVE_ADAPTER; the worker answers its adapter names."""
+        rid, pending = await self._send(kind, json.dumps(body).encode())
         try:
             got, payload = await pending.events.get()
         finally:
@@ -437,10 +452,6 @@ class SupervisedEngine:
         if got != Kind.RESULT:
             raise self._failure(got, payload, started=False)
         self._adapters = json.loads(payload)
-        # A restarted worker loads what its parameters name: keep the adapter on restarts.
-        adapters = dict(self.params.get("adapters") or {})
-        adapters[name] = path
-        self.params = {**self.params, "adapters": adapters}
 
     async def health(self) -> bool:
         await self._attach()

@@ -141,8 +141,10 @@ class Batcher:
         eos: set[int],
         max_batch: int,
         padded: bool = True,
+        tidy: Callable[[], None] | None = None,
     ) -> None:
         self._forward = forward
+        self._tidy = tidy  # called between steps, e.g. to delete removed adapters
         self._tok = tokenizer
         self._piece = piece
         self._device = device
@@ -157,6 +159,10 @@ class Batcher:
     def active(self) -> int:
         return len(self._seqs)
 
+    def adapters_in_use(self) -> set[str]:
+        """Adapters of the sequences in the batch (worker thread only)."""
+        return {s.params.adapter for s in self._seqs if s.params.adapter}
+
     def run(self, jobs: queue.Queue[Job | None]) -> None:
         """Serve jobs until the ``None`` sentinel; the sequences left then get a 503."""
         import torch
@@ -165,6 +171,8 @@ class Batcher:
             while self._admit(jobs, block=not self._seqs):
                 if self._seqs:
                     self._step()
+                if self._tidy is not None:  # after the step: before the loop waits idle
+                    self._tidy()
         for seq in self._seqs:
             if not seq.job.cancelled.is_set():
                 seq.job.emit(EngineError("engine closed", retryable=True, status_code=503))

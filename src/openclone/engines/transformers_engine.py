@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import queue
 import re
 import threading
 from pathlib import Path
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from openclone.engines.base import Capabilities
 from openclone.engines.local import Job, LocalEngine
 from openclone.engines.transformers_batch import Batcher
-from openclone.errors import ConfigError, InvalidRequestError
+from openclone.errors import ConfigError, InvalidRequestError, ModelNotFound
 
 __all__ = ["TransformersConfig", "TransformersEngine"]
 
@@ -120,7 +121,11 @@ class TransformersEngine(LocalEngine):
         vocab = self._tok.get_vocab()
         # GPT-2 style byte-level BPE spells every byte as a character, space as "Ġ".
         self._byte_chars = _byte_chars() if "Ġ" in vocab and "Ċ" in vocab else None
-        self._adapters: dict[str, str] = {}
+        self._adapters: dict[str, str] = {}  # offered to requests: name -> directory
+        self._peft: set[str] = set()  # loaded in the PEFT model (model lock held)
+        # Removed adapters, deleted from the model by the scheduler once no row uses them.
+        self._retired: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._retiring: set[str] = set()  # scheduler thread only
         self._mode = _UNKNOWN  # which kind of pass the PEFT model is set up for
         # The scheduler holds _model_lock for one forward pass; a waiting loader clears
         # _no_loader so the scheduler yields the lock instead of taking it again at once.
@@ -155,6 +160,7 @@ class TransformersEngine(LocalEngine):
             eos=self._eos,
             max_batch=config.max_batch,
             padded=padded,
+            tidy=self._delete_retired,
         )
         super().__init__()
 
@@ -186,8 +192,39 @@ class TransformersEngine(LocalEngine):
             try:
                 with self._model_lock:
                     self._attach(name, path)
+                self._removed.discard(name)
             finally:
                 self._no_loader.set()
+
+    async def remove_adapter(self, name: str) -> None:
+        """Stop offering ``name``; the scheduler deletes it from the PEFT model once no
+        sequence in the batch uses it."""
+        if self._adapters.pop(name, None) is None:
+            return
+        self._removed.add(name)
+        self._retired.put(name)
+        self._wake()
+
+    def _delete_retired(self) -> None:
+        """Delete removed adapters no sequence decodes with (scheduler thread, between steps)."""
+        while True:
+            try:
+                self._retiring.add(self._retired.get_nowait())
+            except queue.Empty:
+                break
+        if not self._retiring:
+            return
+        busy = self._batcher.adapters_in_use()
+        for name in list(self._retiring):
+            if name in busy:
+                continue  # never pulled from under a running request
+            self._retiring.discard(name)
+            if name in self._adapters:  # added again meanwhile: keep it
+                continue
+            with self._model_lock:
+                self._model.delete_adapter(name)
+                self._peft.discard(name)
+                self._mode = _UNKNOWN
 
     def _attach(self, name: str, path: str) -> None:
         from peft import PeftModel
@@ -196,6 +233,9 @@ class TransformersEngine(LocalEngine):
             raise ConfigError(f"model {self.model_name!r}: bad adapter name {name!r}")
         if name in self._adapters:
             raise ConfigError(f"model {self.model_name!r}: adapter {name!r} is already loaded")
+        if name in self._peft:  # removed, not deleted yet (a request still uses it)
+            self._adapters[name] = path
+            return
         try:
             if isinstance(self._model, PeftModel):
                 self._model.load_adapter(path, adapter_name=name)
@@ -206,6 +246,7 @@ class TransformersEngine(LocalEngine):
                 f"model {self.model_name!r}: cannot load adapter {name!r} from {path}: {exc}"
             ) from exc
         self._model.eval()
+        self._peft.add(name)
         self._adapters[name] = path
         self._mode = _UNKNOWN  # new LoRA layers start enabled: set the state again
 
@@ -272,7 +313,14 @@ class TransformersEngine(LocalEngine):
             kw[self._keep_kw] = 1
         self._no_loader.wait()
         with self._model_lock:
-            if self._adapters:
+            gone = {a for a in adapters if a} - self._peft
+            if gone:  # removed (archived) while the request waited in the queue
+                raise ModelNotFound(
+                    f"The model '{gone.pop()}' does not exist: model {self.model_name!r} "
+                    "no longer serves that adapter",
+                    param="model",
+                )
+            if self._peft:
                 kw.update(self._adapter_state(adapters))
             out = self._model(**kw)
         return out.logits[:, -1].float(), getattr(out, self._cache_kw)

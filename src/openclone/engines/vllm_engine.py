@@ -145,6 +145,7 @@ class VLLMEngine(OpenAIEngine):
         # Health and the adapter API live beside /v1 requests; a small pool of their own.
         self._control = UpstreamHTTP(root, headers, 120.0, 5.0, 4)
         self._adapters: dict[str, str] = {}  # what should be loaded: name -> path
+        self._removed: set[str] = set()  # unloaded (archived): refused, not sent to the base
         self._loaded: set[str] = set()  # loaded on the server now
         self._failed: dict[str, str] = {}  # name -> why vLLM refused it
         self._proc: subprocess.Popen[bytes] | None = None
@@ -299,13 +300,15 @@ class VLLMEngine(OpenAIEngine):
         self._supervised()
         assert self._lock is not None
         async with self._lock:
-            self._adapters.pop(name, None)
+            if self._adapters.pop(name, None) is not None:
+                self._removed.add(name)
             self._failed.pop(name, None)
             if name in self._loaded:
                 await self._unload(name)
 
     async def _load(self, name: str, path: str) -> None:
         self._adapters[name] = path
+        self._removed.discard(name)
         self._failed.pop(name, None)
         resp = await self._call("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
         if resp.status == 400 and b"already" in resp.content:
@@ -362,7 +365,8 @@ class VLLMEngine(OpenAIEngine):
     def _upstream_name(self, req: BaseModel) -> str:
         """``model`` at vLLM: the base's served name, or the adapter's ``lora_name``."""
         asked = str(getattr(req, "model", "") or "")
-        adapter = asked if asked in self._adapters else parse_model_name(asked).adapter
+        known = asked in self._adapters or asked in self._removed
+        adapter = asked if known else parse_model_name(asked).adapter
         if not adapter or asked == self.model_name:
             return self.upstream_model
         if adapter in self._failed:

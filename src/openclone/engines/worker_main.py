@@ -92,6 +92,12 @@ class _Worker:
                     raise ConfigError("this engine cannot load adapters")
                 await self.engine.add_adapter(body["name"], body["path"])
                 self.send(Kind.RESULT, rid, json.dumps(self.engine.adapter_names()).encode())
+            elif kind == Kind.REMOVE_ADAPTER:
+                body = json.loads(payload)
+                if isinstance(self.engine, AdapterHost):
+                    await self.engine.remove_adapter(body["name"])
+                names = self.engine.adapter_names() if isinstance(self.engine, AdapterHost) else []
+                self.send(Kind.RESULT, rid, json.dumps(names).encode())
             elif kind == Kind.EMBED:
                 self.send(Kind.RESULT, rid, (await self._embed(payload)).model_dump_json().encode())
             elif kind in (Kind.CHAT, Kind.COMPLETE):

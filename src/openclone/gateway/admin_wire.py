@@ -210,6 +210,8 @@ class ErasureListing(Listing[ErasureRecordOut]):
     affected_exports: list[dict[str, Any]] = Field(default_factory=list)
     affected_models: list[dict[str, Any]] = Field(default_factory=list)
     affected_runs: list[dict[str, Any]] = Field(default_factory=list)
+    # Datasets and model versions built from erased data: tainted, retrained or archived.
+    taints: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class RetentionOut(BaseModel):

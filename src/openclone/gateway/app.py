@@ -22,6 +22,7 @@ from openclone.gateway import (
     routes_limits,
     routes_openai,
     routes_responses,
+    routes_review,
     routes_stored_completions,
     routes_system,
     routes_ui,
@@ -30,6 +31,7 @@ from openclone.gateway.batches_serving import run_batches
 from openclone.gateway.body_limit import BodyLimit
 from openclone.gateway.capture import CaptureSink
 from openclone.gateway.fine_tuning_serving import follow_jobs
+from openclone.gateway.loops import LoopThread
 from openclone.gateway.metrics import Metrics
 from openclone.gateway.retention import RetentionSchedule
 from openclone.gateway.security import SecurityMiddleware, allowed_hosts
@@ -71,10 +73,13 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
         shadow = gw.shadow = ShadowDispatcher(
             router, store, settings.redactor, concurrency=settings.shadow_concurrency
         )
+        loops = LoopThread(settings).start() if settings.run_loops else None
         try:
             yield
         finally:
             stop.set()
+            if loops is not None:
+                await loops.close()  # a run stops after its current step
             await syncing  # its last sync sends what this gateway counted
             await following
             await retaining  # a run under way finishes: the store stays open for it
@@ -106,6 +111,7 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
     app.include_router(routes_system.router)
     app.include_router(routes_limits.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_review.router)
     app.include_router(routes_admin.page)
     app.include_router(routes_ui.api)
     app.include_router(routes_ui.page)

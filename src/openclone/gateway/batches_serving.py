@@ -9,6 +9,12 @@ live traffic goes first. A batch whose deadline (``completion_window``) passes e
 ``expired``, one that is cancelled as ``cancelled``; what was answered by then is in its
 output and error files either way. Each answer is recorded as it comes, so a restarted
 server goes on with what is left.
+
+Gateways sharing PostgreSQL each run this task; a batch is run by the one holding its
+lease (:func:`openclone.store.batches.claim_batch`), renewed while it runs. Should that
+gateway die, another takes the batch over once the lease runs out and answers the lines
+still unanswered; should a runner find its lease gone (taken over, or the batch erased), it
+stops and writes nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
+import socket
 import time
 from asyncio import FIRST_COMPLETED
 from typing import Any
@@ -36,11 +44,15 @@ from openclone.gateway.state import Gateway
 from openclone.schema import ChatCompletionRequest, EmbeddingRequest
 from openclone.store.accounts import Principal
 from openclone.store.batches import (
+    LEASE_SECONDS,
+    LOST,
     BatchWork,
+    claim_batch,
     finish_batch,
     load_work,
     pending_batch_ids,
     record_results,
+    renew_lease,
     start_batch,
 )
 
@@ -54,11 +66,15 @@ _LIVE_POLL = 0.05  # seconds between looks at the model's live requests
 
 async def run_batches(gw: Gateway) -> None:
     """Answer pending batches until cancelled (the router's close cancels it)."""
+    # This runner among those sharing the store: unique per process and start.
+    owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(6)}"
     while True:
         try:
-            ids = await asyncio.to_thread(pending_batch_ids, gw.store) if gw.store else []
+            ids = await asyncio.to_thread(pending_batch_ids, gw.store, owner) if gw.store else []
             for batch_id in ids:
-                await _run(gw, batch_id)
+                assert gw.store is not None
+                if await asyncio.to_thread(claim_batch, gw.store, batch_id, owner):
+                    await _run(gw, batch_id, owner)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -66,19 +82,38 @@ async def run_batches(gw: Gateway) -> None:
         await asyncio.sleep(_IDLE)
 
 
-async def _run(gw: Gateway, batch_id: str) -> None:
+async def _keep_lease(gw: Gateway, batch_id: str, owner: str, lost: asyncio.Event) -> None:
+    """Renew the lease while the batch runs, also while it waits for live traffic."""
+    assert gw.store is not None
+    while not lost.is_set():
+        await asyncio.sleep(LEASE_SECONDS / 4)
+        try:
+            if not await asyncio.to_thread(renew_lease, gw.store, batch_id, owner):
+                lost.set()
+        except Exception:  # the database is away: record_results will say if it is lost
+            log.warning("renewing the lease of batch %s failed", batch_id, exc_info=True)
+
+
+async def _run(gw: Gateway, batch_id: str, owner: str) -> None:
     assert gw.store is not None
     store = gw.store
-    work = await asyncio.to_thread(load_work, store, batch_id)
+    work = await asyncio.to_thread(load_work, store, batch_id, owner)
     if work is None:
         return
-    status = await asyncio.to_thread(start_batch, store, batch_id)
+    status = await asyncio.to_thread(start_batch, store, batch_id, owner)
     deadline = work.expires_at
     todo = list(work.requests)
     busy: dict[int, int] = {}  # route (by id) -> this runner's requests on it
     running: dict[asyncio.Task[Result], tuple[int, dict[str, Any]]] = {}
+    lost = asyncio.Event()
+    keeper = asyncio.create_task(_keep_lease(gw, batch_id, owner, lost))
     try:
-        while (todo or running) and status != "cancelling" and time.time() <= deadline:
+        while (
+            (todo or running)
+            and status not in ("cancelling", LOST)
+            and not lost.is_set()
+            and time.time() <= deadline
+        ):
             if todo and len(running) < max(1, gw.settings.batch_concurrency):
                 key = await _after_live(gw, todo[0][1], busy, deadline)
                 line, request = todo.pop(0)
@@ -90,13 +125,19 @@ async def _run(gw: Gateway, batch_id: str) -> None:
             for t in done:
                 del running[t]
             # Also how a cancel made elsewhere is seen, at least once a second.
-            status, deadline = await asyncio.to_thread(record_results, store, batch_id, results)
+            status, deadline = await asyncio.to_thread(
+                record_results, store, batch_id, owner, results
+            )
     finally:
-        for task in running:  # a deadline or cancel mid-request: those are not answered
+        tasks: list[asyncio.Task[Any]] = [keeper, *running]
+        for task in tasks:  # a deadline or cancel mid-request: those are not answered
             task.cancel()
-        for task in running:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+    if status == LOST or lost.is_set():
+        log.info("batch %s is no longer this gateway's (taken over or erased)", batch_id)
+        return
     unanswered = sorted([*todo, *running.values()], key=lambda r: r[0])
     if status == "cancelling":
         final = "cancelled"
@@ -104,7 +145,9 @@ async def _run(gw: Gateway, batch_id: str) -> None:
         final = "expired"
     else:
         final = "completed"
-    await asyncio.to_thread(finish_batch, store, batch_id, final, unanswered=unanswered)
+    await asyncio.to_thread(
+        finish_batch, store, batch_id, final, owner=owner, unanswered=unanswered
+    )
 
 
 async def _after_live(

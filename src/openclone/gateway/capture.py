@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from openclone.schema import ChatCompletionChunk, Completion, Usage
@@ -24,6 +25,7 @@ __all__ = [
     "KeepingSink",
     "StreamAssembler",
     "can_keep",
+    "exchange_for",
     "new_capture_id",
     "record",
     "submit_safely",
@@ -32,6 +34,43 @@ __all__ = [
 
 def new_capture_id() -> str:
     return uuid.uuid4().hex
+
+
+def exchange_for(
+    headers: Mapping[str, str],
+    who: Any,
+    *,
+    capture_id: str,
+    endpoint: str,
+    model: str,
+    request: dict[str, Any],
+    stream: bool,
+    body_user: str | None,
+    conversation: bool = True,
+    keep: dict[str, str] | None = None,
+) -> Exchange:
+    """An unanswered exchange of caller ``who`` (a Principal, or None without auth): the
+    identity and consent every endpoint records alike. ``body_user`` is the request's own
+    ``user``: the person when the key names none."""
+    train = headers.get("x-openclone-train")
+    return Exchange(
+        id=capture_id,
+        endpoint=endpoint,
+        model=model,
+        request=request,
+        response=None,
+        status=0,
+        latency_ms=0.0,
+        stream=stream,
+        tenant=getattr(who, "tenant", None),
+        user=getattr(who, "user", None) or body_user,
+        user_from_key=getattr(who, "user", None) is not None,
+        key_id=getattr(who, "key_id", None),
+        conversation=headers.get("x-openclone-conversation") if conversation else None,
+        train=None if train is None else train.strip().lower() in ("1", "true", "yes", "on"),
+        store=keep is not None,
+        metadata=keep,
+    )
 
 
 class CaptureSink(Protocol):

@@ -34,6 +34,7 @@ async def follow_jobs(gw: Gateway, stop: asyncio.Event, every: float = 2.0) -> N
     while not stop.is_set():
         if gw.store is not None:
             try:
+                await gw.models.refresh(gw.store)  # jobs created by other gateways, erasures
                 for job_id in await asyncio.to_thread(active_job_ids, gw.store):
                     await sync(gw, job_id)
             except Exception:

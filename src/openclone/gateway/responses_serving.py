@@ -70,7 +70,13 @@ async def create_response(gw: Gateway, request: Request, req: wire.ResponseReque
         return answer
     completion = ChatCompletion.model_validate_json(bytes(answer.body))
     choice = completion.choices[0]
-    output = wire.output_items(choice.message.model_dump(exclude_none=True), choice.finish_reason)
+    logprobs = (
+        wire.logprob_items(choice.logprobs.content)
+        if req.wants_logprobs and choice.logprobs is not None
+        else None
+    )
+    message = choice.message.model_dump(exclude_none=True)
+    output = wire.output_items(message, choice.finish_reason, logprobs)
     status = "incomplete" if choice.finish_reason == "length" else "completed"
     body = turn_state.response(completion.model, status, output, completion.usage)
     await turn_state.keep(body)

@@ -7,6 +7,9 @@ output item ``response.output_item.added``, then for a message ``content_part.ad
 the end ``response.completed`` (``response.incomplete`` when ``max_output_tokens`` cut it,
 ``error`` + ``response.failed`` when the engine failed). Every event carries a
 ``sequence_number``, and each goes out as ``event: TYPE`` + ``data: JSON`` as OpenAI sends it.
+
+:func:`replay` streams a stored response again (``GET /v1/responses/{id}?stream=true``):
+the same events in the same order, each item's text or arguments in one delta.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from openclone.gateway.responses_wire import call_item, item_id, message_item
+from openclone.gateway.responses_wire import call_item, item_id, logprob_items, message_item
 from openclone.schema import ChatCompletionChunk, Usage
 
-__all__ = ["EventWriter"]
+__all__ = ["EventWriter", "replay"]
 
 
 class EventWriter:
@@ -55,14 +58,15 @@ class EventWriter:
         for choice in chunk.choices[:1]:  # a Responses request asks for one answer
             delta = choice.delta
             if delta.content:
-                out += self._text_delta(delta.content)
+                tokens = choice.logprobs.content if choice.logprobs is not None else None
+                out += self._text_delta(delta.content, logprob_items(tokens))
             for call in delta.tool_calls or []:
                 out += self._call_delta(call)
             if choice.finish_reason:
                 self.finish = choice.finish_reason
         return out
 
-    def _text_delta(self, text: str) -> list[bytes]:
+    def _text_delta(self, text: str, logprobs: list[dict[str, Any]]) -> list[bytes]:
         out: list[bytes] = []
         item = self._text
         if item is None:
@@ -73,7 +77,8 @@ class EventWriter:
             out.append(self._event("response.content_part.added", part=part, **self._at(item)))
             item["content"].append(part)
         item["content"][0]["text"] += text
-        out.append(self._event("response.output_text.delta", delta=text, logprobs=[],
+        item["content"][0]["logprobs"] += logprobs
+        out.append(self._event("response.output_text.delta", delta=text, logprobs=logprobs,
                                **self._at(item)))  # fmt: skip
         return out
 
@@ -110,8 +115,8 @@ class EventWriter:
         item["status"] = self._item_status()
         part = item["content"][0]
         return [
-            self._event("response.output_text.done", text=part["text"], logprobs=[],
-                        **self._at(item)),
+            self._event("response.output_text.done", text=part["text"],
+                        logprobs=part["logprobs"], **self._at(item)),
             self._event("response.content_part.done", part=part, **self._at(item)),
             self._event("response.output_item.done", output_index=self._index(item), item=item),
         ]  # fmt: skip
@@ -151,3 +156,44 @@ class EventWriter:
                         param=error.get("param")),
             self._event("response.failed", response=response),
         ]  # fmt: skip
+
+
+def replay(body: dict[str, Any], starting_after: int | None = None) -> list[bytes]:
+    """The events that stream the stored response ``body``, those numbered after
+    ``starting_after`` (a client resuming a stream it lost)."""
+
+    def snapshot(status: str, output: list[dict[str, Any]], usage: Usage | None) -> dict:
+        return {**body, "status": status, "output": output, "completed_at": None, "usage": None}
+
+    w = EventWriter(snapshot)
+    events = w.start()
+    for index, item in enumerate(body.get("output") or []):
+        if item.get("type") == "message":
+            events += _replay_message(w, index, item)
+        elif item.get("type") == "function_call":
+            args = item.get("arguments") or ""
+            at = {"item_id": item["id"], "output_index": index}
+            events.append(w._event("response.output_item.added", output_index=index,
+                                   item={**item, "status": "in_progress", "arguments": ""}))  # fmt: skip
+            if args:
+                events.append(w._event("response.function_call_arguments.delta", delta=args, **at))
+            events.append(w._event("response.function_call_arguments.done", arguments=args, **at))
+        events.append(w._event("response.output_item.done", output_index=index, item=item))
+    events.append(w._event(f"response.{body.get('status', 'completed')}", response=body))
+    return events[starting_after + 1 :] if starting_after is not None else events
+
+
+def _replay_message(w: EventWriter, index: int, item: dict[str, Any]) -> list[bytes]:
+    events = [w._event("response.output_item.added", output_index=index,
+                       item={**item, "status": "in_progress", "content": []})]  # fmt: skip
+    for c, part in enumerate(item.get("content") or []):
+        at = {"item_id": item["id"], "output_index": index, "content_index": c}
+        text, logprobs = part.get("text") or "", part.get("logprobs") or []
+        events.append(w._event("response.content_part.added",
+                               part={**part, "text": "", "logprobs": []}, **at))  # fmt: skip
+        if text:
+            events.append(w._event("response.output_text.delta", delta=text, logprobs=logprobs,
+                                   **at))  # fmt: skip
+        events.append(w._event("response.output_text.done", text=text, logprobs=logprobs, **at))
+        events.append(w._event("response.content_part.done", part=part, **at))
+    return events

@@ -19,16 +19,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openclone.errors import InvalidRequestError, UnsupportedParameter
-from openclone.schema import ChatCompletionRequest, Usage
+from openclone.schema import ChatCompletionRequest, TokenLogprob, TopLogprob, Usage
 
 __all__ = [
     "ResponseRequest",
     "assistant_message",
     "call_item",
     "chat_request",
+    "check_include",
     "input_items",
     "item_id",
     "items_to_messages",
+    "logprob_items",
     "message_item",
     "output_items",
     "response_object",
@@ -40,9 +42,14 @@ __all__ = [
 _HARMLESS = {"prompt_cache_key", "prompt_cache_retention", "service_tier", "stream_options"}
 # Refused unless absent, null or false.
 _UNSUPPORTED = (
-    "background", "conversation", "prompt", "reasoning", "max_tool_calls", "top_logprobs",
+    "background", "conversation", "prompt", "reasoning", "max_tool_calls",
     "context_management", "moderation",
 )  # fmt: skip
+LOGPROBS = "message.output_text.logprobs"
+# The include values honoured: the answer's logprobs; and the encrypted reasoning clients
+# such as the Agents SDK ask for with store=false, truthfully empty here because OpenClone
+# writes no reasoning items. The others are outputs of hosted tools (refused) or of inputs.
+_INCLUDABLE = (LOGPROBS, "reasoning.encrypted_content")
 _TEXT_PARTS = {"input_text", "output_text", "text"}
 
 
@@ -66,11 +73,17 @@ class ResponseRequest(BaseModel):
     user: str | None = None
     safety_identifier: str | None = None
     include: list[str] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     truncation: Literal["auto", "disabled"] | None = None
 
     @property
     def stored(self) -> bool:
         return self.store is not False
+
+    @property
+    def wants_logprobs(self) -> bool:
+        """The output text's logprobs were asked for (``top_logprobs`` asks for them too)."""
+        return LOGPROBS in (self.include or ()) or self.top_logprobs is not None
 
     def check_supported(self) -> None:
         extra = self.model_extra or {}
@@ -82,16 +95,23 @@ class ResponseRequest(BaseModel):
         for name in extra:
             if name not in _HARMLESS and name not in _UNSUPPORTED:
                 raise UnsupportedParameter(f"Unknown parameter: '{name}'.", param=name)
-        if self.include:
-            raise UnsupportedParameter(
-                f"include values are not supported: {', '.join(self.include)}", param="include"
-            )
+        check_include(self.include)
         if self.truncation == "auto":
             # Dropping earlier turns silently would change the answer: the client decides.
             raise UnsupportedParameter(
                 "truncation 'auto' is not supported; a conversation longer than the model's "
                 "context is refused with context_length_exceeded",
                 param="truncation",
+            )
+
+
+def check_include(include: list[str] | None) -> None:
+    for i, value in enumerate(include or ()):
+        if value not in _INCLUDABLE:
+            raise UnsupportedParameter(
+                f"include value '{value}' is not supported; OpenClone can include: "
+                + ", ".join(_INCLUDABLE),
+                param=f"include[{i}]",
             )
 
 
@@ -237,6 +257,8 @@ def chat_request(req: ResponseRequest, messages: list[dict[str, Any]]) -> ChatCo
         "tools": _chat_tools(req.tools) if req.tools else None,
         "tool_choice": _chat_tool_choice(req.tool_choice),
         "response_format": _response_format(req.text),
+        "logprobs": True if req.wants_logprobs else None,
+        "top_logprobs": req.top_logprobs or None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if req.stream:
@@ -308,11 +330,25 @@ def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
 # ---- chat → response ---------------------------------------------------------------------
 
 
-def message_item(text: str, status: str, item: str | None = None) -> dict[str, Any]:
-    return {
-        "id": item or item_id("msg"), "type": "message", "status": status, "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
-    }  # fmt: skip
+def message_item(
+    text: str,
+    status: str,
+    item: str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
+    return {"id": item or item_id("msg"), "type": "message", "status": status,
+            "role": "assistant", "content": [part]}  # fmt: skip
+
+
+def logprob_items(tokens: list[TokenLogprob] | None) -> list[dict[str, Any]]:
+    """A chat answer's token logprobs in the Responses shape (``bytes`` always given)."""
+
+    def one(t: TopLogprob) -> dict[str, Any]:
+        raw = t.bytes if t.bytes is not None else list(t.token.encode("utf-8"))
+        return {"token": t.token, "logprob": t.logprob, "bytes": raw}
+
+    return [{**one(t), "top_logprobs": [one(x) for x in t.top_logprobs]} for t in tokens or []]
 
 
 def call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
@@ -324,10 +360,15 @@ def call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]
     }  # fmt: skip
 
 
-def output_items(message: dict[str, Any], finish_reason: str | None) -> list[dict[str, Any]]:
-    """A chat answer's message as Responses output items."""
+def output_items(
+    message: dict[str, Any],
+    finish_reason: str | None,
+    logprobs: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """A chat answer's message (and its text's ``logprobs``) as Responses output items."""
     status = "incomplete" if finish_reason == "length" else "completed"
-    out = [message_item(message["content"], status)] if message.get("content") else []
+    text = message.get("content")
+    out = [message_item(text, status, logprobs=logprobs)] if text else []
     out.extend(call_item(c) for c in message.get("tool_calls") or [])
     return out
 
@@ -391,6 +432,7 @@ def response_object(
         "text": {"format": (req.text or {}).get("format") or {"type": "text"}},
         "tool_choice": req.tool_choice or "auto",
         "tools": req.tools or [],
+        "top_logprobs": req.top_logprobs,
         "top_p": 1.0 if req.top_p is None else req.top_p,
         "truncation": req.truncation or "disabled",
         "usage": usage_object(usage) if done else None,

@@ -65,6 +65,7 @@ from openclone.store.lineage import (
 )
 from openclone.store.privacy import ErasureResult, erase, run_retention
 from openclone.store.tables import AuditEntry
+from openclone.store.taint import list_taints
 
 __all__ = ["page", "router"]
 
@@ -244,6 +245,7 @@ async def erasures(
             "affected_exports": [asdict(x) for x in affected_exports(store, since)],
             "affected_models": [asdict(m) for m in affected_models(store, since)],
             "affected_runs": [asdict(r) for r in affected_runs(store, since, home)],
+            "taints": [asdict(t) for t in list_taints(store)],
         })  # fmt: skip
 
     return await asyncio.to_thread(read)

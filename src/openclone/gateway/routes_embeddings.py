@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from openclone.gateway.auth import CallerDep, caller
 from openclone.gateway.embeddings_serving import embed
@@ -14,6 +14,6 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(caller)])
 
 @router.post("/embeddings")
 async def embeddings(
-    body: EmbeddingRequest, who: CallerDep, response: Response, gw: GatewayDep
+    body: EmbeddingRequest, who: CallerDep, request: Request, response: Response, gw: GatewayDep
 ) -> EmbeddingList:
-    return await embed(gw, body, who, response)
+    return await embed(gw, body, who, response, request)

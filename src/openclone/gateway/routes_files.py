@@ -61,8 +61,9 @@ async def upload(request: Request, who: CallerDep, gw: GatewayDep) -> dict[str, 
         await form.close()
     rows = await asyncio.to_thread(check_upload, purpose, data)
     record = await asyncio.to_thread(
-        save_file, store, who.tenant, purpose, filename, data, rows=rows, expires_at=expires
-    )
+        save_file, store, who.tenant, purpose, filename, data, rows=rows, expires_at=expires,
+        user=who.user,
+    )  # fmt: skip
     return record.to_openai()
 
 

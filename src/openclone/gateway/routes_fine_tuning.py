@@ -32,7 +32,9 @@ router = APIRouter(prefix="/v1/fine_tuning", dependencies=[Depends(caller)])
 async def create(body: FineTuningJobCreate, who: CallerDep, gw: GatewayDep) -> dict[str, Any]:
     limits.check_request(body, gw.settings)  # the model name's cap, lone surrogates
     req = body.to_request()
-    return await asyncio.to_thread(ft.create_job, need_store(gw), gw.settings, who.tenant, req)
+    job = await asyncio.to_thread(ft.create_job, need_store(gw), gw.settings, who.tenant, req)
+    await gw.models.refresh(gw.store)  # its names are the tenant's from now on
+    return job
 
 
 @router.get("/jobs")

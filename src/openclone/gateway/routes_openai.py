@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from openclone.errors import ModelNotFound
 from openclone.gateway import limits, serving
-from openclone.gateway.auth import caller
+from openclone.gateway.auth import CallerDep, caller
 from openclone.gateway.state import GatewayDep
 from openclone.schema import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 
@@ -27,13 +27,15 @@ async def completions(body: CompletionRequest, request: Request, gw: GatewayDep)
 
 
 @router.get("/models")
-async def list_models(gw: GatewayDep) -> ModelList:
-    return ModelList(data=[_card(gw, name) for name in gw.router.names()])
+async def list_models(gw: GatewayDep, who: CallerDep) -> ModelList:
+    names = await gw.models.visible(gw.store, who, gw.router.names())  # not others' fine-tunes
+    return ModelList(data=[_card(gw, name) for name in names])
 
 
 @router.get("/models/{model_id:path}")
-async def get_model(model_id: str, gw: GatewayDep) -> ModelCard:
+async def get_model(model_id: str, gw: GatewayDep, who: CallerDep) -> ModelCard:
     limits.check_model_name(model_id, gw.settings)
+    await gw.models.check(gw.store, who, model_id, *gw.router.pin(model_id))
     await gw.router.route_for(gw.router.pin(model_id)[1])
     return _card(gw, model_id)
 

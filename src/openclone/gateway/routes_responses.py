@@ -6,12 +6,13 @@ import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
-from openclone.errors import UnsupportedParameter
+from openclone.errors import InvalidRequestError
 from openclone.gateway.auth import CallerDep, caller
 from openclone.gateway.responses_serving import create_response
-from openclone.gateway.responses_wire import ResponseRequest
+from openclone.gateway.responses_stream import replay
+from openclone.gateway.responses_wire import ResponseRequest, check_include
 from openclone.gateway.state import Gateway, GatewayDep
 from openclone.store import Store
 from openclone.store.responses import ResponseNotFound, delete_response, get_response
@@ -24,15 +25,31 @@ async def create(body: ResponseRequest, request: Request, gw: GatewayDep) -> Res
     return await create_response(gw, request, body)
 
 
-@router.get("/responses/{response_id}")
+@router.get("/responses/{response_id}", response_model=None)
 async def retrieve(
-    response_id: str, who: CallerDep, gw: GatewayDep, stream: bool = False
-) -> dict[str, Any]:
-    if stream:
-        raise UnsupportedParameter("replaying a stored response as a stream is not supported",
-                                   param="stream")  # fmt: skip
+    response_id: str,
+    who: CallerDep,
+    gw: GatewayDep,
+    stream: bool = False,
+    starting_after: int | None = Query(default=None, ge=0),
+    include: list[str] | None = Query(default=None),
+    include_brackets: list[str] | None = Query(default=None, alias="include[]"),  # the SDK's
+    include_obfuscation: bool | None = None,  # stream padding: nothing to hide in a replay
+) -> dict[str, Any] | StreamingResponse:
+    """The stored response; with ``stream`` its events again, as it was streamed. Logprobs
+    are in it when its creation asked for them (``include`` here cannot add them later)."""
+    check_include([*(include or ()), *(include_brackets or ())])
+    if starting_after is not None and not stream:
+        raise InvalidRequestError("starting_after needs stream=true", param="starting_after")
     rec = await asyncio.to_thread(get_response, _store(gw, response_id), who.tenant, response_id)
-    return rec.body
+    if not stream:
+        return rec.body
+    events = replay(rec.body, starting_after)
+    return StreamingResponse(
+        iter(events),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.delete("/responses/{response_id}")

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import TypeVar
 
 from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from openclone.errors import APIError, EngineError, UnsupportedParameter
 from openclone.gateway import limits
@@ -19,12 +19,14 @@ from openclone.gateway.body_limit import SURROGATE_FLAG
 from openclone.gateway.capture import (
     StreamAssembler,
     can_keep,
+    exchange_for,
     new_capture_id,
     record,
     submit_safely,
 )
 from openclone.gateway.ratelimit import Ticket
 from openclone.gateway.splits import Arm, canary_arm, count_arm
+from openclone.gateway.sse import EventStream
 from openclone.gateway.state import Gateway
 from openclone.gateway.stored_completions_wire import for_engine, keep_options
 from openclone.routing.router import Replica
@@ -80,26 +82,11 @@ def _exchange(
     capture_id: str,
     keep: dict[str, str] | None = None,
 ) -> Exchange:
-    train = request.headers.get("x-openclone-train")
-    caller = getattr(request.state, "caller", None)
-    return Exchange(
-        id=capture_id,
-        endpoint=endpoint,
-        model=req.model,
+    return exchange_for(
+        request.headers, getattr(request.state, "caller", None), capture_id=capture_id,
+        endpoint=endpoint, model=req.model, stream=req.stream, body_user=req.user, keep=keep,
         request=req.model_dump(exclude_none=True, by_alias=True),
-        response=None,
-        status=0,
-        latency_ms=0.0,
-        stream=req.stream,
-        tenant=getattr(caller, "tenant", None),
-        user=getattr(caller, "user", None) or req.user,
-        user_from_key=getattr(caller, "user", None) is not None,
-        key_id=getattr(caller, "key_id", None),
-        conversation=request.headers.get("x-openclone-conversation"),
-        train=None if train is None else train.strip().lower() in ("1", "true", "yes", "on"),
-        store=keep is not None,
-        metadata=keep,
-    )
+    )  # fmt: skip
 
 
 async def serve(
@@ -118,6 +105,7 @@ async def serve(
     req.scope_cache(getattr(who, "tenant", None))
     requested, arm = req.model, canary_arm(gw.router, request, req)  # arm: a canary's side
     shown, target = gw.router.pin(arm.model if arm is not None else req.model)
+    await gw.models.check(gw.store, who, requested, shown, target)  # another tenant's fine-tune
     if target != req.model:
         # The engine sees the model that serves the version; the client and the capture
         # see the pinned version (as OpenAI answers "gpt-4o" with a dated snapshot).
@@ -211,9 +199,8 @@ async def serve(
                   arm=arm, shadow=(shadow, req) if shadow is not None else None)  # fmt: skip
     if ticket is not None:
         ticket.guard(events)  # a client gone before the body starts never runs its finally
-    return StreamingResponse(
+    return EventStream(
         events,
-        media_type="text/event-stream",
         headers={**_SSE_HEADERS, **headers},
     )
 

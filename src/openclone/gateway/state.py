@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from openclone.config import Settings
 from openclone.gateway.capture import CaptureSink
 from openclone.gateway.metrics import Metrics
+from openclone.gateway.model_access import ModelOwners
 from openclone.gateway.ratelimit import Limiter
 from openclone.gateway.retention import RetentionSchedule
 from openclone.gateway.splits import ShadowDispatcher
@@ -32,6 +33,10 @@ class Gateway:
     limiter: Limiter = field(default_factory=Limiter)  # tenants' and keys' rate limits
     shadow: ShadowDispatcher | None = None  # shadow requests (with a store)
     retention: RetentionSchedule | None = None  # retention on a schedule (with a store)
+    models: ModelOwners = field(default_factory=ModelOwners)  # fine-tuned models' tenants
+
+    def __post_init__(self) -> None:
+        self.router.hintable = lambda name: not self.models.owned(name)
 
 
 # async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop per request.

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from openclone.config import BUNDLED_MODEL_NAME, Settings, bundled_model_path
 from openclone.errors import ConfigError
 from openclone.files import file_sha256
-from openclone.loop.config import LoopError
+from openclone.loop.config import LoopConfig, LoopError
 from openclone.loop.context import StepContext, StepResult
+from openclone.loop.taint import register_file
+
+if TYPE_CHECKING:
+    from openclone.distill.run import DistillResult
 
 __all__ = ["distill", "student_base", "train"]
 
@@ -38,22 +44,68 @@ def student_base(settings: Settings, name: str) -> tuple[str, str]:
     )
 
 
+def _teacher_cost(cfg: LoopConfig, result: DistillResult) -> float:
+    """What the teacher cost so far: its tokens x ``[prices]``, plus its own machine's time
+    when it is a local one with a price per hour (both count across resumed sessions)."""
+    return result.account.cost_usd + cfg.teacher_cost_per_hour * result.wall_seconds / 3600
+
+
+def _next_count(cfg: LoopConfig, result: DistillResult | None) -> int:
+    """Rows the next distill session may aim for: all of the budget without a dollar
+    limit; with one, a batch of ``concurrency`` at most, fewer when the mean cost of a row so
+    far says more would cross the limit (0: stop). The overshoot is at most what the rows in
+    flight cost above that mean."""
+    wanted = cfg.budget.examples
+    limit = cfg.budget.teacher_usd
+    if limit is None:
+        return wanted
+    kept = result.kept if result is not None else 0
+    spent = _teacher_cost(cfg, result) if result is not None else 0.0
+    if spent >= limit:
+        return kept
+    if kept == 0:
+        return min(wanted, cfg.concurrency)  # a first batch, to learn what a row costs
+    per_row = spent / kept
+    if per_row == 0:
+        return wanted  # a free teacher cannot cross the limit
+    return min(wanted, kept + min(cfg.concurrency, int((limit - spent) // per_row)))
+
+
 def distill(ctx: StepContext) -> StepResult:
     from openclone.distill.recipe import DistillRequest, plan, run_plan
 
     cfg, settings = ctx.config, ctx.settings
-    request = DistillRequest(
-        out=str(ctx.run_dir / "distilled.jsonl"),
-        count=cfg.budget.examples,
-        teacher=cfg.teacher,
-        prompts=ctx.output("curate", "prompts"),
-        answer_max_tokens=cfg.answer_max_tokens,
-        concurrency=cfg.concurrency,
-        config=str(settings.config_file) if settings.config_file else None,
-    )
-    ctx.say(f"distilling up to {cfg.budget.examples} answers from {cfg.teacher}")
-    result = asyncio.run(run_plan(plan(request)))
+    limit = cfg.budget.teacher_usd
+    ctx.say(f"distilling up to {cfg.budget.examples} answers from {cfg.teacher}"
+            + (f" for at most ${limit:.4f}" if limit is not None else ""))  # fmt: skip
+    result: DistillResult | None = None
+    # With a dollar budget, distill in batches and look at the bill between them; the rows
+    # and the bill carry over from batch to batch (and across a crash) in the dataset's
+    # state file, so each batch only adds rows.
+    while True:
+        target = _next_count(cfg, result)
+        if result is not None and target <= result.kept:
+            break
+        request = DistillRequest(
+            out=str(ctx.run_dir / "distilled.jsonl"),
+            count=target,
+            teacher=cfg.teacher,
+            prompts=ctx.output("curate", "prompts"),
+            answer_max_tokens=cfg.answer_max_tokens,
+            concurrency=cfg.concurrency,
+            config=str(settings.config_file) if settings.config_file else None,
+        )
+        before = result.kept if result is not None else -1
+        result = asyncio.run(run_plan(plan(request)))
+        if result.status != "complete" or result.kept == before or limit is None:
+            break  # prompts ran out, the teacher wrote nothing new, or no batches needed
     account = result.account
+    cost = _teacher_cost(cfg, result)
+    # "complete" short of the examples: the last batch reached its target and the budget
+    # allows no next one (other statuses mean the prompts or the teacher ran out).
+    stopped = (
+        limit is not None and result.status == "complete" and result.kept < cfg.budget.examples
+    )
     counts = {
         "rows": result.kept,
         "dropped": sum(result.dropped.values()),
@@ -66,9 +118,39 @@ def distill(ctx: StepContext) -> StepResult:
             f"the teacher {cfg.teacher!r} wrote no usable answer ({result.status}; see "
             f"{result.card_md})"
         )
+    register_file(ctx, Path(result.out))  # its rows carry capture ids: an erasure reaches it
     outputs = {"dataset": str(result.out), "sha256": file_sha256(result.out),
-               "card": str(result.card_md), "status": result.status}  # fmt: skip
-    return StepResult(counts, outputs, cost_usd=account.cost_usd)
+               "card": str(result.card_md), "status": result.status,
+               "teacher_usd": round(cost, 6), "teacher_budget_usd": limit,
+               "budget_stop": None}  # fmt: skip
+    if stopped:
+        outputs["budget_stop"] = (
+            f"teacher budget: stopped at {result.kept} of {cfg.budget.examples} answers, "
+            f"${cost:.4f} of ${limit:.4f}"
+        )
+        ctx.say(str(outputs["budget_stop"]))
+    return StepResult(counts, outputs, cost_usd=cost)
+
+
+class _HoursBudget:
+    """A ``TrainerCallback`` (made on use: transformers loads slowly) that ends training at
+    the end of the step that crosses ``hours`` of this attempt's time; the model is saved
+    and registered as trained so far. A resumed attempt gets the hours afresh."""
+
+    def __init__(self, hours: float) -> None:
+        from transformers import TrainerCallback
+
+        self.hit = False
+        deadline = time.monotonic() + hours * 3600
+        outer = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if time.monotonic() >= deadline:
+                    outer.hit = True
+                    control.should_training_stop = True
+
+        self.callback = Callback()
 
 
 def train(ctx: StepContext) -> StepResult:
@@ -82,10 +164,13 @@ def train(ctx: StepContext) -> StepResult:
     name = f"{cfg.name}-r{ctx.run.number}-{ctx.run.id[:6]}"
     run_dir = home / "models" / name
     metrics: dict[str, object] = {}
+    stop: str | None = None
     if not record_path(name, home).is_file():  # else it finished before a crash: register it
         base, base_name = student_base(ctx.settings, cfg.student_base)
+        # The reviewed rows when the loop has a review gate, else the distilled ones.
+        dataset = ctx.outputs.get("review", {}).get("dataset") or ctx.output("distill", "dataset")
         config = TrainConfig(
-            dataset=Path(ctx.output("distill", "dataset")),
+            dataset=Path(dataset),
             name=name,
             register=cfg.model,
             base=base,
@@ -97,7 +182,12 @@ def train(ctx: StepContext) -> StepResult:
             resume=any((run_dir / "checkpoints").glob("checkpoint-*")),
         )
         ctx.say(f"training {name} on {base_name} for {cfg.budget.train_steps} steps")
-        result = SFTRunner(config).run()
+        hours = cfg.budget.gpu_hours
+        budget = _HoursBudget(hours) if hours is not None else None
+        result = SFTRunner(config, callbacks=[budget.callback] if budget else None).run()
+        if budget is not None and budget.hit:
+            stop = f"training budget: stopped at step {result.final_step} after {hours} h"
+            ctx.say(stop)
         if result.stopped:
             raise LoopError(f"training {name} stopped at step {result.final_step}")
         metrics = result.metrics
@@ -111,6 +201,7 @@ def train(ctx: StepContext) -> StepResult:
         "version": candidate.version,
         "dataset_sha256": candidate.lineage.get("dataset_sha256"),
         "train_loss": metrics.get("train_loss"),
+        "budget_stop": stop,
     }
     cost = metrics.get("estimated_cost")
     return StepResult(counts, outputs, cost_usd=float(cost) if isinstance(cost, int | float) else 0.0,

@@ -42,7 +42,10 @@ class LoopError(OpenCloneError):
 
 
 def parse_every(text: str) -> float:
-    """Seconds in a cadence such as ``"1d"``, ``"12h"``, ``"30m"``, ``"1w"``."""
+    """Seconds in a cadence such as ``"1d"``, ``"12h"``, ``"30m"``, ``"1w"``; ``"off"``: no
+    time cadence (the loop runs on ``every_captures`` alone), as infinity."""
+    if text.strip() == "off":
+        return float("inf")
     match = _EVERY.match(text)
     if match is None or float(match.group(1)) <= 0:
         raise ConfigError(f'every: expected a period such as "1d", "12h" or "30m", not {text!r}')
@@ -76,12 +79,24 @@ class LoopBudget:
     """Optimizer steps of the candidate's LoRA training."""
     eval_prompts: int = 50
     """Prompts judged: a held-out slice of fresh captures (up to half) plus the fixed set."""
+    teacher_usd: float | None = None
+    """Dollars the teacher may cost in one run (its tokens x ``[prices]``, or its machine's
+    ``teacher_cost_per_hour`` x time): distilling stops at it (None: no limit)."""
+    gpu_hours: float | None = None
+    """Hours of the training machine (GPU or CPU) one run's training may take: training
+    stops at it and the candidate is what it learned by then (None: no limit)."""
 
     def __post_init__(self) -> None:
         for name in ("examples", "train_steps", "eval_prompts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"budget.{name}: an integer of at least 1, not {value!r}")
+        for name in ("teacher_usd", "gpu_hours"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
+            ):
+                raise ConfigError(f"budget.{name}: a number above 0, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,12 @@ class LoopConfig:
     judge: str | None = None
     """Catalog model that compares answers; default: the teacher."""
     every: str = "1d"
-    """Cadence of ``openclone loop start``: a run starts this long after the last one did."""
+    """Cadence of ``openclone loop start`` (and ``serve --loops``): a run starts this long
+    after the last one ended, so a long run never makes the next one due at once; "off":
+    only ``every_captures`` starts runs."""
+    every_captures: int | None = None
+    """Also start a run once this many new consented captures arrived since the last run
+    that used its data, whichever comes first (None: time alone)."""
     budget: LoopBudget = field(default_factory=LoopBudget)
     capture_model: str | None = None
     """Only captures answered by this model name; default: all of the tenant's."""
@@ -120,6 +140,9 @@ class LoopConfig:
     """The gate's parity target: a win rate against the teacher of at least (1 - this) x 50%."""
     judge_json: bool = True
     """Have the judge's engine enforce the verdict's JSON form, so no verdict is lost."""
+    review: bool = False
+    """Human review between distill and train: the run waits until no distilled example
+    is pending (admin page, ``openclone data review``), then trains on the approved ones."""
     answer_max_tokens: int = 512
     """Token limit of a teacher answer."""
     eval_max_tokens: int = 256
@@ -128,6 +151,17 @@ class LoopConfig:
     """Requests in flight to the teacher, and during the evaluation."""
     cost_per_hour: float = 0.0
     """$ per hour of the training machine, for the run's cost."""
+    teacher_cost_per_hour: float = 0.0
+    """$ per hour of a local teacher's machine: the distill step costs this x its time, on
+    top of the teacher's tokens x ``[prices]`` (0: only the tokens are priced)."""
+    serving_cost_per_hour: float = 0.0
+    """$ per hour of the machine serving ``model``: with the tokens it served (captures),
+    the measured $/1M tokens of the cost crossover in ``loop status`` and the report."""
+    deprecation_days: int = 30
+    """Within this many days of the closed model's shutdown (``[deprecations]``, by the
+    teacher's or ``capture_model``'s name), the loop runs on ``deprecation_every``."""
+    deprecation_every: str | None = None
+    """Cadence inside that window (default: half of ``every``)."""
     shadow_pairs: int = 0
     """Live requests the candidate is judged on before the decision: a shadow answers a
     sampled share of ``model``'s chat traffic in the background, never returned to the
@@ -148,6 +182,11 @@ class LoopConfig:
     canary_wait: float = 3600.0
     """Seconds to wait for them; with no canary traffic by then the step records "skipped:
     no traffic", with some the canary passes on what it served."""
+    retrain_on_erasure: str = "now"
+    """When an erasure taints the version the loop keeps promoted (it was trained on erased
+    data): ``"now"`` runs the loop at once, ``"next"`` on its next turn; either way the run
+    re-collects the tainted version's window without the erased rows, and once its
+    candidate passes the gate the tainted versions are archived (loop/taint.py)."""
     canary_policy: dict[str, float] = field(default_factory=dict)
     """When gateways roll the canary back: ``min_requests`` (10), ``max_error_increase``
     (0.05: its error rate above the incumbent's), ``max_latency_ratio`` (2.0: its mean
@@ -172,6 +211,17 @@ class LoopConfig:
             (self.eval_max_tokens >= 1, "eval_max_tokens: at least 1"),
             (self.concurrency >= 1, "concurrency: at least 1"),
             (self.cost_per_hour >= 0, "cost_per_hour: 0 or more"),
+            (self.teacher_cost_per_hour >= 0, "teacher_cost_per_hour: 0 or more"),
+            (self.serving_cost_per_hour >= 0, "serving_cost_per_hour: 0 or more"),
+            (self.deprecation_days >= 1, "deprecation_days: at least 1"),
+            (
+                self.every_captures is None or self.every_captures >= 1,
+                "every_captures: at least 1",
+            ),
+            (
+                self.every.strip() != "off" or self.every_captures is not None,
+                'every = "off" needs every_captures (else the loop never runs)',
+            ),
             (self.shadow_pairs >= 0, "shadow_pairs: 0 or more"),
             (0 < self.shadow_share <= 1, "shadow_share: in (0, 1]"),
             (self.shadow_wait >= 0, "shadow_wait: seconds, 0 or more"),
@@ -187,15 +237,26 @@ class LoopConfig:
             (self.canary_requests >= 1, "canary_requests: at least 1"),
             (self.canary_wait >= 0, "canary_wait: seconds, 0 or more"),
             (_policy_ok(self.canary_policy), "canary_policy: " + ", ".join(DEFAULT_POLICY)),
+            (isinstance(self.review, bool), "review: true or false"),
+            (self.retrain_on_erasure in ("now", "next"), 'retrain_on_erasure: "now" or "next"'),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
             raise ConfigError(f"[[loops]] {self.name!r}:\n  " + "\n  ".join(problems))
         parse_every(self.every)
+        if self.deprecation_every is not None:
+            parse_every(self.deprecation_every)
 
     @property
     def every_seconds(self) -> float:
         return parse_every(self.every)
+
+    @property
+    def deprecation_every_seconds(self) -> float:
+        """The cadence once the closed model's shutdown is near."""
+        if self.deprecation_every is not None:
+            return parse_every(self.deprecation_every)
+        return self.every_seconds / 2
 
     @property
     def judge_model(self) -> str:

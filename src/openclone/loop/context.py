@@ -35,6 +35,9 @@ class StepResult:
     cost_usd: float = 0.0
     decision: Decision | None = None
     candidate: str | None = None  # NAME@VERSION, once the run has one
+    # Set: the run waits for people (a review); the step is recorded ``waiting`` and the
+    # run ends ``waiting``, and the next ``loop run`` runs this step again.
+    waiting: str | None = None
 
 
 @dataclass

@@ -4,7 +4,9 @@ Collect exports the captures since the last run that used its data (a run that e
 with "not enough data" leaves them for the next), as ``openclone captures export``
 would: consented, successful chats only, redacted by the tenant's policy (at write for
 ``store`` tenants, here for ``export`` ones), and recorded as an export, so an erasure
-later finds the rows. Curate keeps one of each prompt (exact, then Alpaca's ROUGE-L
+later finds the rows. When an erasure tainted the promoted version, it collects again
+from where that version's run began, without the erased captures (loop/taint.py).
+Curate's prompts and held-out set keep each row's capture id and are registered too. Curate keeps one of each prompt (exact, then Alpaca's ROUGE-L
 near-duplicate filter), drops what a text teacher cannot answer, and holds a slice out
 of training for the evaluation.
 """
@@ -21,6 +23,7 @@ from openclone.distill.captures import prompt_id, prompt_of
 from openclone.evaluate.sets import split_rows
 from openclone.loop.context import Decision, StepContext, StepResult
 from openclone.loop.state import last_decided
+from openclone.loop.taint import register_file, retrain
 from openclone.store.export import CaptureFilter, export_captures
 
 __all__ = ["collect", "curate"]
@@ -46,6 +49,10 @@ def collect(ctx: StepContext) -> StepResult:
     previous = last_decided(ctx.store, cfg.name)
     earlier = previous.step("collect") if previous is not None else None
     since = earlier.outputs.get("until") if earlier is not None else None
+    replacing = retrain(ctx)
+    if replacing is not None:  # its window again, less what was erased
+        since = replacing.since
+        ctx.say(f"{replacing.version} was trained on erased data: retraining without it")
     until = ctx.run.created  # fixed when the run began, so a resumed collect sees the same
     out = ctx.run_dir / "captures.jsonl"
     filters = CaptureFilter(
@@ -60,7 +67,8 @@ def collect(ctx: StepContext) -> StepResult:
     )
     counts = {"captures": result.rows, **{k: v for k, v in result.skipped.items()}}
     outputs = {"since": since, "until": until, "file": str(out), "export": result.id,
-               "sha256": result.sha256}  # fmt: skip
+               "sha256": result.sha256,
+               "retrains": replacing.version if replacing else None}  # fmt: skip
     ctx.say(f"collected {result.rows} consented captures since {_day(since)}")
     decision = None
     if result.rows < cfg.min_captures:
@@ -81,10 +89,17 @@ def _question(prompt: list[dict[str, Any]]) -> str | None:
     return content if isinstance(content, str) and content.strip() else None
 
 
-def _write(path: Path, prompts: list[list[dict[str, Any]]]) -> None:
+Prompt = tuple[list[dict[str, Any]], str | None]  # messages, and the capture they came from
+
+
+def _write(ctx: StepContext, path: Path, prompts: list[Prompt]) -> None:
     with path.open("w", encoding="utf-8") as fh:
-        for prompt in prompts:
-            fh.write(json.dumps({"messages": prompt}, ensure_ascii=False) + "\n")
+        for prompt, capture_id in prompts:
+            row: dict[str, Any] = {"messages": prompt}
+            if capture_id is not None:  # the lineage an erasure follows to this row
+                row["metadata"] = {"capture_id": capture_id}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    register_file(ctx, path)
 
 
 def curate(ctx: StepContext) -> StepResult:
@@ -94,7 +109,8 @@ def curate(ctx: StepContext) -> StepResult:
         rows = [json.loads(line) for line in fh if line.strip()]
     counts = {"captures": len(rows), "not_text": 0, "duplicates": 0, "near_duplicates": 0}
     seen: set[str] = set()
-    prompts, questions = [], []
+    prompts: list[Prompt] = []
+    questions = []
     for row in rows:
         prompt = prompt_of(row["messages"])  # the captured answer is the one being replaced
         question = _question(prompt)
@@ -106,17 +122,17 @@ def curate(ctx: StepContext) -> StepResult:
             counts["duplicates"] += 1
             continue
         seen.add(pid)
-        prompts.append(prompt)
+        prompts.append((prompt, (row.get("metadata") or {}).get("capture_id")))
         questions.append(question)
     kept = dedupe(questions, cfg.dedupe_threshold)
     counts["near_duplicates"] = kept.count(False)
     unique = [p for p, keep in zip(prompts, kept, strict=True) if keep]
     # The split hashes each prompt, so a prompt lands on the same side in every run.
-    train, held = split_rows(unique, cfg.holdout, key=lambda p: json.dumps(p, sort_keys=True))
+    train, held = split_rows(unique, cfg.holdout, key=lambda p: json.dumps(p[0], sort_keys=True))
     counts.update(held_out=len(held), prompts=len(train))
     prompts_file, held_file = ctx.run_dir / "prompts.jsonl", ctx.run_dir / "heldout.jsonl"
-    _write(prompts_file, train)
-    _write(held_file, held)
+    _write(ctx, prompts_file, train)
+    _write(ctx, held_file, held)
     ctx.say(
         f"curated {len(unique)} distinct prompts: {len(train)} to distill, {len(held)} held out"
     )

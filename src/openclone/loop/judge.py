@@ -23,6 +23,7 @@ from openclone.evaluate.runner import EvalConfig, record_battles, run_eval
 from openclone.evaluate.sets import EvalItem, PromptSet, load_prompt_set, read_items
 from openclone.files import file_sha256
 from openclone.loop.context import Decision, StepContext, StepResult
+from openclone.loop.taint import settle
 from openclone.registry.versions import PromotionRefused, get_version, promote
 
 __all__ = ["decide", "eval_set", "evaluate"]
@@ -188,6 +189,7 @@ def decide(ctx: StepContext) -> StepResult:
         champion = None
     if champion == version:  # promoted before a crash cut this step short
         _end_splits(ctx, candidate, "promoted")
+        settle(ctx, candidate)  # archive what erased data tainted (loop/taint.py)
         decision = Decision("promote", f"{candidate} serves {cfg.model} ({rates})")
         return StepResult(counts, {"reasons": []}, decision=decision, candidate=candidate)
     try:
@@ -198,5 +200,6 @@ def decide(ctx: StepContext) -> StepResult:
         decision = Decision("reject", f"{candidate}: {'; '.join(reasons)} ({rates})")
         return StepResult(counts, {"reasons": reasons}, decision=decision, candidate=candidate)
     _end_splits(ctx, candidate, "promoted")
+    settle(ctx, candidate)  # archive what erased data tainted (loop/taint.py)
     decision = Decision("promote", f"{candidate} now serves {cfg.model} ({rates})")
     return StepResult(counts, {"reasons": []}, decision=decision, candidate=candidate)

@@ -1,12 +1,15 @@
 """A run's report: its steps (state, counts, time, cost) and its decision, as Markdown
-and JSON in the run's directory; the same table ``openclone loop history`` shows."""
+and JSON in the run's directory; the same table ``openclone loop history`` shows, plus
+the run's spend, any budget stop and the model's cost crossover."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from openclone.loop.context import StepContext, StepResult
-from openclone.loop.state import RunInfo, get_run
+from openclone.loop.costs import Crossover, crossover, run_spend
+from openclone.loop.state import RunInfo, get_run, list_runs
 
 __all__ = ["render_markdown", "report"]
 
@@ -15,7 +18,30 @@ def _counts(counts: dict[str, object]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items() if v not in (0, None, "")) or "-"
 
 
-def render_markdown(run: RunInfo) -> str:
+def _money(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"${value:.4g}{unit}"
+
+
+def _costs(run: RunInfo, costs: Crossover | None) -> list[str]:
+    spend = run_spend(run)
+    lines = [f"- spend: teacher ${spend['teacher_usd']:.4f}, training ${spend['training_usd']:.4f}"]
+    for name in ("distill", "train"):
+        step = run.step(name)
+        stop = step.outputs.get("budget_stop") if step is not None else None
+        if stop:
+            lines.append(f"- budget: {stop}")
+    if costs is not None:
+        even = costs.break_even_tokens_per_day
+        lines.append(
+            f"- cost crossover ({costs.model}): serving {_money(costs.serving_usd_per_1m, '/1M')}"
+            f" vs API {_money(costs.api_usd_per_1m, '/1M')} "
+            f"({costs.api_model or 'no [prices]'}) at {costs.tokens_per_day:.0f} tokens/day; "
+            f"break-even {'-' if even is None else f'{even:.0f}'} tokens/day"
+        )
+    return lines
+
+
+def render_markdown(run: RunInfo, costs: Crossover | None = None) -> str:
     lines = [
         f"# Loop {run.loop}, run {run.number}",
         "",
@@ -23,6 +49,7 @@ def render_markdown(run: RunInfo) -> str:
         f"- candidate: {run.candidate or '-'}",
         f"- cost: ${run.cost_usd:.4f}",
         f"- started: {run.to_dict()['created']}",
+        *_costs(run, costs),
         *_live(run),
         "",
         "| step | state | counts | seconds | cost |",
@@ -60,7 +87,9 @@ def _live(run: RunInfo) -> list[str]:
 
 def report(ctx: StepContext) -> StepResult:
     run = get_run(ctx.store, ctx.run.id)
+    costs = crossover(ctx.store, ctx.settings, ctx.config, list_runs(ctx.store, run.loop, 1))
     md, js = ctx.run_dir / "report.md", ctx.run_dir / "report.json"
-    md.write_text(render_markdown(run), encoding="utf-8")
-    js.write_text(json.dumps(run.to_dict(), indent=2) + "\n", encoding="utf-8")
+    md.write_text(render_markdown(run, costs), encoding="utf-8")
+    data: dict[str, Any] = {**run.to_dict(), "spend": run_spend(run), "costs": costs.to_dict()}
+    js.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return StepResult(outputs={"markdown": str(md), "json": str(js)})

@@ -10,12 +10,13 @@ skipped, and the report is still written.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from openclone.config import Settings
 from openclone.files import make_private_dir
-from openclone.loop import build, gather, judge, shadow
+from openclone.loop import build, gather, judge, review, shadow
 from openclone.loop.config import LoopConfig, LoopError
 from openclone.loop.context import Step, StepContext
 from openclone.loop.report import report
@@ -25,7 +26,6 @@ from openclone.loop.state import (
     end_run,
     get_run,
     is_paused,
-    note,
     record_step,
     start_step,
 )
@@ -37,6 +37,7 @@ STEPS: list[tuple[str, Step]] = [
     ("collect", gather.collect),
     ("curate", gather.curate),
     ("distill", build.distill),
+    ("review", review.review),
     ("train", build.train),
     ("evaluate", judge.evaluate),
     ("shadow", shadow.shadow),
@@ -59,10 +60,18 @@ class LoopRunner:
     """Runs (or continues) the loop's current run; ``say`` gets a line per event."""
 
     def __init__(
-        self, config: LoopConfig, settings: Settings, say: Callable[[str], None] | None = None
+        self,
+        config: LoopConfig,
+        settings: Settings,
+        say: Callable[[str], None] | None = None,
+        *,
+        stop: threading.Event | None = None,
     ) -> None:
+        """``stop``: set by a server shutting down; the run stops after its current step and
+        is recorded ``paused``, so the next start continues it at once."""
         self.config, self.settings = config, settings
         self.say = say or (lambda message: None)
+        self.stop = stop or threading.Event()
 
     def run(self) -> RunInfo:
         store = open_store(self.settings)
@@ -105,13 +114,19 @@ class LoopRunner:
                     f"run {run.number} of loop {self.config.name!r} failed at {name}: {message}; "
                     f"`openclone loop run {self.config.name}` continues from there"
                 ) from exc
+            if result.waiting is not None:  # people must act first: stop here, not fail
+                record_step(store, run.id, name, "waiting", counts=result.counts,
+                            outputs=result.outputs, position=position)  # fmt: skip
+                self.say(f"run {run.number} is {result.waiting}; "
+                         f"`openclone loop run {self.config.name}` continues it")  # fmt: skip
+                return end_run(store, run.id, "waiting", error=result.waiting)
+            decision = result.decision  # recorded with the step, in one transaction
             record_step(store, run.id, name, "done", counts=result.counts, outputs=result.outputs,
-                        cost_usd=result.cost_usd, position=position)  # fmt: skip
+                        cost_usd=result.cost_usd, position=position,
+                        action=decision.action if decision else None,
+                        reason=decision.reason if decision else "",
+                        candidate=result.candidate)  # fmt: skip
             ctx.outputs[name] = result.outputs
-            decision = result.decision
-            if decision is not None or result.candidate is not None:
-                note(store, run.id, action=decision.action if decision else None,
-                     reason=decision.reason if decision else "", candidate=result.candidate)  # fmt: skip
             if decision is not None:
                 self.say(f"decision: {decision.action}: {decision.reason}")
                 ending = ending or decision.action == "skip"
@@ -126,4 +141,7 @@ class LoopRunner:
         if is_paused(store, self.config.name):
             self.say(f"loop {self.config.name!r} is paused; run {current.number} stops here")
             return end_run(store, run_id, "paused")
+        if self.stop.is_set():
+            self.say(f"stopping: run {current.number} continues on the next start")
+            return end_run(store, run_id, "paused", error="stopped with the server")
         return None

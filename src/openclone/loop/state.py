@@ -2,7 +2,11 @@
 
 A run is claimed by one process at a time: :func:`claim_run` continues the loop's
 unfinished run (crashed, failed or paused) or starts the next one, and refuses while
-another live process holds it. Steps are written as they start and end, so whatever
+another live process holds it. The claim is one conditional write that exactly one of
+two racing processes wins: a new run is an INSERT of the next number, which the unique
+(loop, number) index lets only one process make; continuing a run is an UPDATE that
+matches only while the run still has the state (status, pid, host) this process read.
+The loser gets :class:`RunTaken` ("run N is being run by another process"). Steps are written as they start and end, so whatever
 stops a process, the store says which steps are done and what they produced.
 """
 
@@ -14,7 +18,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.exc import IntegrityError
 
 from openclone.loop.config import LoopConfig, LoopError
 from openclone.store.audit import audit
@@ -23,12 +28,14 @@ from openclone.store.tables import LoopRun, LoopState, LoopStep, now
 
 __all__ = [
     "RunInfo",
+    "RunTaken",
     "StepInfo",
     "claim_run",
     "end_run",
     "get_run",
     "is_paused",
     "last_decided",
+    "last_ended",
     "list_runs",
     "note",
     "record_step",
@@ -37,7 +44,11 @@ __all__ = [
     "start_step",
 ]
 
-UNFINISHED = ("running", "paused", "failed")
+UNFINISHED = ("running", "paused", "failed", "waiting")  # waiting: for a review
+
+
+class RunTaken(LoopError):
+    """Another process claimed the run first; this one runs nothing."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,7 @@ class RunInfo:
     error: str | None
     created: float
     finished: float | None
+    ended: float | None = None  # when it last stopped running, however it stopped
     steps: list[StepInfo] = field(default_factory=list)
 
     @property
@@ -127,7 +139,7 @@ def _step(s: LoopStep) -> StepInfo:
 def _run(s: Any, r: LoopRun) -> RunInfo:
     steps = s.scalars(select(LoopStep).where(LoopStep.run_id == r.id).order_by(LoopStep.position))
     return RunInfo(r.id, r.loop, r.number, r.status, r.action, r.reason, r.candidate, r.error,
-                   r.created, r.finished, [_step(x) for x in steps])  # fmt: skip
+                   r.created, r.finished, r.ended, [_step(x) for x in steps])  # fmt: skip
 
 
 def _alive(r: LoopRun) -> bool:
@@ -146,7 +158,11 @@ def _alive(r: LoopRun) -> bool:
 
 
 def claim_run(store: Store, config: LoopConfig) -> RunInfo:
-    """The run this process now runs: the loop's unfinished one, else a new one."""
+    """The run this process now runs: the loop's unfinished one, else a new one.
+
+    Raises :class:`RunTaken` when another process claimed it between our read and our
+    write, and :class:`LoopError` when the loop is paused or a live process runs it."""
+    me, host = os.getpid(), socket.gethostname()
     with store.session() as s:
         state = s.get(LoopState, config.name)
         if state is not None and state.paused:
@@ -161,21 +177,34 @@ def claim_run(store: Store, config: LoopConfig) -> RunInfo:
                 f"run {last.number} of loop {config.name!r} is running in process {last.pid} "
                 f"on {last.host}; `openclone loop cancel {config.name}` to stop it"
             )
+        number = (last.number + 1) if last is not None else 1
         if last is not None and last.status in UNFINISHED:
-            run = last  # continue it: its finished steps stay finished
+            number = last.number  # continue it: its finished steps stay finished
+            pid = LoopRun.pid.is_(None) if last.pid is None else LoopRun.pid == last.pid
+            result: CursorResult[Any] = s.execute(  # type: ignore[assignment]
+                update(LoopRun)
+                .where(LoopRun.id == last.id, LoopRun.status == last.status, pid,
+                       LoopRun.host == last.host)
+                .values(status="running", error=None, pid=me, host=host)
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            run_id = last.id if result.rowcount == 1 else None
         else:
-            run = LoopRun(
-                loop=config.name,
-                number=(last.number + 1) if last is not None else 1,
-                reason="",
-                config=config.to_dict(),
-                created=now(),
-            )
+            run = LoopRun(loop=config.name, number=number, reason="", config=config.to_dict(),
+                          created=now(), status="running", pid=me, host=host)  # fmt: skip
             s.add(run)
-        run.status, run.error = "running", None
-        run.pid, run.host = os.getpid(), socket.gethostname()
-        s.flush()
-        return _run(s, run)
+            try:
+                s.flush()
+                run_id = run.id
+            except IntegrityError:  # another process inserted this number first
+                run_id = None
+        if run_id is None:
+            s.rollback()
+            raise RunTaken(f"run {number} of loop {config.name!r} is being run by another process")
+        s.expire_all()
+        claimed = s.get(LoopRun, run_id)
+        assert claimed is not None
+        return _run(s, claimed)
 
 
 def start_step(store: Store, run_id: str, name: str, position: int) -> None:
@@ -198,9 +227,16 @@ def record_step(
     cost_usd: float = 0.0,
     error: str | None = None,
     position: int = 0,
+    action: str | None = None,
+    reason: str = "",
+    candidate: str | None = None,
 ) -> None:
-    """A step's end: ``done`` (with what it produced), ``failed`` or ``skipped``."""
+    """A step's end: ``done`` (with what it produced), ``failed`` or ``skipped``; with
+    ``action`` and ``candidate``, the run's decision and candidate in the same transaction,
+    so no crash can record the step done and lose what it decided."""
     with store.session() as s:
+        if action is not None or candidate is not None:
+            _note(s, run_id, action=action, reason=reason, candidate=candidate)
         step = s.get(LoopStep, (run_id, name))
         if step is None:  # skipped steps never started
             step = LoopStep(run_id=run_id, name=name, position=position, started=now())
@@ -216,9 +252,9 @@ def end_run(store: Store, run_id: str, status: str, *, error: str | None = None)
         if run is None:
             raise LoopError(f"no loop run {run_id!r}")
         if run.status == "running":
-            run.status, run.error = status, error
+            run.status, run.error, run.ended = status, error, now()
             if status in ("finished", "cancelled"):
-                run.finished = now()
+                run.finished = run.ended
         s.flush()
         return _run(s, run)
 
@@ -231,15 +267,19 @@ def note(
     reason: str = "",
     candidate: str | None = None,
 ) -> None:
-    """Record the run's candidate or decision as soon as a step produces it."""
+    """Record the run's candidate or decision (outside a step's end)."""
     with store.session() as s:
-        run = s.get(LoopRun, run_id)
-        if run is None:
-            return
-        if action is not None:
-            run.action, run.reason = action, reason
-        if candidate is not None:
-            run.candidate = candidate
+        _note(s, run_id, action=action, reason=reason, candidate=candidate)
+
+
+def _note(s: Any, run_id: str, *, action: str | None, reason: str, candidate: str | None) -> None:
+    run = s.get(LoopRun, run_id)
+    if run is None:
+        return
+    if action is not None:
+        run.action, run.reason = action, reason
+    if candidate is not None:
+        run.candidate = candidate
 
 
 def get_run(store: Store, run_id: str) -> RunInfo:
@@ -288,7 +328,8 @@ def request_cancel(store: Store, loop: str, *, actor: str = "cli") -> RunInfo | 
         )
         if run is None:
             return None
-        run.status, run.finished = "cancelled", now()
+        run.status = "cancelled"
+        run.finished = run.ended = now()
         audit(s, actor, "loop.cancel", loop=loop, run=run.number)
         s.flush()
         return _run(s, run)
@@ -303,3 +344,12 @@ def last_decided(store: Store, loop: str) -> RunInfo | None:
             .order_by(LoopRun.number.desc())
         )
         return _run(s, run) if run is not None else None
+
+
+def last_ended(run: RunInfo) -> float:
+    """When ``run`` last stopped running: its recorded end, else (a run that crashed, or
+    one recorded before ends were) its newest step's end, else its start."""
+    if run.ended is not None:
+        return run.ended
+    ends = [s.finished for s in run.steps if s.finished is not None]
+    return max([run.finished or 0.0, *ends]) or run.created

@@ -6,11 +6,16 @@ onto an engine of its base — one engine per base, shared by every adapter trai
 way many fine-tunes are served from one copy of the base weights: llama.cpp (batched, the
 catalog's own engine where it loads the same GGUF) for runs with a GGUF LoRA, else
 ``transformers``.
+
+Archiving works the other way (:func:`retire_archived`, on every registry refresh): a run no
+live registry version serves any more is unloaded from every engine, and its names, like the
+archived ``NAME@N`` themselves, answer 404 from then on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -22,7 +27,7 @@ from openclone.model_names import adapters_key, parse_model_name
 from openclone.routing.router import ModelRoute, Router
 from openclone.store.trained import TrainedModel, get_trained
 
-__all__ = ["registry_models", "trained_models"]
+__all__ = ["registry_models", "retire_archived", "trained_models"]
 
 log = logging.getLogger("openclone.discovery")
 # Trained runs are named like this (at most 64 characters); a longer name is no file name.
@@ -41,6 +46,8 @@ async def trained_models(router: Router, name: str) -> ModelRoute | None:
         return None
     if base_name and base_name != record.base:
         return None  # BASE:NAME must name the base the adapter was trained on
+    if record.served_as in _withdrawn(router):
+        return None  # every registry version of the run is archived
     route = await _host(router, record)
     router.routes[adapter] = route
     router.routes[f"{record.base}:{adapter}"] = route
@@ -105,3 +112,55 @@ async def registry_models(router: Router, name: str) -> ModelRoute | None:
         name=name, engine=spec.get("engine", "llamacpp"), params=dict(spec.get("params", {}))
     )
     return await router.add_route(name, config)
+
+
+def _withdrawn(router: Router) -> set[str]:
+    """Targets (``BASE:RUN``) of archived versions that no live version serves."""
+    live = {target for _, target in router.aliases.values()}
+    return set(router.archived.values()) - live
+
+
+async def retire_archived(router: Router, archived: dict[str, str]) -> None:
+    """Stop serving what archived versions served (``archived``: ``NAME@N`` -> target).
+
+    A version with its own engine loses its route; a run that no live version serves any
+    more is unloaded from every engine that holds it (engines finish the requests already
+    decoding with it first) and its names leave the routes, so they answer 404 rather than
+    falling through to the base. Idempotent: called on every registry refresh."""
+    router.archived = archived
+    for pinned in archived:
+        route = router.routes.get(pinned)
+        if route is not None and route.config.name == pinned:
+            del router.routes[pinned]
+            router.keep(asyncio.create_task(_close_when_idle(route), name=f"retire-{pinned}"))
+            log.info("archived %s: its engine closes once idle", pinned)
+    for target in _withdrawn(router):
+        adapter = parse_model_name(target).adapter
+        if adapter is None:
+            continue  # a catalog model: archiving a version never unloads the catalog
+        for key in (adapter, target):
+            route = router.routes.get(key)
+            if route is not None and route.config.name != key:  # discovery's extra names
+                del router.routes[key]
+        for route in {id(r): r for r in router.routes.values()}.values():
+            for replica in route.replicas:
+                engine = replica.engine
+                if isinstance(engine, AdapterHost) and adapter in engine.adapter_names():
+                    try:
+                        await engine.remove_adapter(adapter)
+                    except Exception:
+                        log.exception("unloading %s from %s failed", adapter, replica.id)
+                    else:
+                        log.info("archived: unloaded adapter %s from %s", adapter, replica.id)
+
+
+async def _close_when_idle(route: ModelRoute) -> None:
+    """Close a route's engines once the requests it was serving are done."""
+    try:
+        # in_flight is a plain counter (the router's), with no event to wait on.
+        while any(r.in_flight for r in route.replicas):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    finally:
+        for replica in route.replicas:
+            with contextlib.suppress(Exception):
+                await replica.engine.close()

@@ -6,10 +6,10 @@ import asyncio
 import logging
 
 from openclone.config import Settings
-from openclone.routing.discovery import registry_models, trained_models
+from openclone.routing.discovery import registry_models, retire_archived, trained_models
 from openclone.routing.router import Router
 from openclone.store import Store, open_store
-from openclone.store.catalog import resolution_map
+from openclone.store.catalog import archived_versions, resolution_map
 
 __all__ = ["open_router", "refresh_registry"]
 
@@ -44,8 +44,10 @@ async def open_router(
 
 async def refresh_registry(router: Router, store: Store) -> None:
     aliases, specs = await asyncio.to_thread(resolution_map, store)
+    archived = await asyncio.to_thread(archived_versions, store)
     router.engine_specs = specs
     router.aliases = aliases  # one assignment: requests see the old map or the new one
+    await retire_archived(router, archived)  # which records ``archived`` before it awaits
     await router.splits.refresh(store)  # shadow and canary splits, and canary counts
 
 

@@ -105,7 +105,11 @@ class Router:
         # requested name -> (pinned NAME@N shown to clients, the model that serves it).
         self.aliases: dict[str, tuple[str, str]] = {}
         self.engine_specs: dict[str, dict[str, Any]] = {}  # NAME@N -> {"engine", "params"}
+        self.archived: dict[str, str] = {}  # archived NAME@N -> its target (never served)
         self.splits = SplitTable()  # shadow and canary candidates, by alias
+        # Names a "did you mean" hint may show to anyone: the gateway hides a tenant's own
+        # fine-tunes here, which another tenant must not learn exist.
+        self.hintable: Callable[[str], bool] = lambda name: True
         # Locks of lock(), gone once no request holds or waits on them: keys come from
         # clients' model names, and a map that kept each one would grow without bound.
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
@@ -151,7 +155,7 @@ class Router:
 
     def _not_found(self, name: str) -> ModelNotFound:
         # OpenAI's wording, plus the likeliest intended name ("SmolLM2-135M-Instruct").
-        known = self.names()
+        known = [n for n in self.names() if self.hintable(n)]
         by_case = [n for n in known if n.lower() == name.lower()]
         close = by_case or difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         hint = f" Did you mean '{close[0]}'?" if close else ""

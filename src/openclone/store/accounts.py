@@ -12,6 +12,7 @@ from openclone.errors import InvalidRequestError
 from openclone.store.audit import audit
 from openclone.store.db import Store
 from openclone.store.tables import ApiKey, Tenant, User
+from openclone.store.tombstones import check_tenant
 
 __all__ = [
     "LOCAL",
@@ -79,10 +80,15 @@ def find_tenant(s: Session, name: str) -> Tenant | None:
     return s.scalar(select(Tenant).where(Tenant.name == name))
 
 
-def ensure_tenant(s: Session, name: str) -> Tenant:
-    """The tenant called ``name``, created (consent off, redaction at store) if new."""
+def ensure_tenant(s: Session, name: str, *, started: float | None = None) -> Tenant:
+    """The tenant called ``name``, created (consent off, redaction at store) if new.
+
+    A late writer passes when its write began (``started``): it must not bring back a
+    tenant erased since (:class:`~openclone.store.tombstones.TenantErased`)."""
     tenant = find_tenant(s, name)
     if tenant is None:
+        if started is not None:  # only where a tenant would be created: off the hot path
+            check_tenant(s, name, started)
         tenant = Tenant(name=_check_name(name, "tenant", TENANT_NAME_MAX))
         s.add(tenant)
         s.flush()

@@ -2,9 +2,15 @@
 
 A batch is checked and recorded here; the server answers its requests in the background
 (:mod:`openclone.gateway.batches_serving`) and records each answer as it comes
-(:func:`record_result`), so a restarted server goes on where it stopped. When the batch
+(:func:`record_results`), so a restarted server goes on where it stopped. When the batch
 ends — completed, expired at its deadline, or cancelled — its answers become an output
 file and an error file (purpose ``batch_output``), one line per request in input order.
+
+Gateways sharing a store run each batch once: a runner first claims the batch's lease
+(:func:`claim_batch`, one conditional UPDATE: exactly one claimer wins) and renews it while
+it runs; answers are recorded, and the batch finished, only by the lease's holder. A lease
+that runs out (its gateway died) is taken over, and the new runner answers only the lines
+not yet answered. Answers are sealed like captures until they become the batch's files.
 """
 
 from __future__ import annotations
@@ -15,34 +21,44 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from openclone.errors import APIError, InvalidRequestError
-from openclone.store.accounts import Principal, ensure_tenant, find_tenant
+from openclone.store.accounts import Principal, ensure_tenant, ensure_user, find_tenant
 from openclone.store.db import Store
-from openclone.store.files import file_content, get_file, save_file
+from openclone.store.files import add_file, file_content, get_file
 from openclone.store.paging import beyond, listing_order
-from openclone.store.tables import Batch, BatchResult, Tenant, now
+from openclone.store.sealed import open_batch_result, seal_batch_result
+from openclone.store.tables import Batch, BatchResult, StoredFile, Tenant, now
 
 __all__ = [
+    "LEASE_SECONDS",
+    "LOST",
     "RUNNING",
     "BatchNotFound",
     "BatchWork",
     "batch_object",
     "cancel_batch",
+    "claim_batch",
     "create_batch",
+    "erase_person_batches",
     "finish_batch",
     "get_batch",
     "list_batches",
     "load_work",
     "pending_batch_ids",
     "record_results",
+    "renew_lease",
     "start_batch",
 ]
 
 WINDOWS = {"24h": 24 * 3600.0}
 RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
+# How long a claim holds without renewal: a runner renews well within it, so only a gateway
+# that died (or lost the database for that long) loses its batches to another.
+LEASE_SECONDS = 60.0
+LOST = "lost"  # what the runner's calls answer once the lease is another gateway's
 
 
 class BatchNotFound(APIError):
@@ -99,7 +115,9 @@ def create_batch(
         expires_at=created + WINDOWS[completion_window],
     )  # fmt: skip
     with store.session() as s:
-        row_.tenant_id = ensure_tenant(s, who.tenant).id
+        t = ensure_tenant(s, who.tenant)
+        row_.tenant_id = t.id
+        row_.user_id = ensure_user(s, t, who.user).id if who.user else None
         s.add(row_)
     return batch_object(row_)
 
@@ -193,13 +211,64 @@ class BatchWork:
     requests: list[tuple[int, dict[str, Any]]]  # (line, request line) not yet answered
 
 
-def pending_batch_ids(store: Store) -> list[str]:
+_BULK = {"synchronize_session": False}
+
+
+def pending_batch_ids(store: Store, owner: str, *, at: float | None = None) -> list[str]:
+    """Batches to run, oldest first: those no other gateway holds a live lease on."""
+    t = now() if at is None else at
     with store.session() as s:
-        q = select(Batch.id).where(Batch.status.in_(RUNNING)).order_by(Batch.created)
+        q = (
+            select(Batch.id)
+            .where(Batch.status.in_(RUNNING), _claimable(owner, t))
+            .order_by(Batch.created)
+        )
         return list(s.scalars(q))
 
 
-def load_work(store: Store, batch_id: str) -> BatchWork | None:
+def _claimable(owner: str, at: float) -> Any:
+    return or_(Batch.lease_owner.is_(None), Batch.lease_owner == owner, Batch.lease_until < at)
+
+
+def claim_batch(
+    store: Store, batch_id: str, owner: str, *, ttl: float = LEASE_SECONDS, at: float | None = None
+) -> bool:
+    """Take the batch's lease for ``owner`` if it is free, already ``owner``'s, or ran out.
+    One conditional UPDATE: of gateways claiming at once, exactly one sees its row change
+    (PostgreSQL re-checks the condition on the row the winner committed)."""
+    t = now() if at is None else at
+    with store.session() as s:
+        result = s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id, Batch.status.in_(RUNNING), _claimable(owner, t))
+            .values(lease_owner=owner, lease_until=t + ttl),
+            execution_options=_BULK,
+        )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def renew_lease(
+    store: Store, batch_id: str, owner: str, *, ttl: float = LEASE_SECONDS, at: float | None = None
+) -> bool:
+    """Extend ``owner``'s lease; False when it is no longer theirs (or the batch is gone)."""
+    t = now() if at is None else at
+    with store.session() as s:
+        result = s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id, Batch.lease_owner == owner)
+            .values(lease_until=t + ttl),
+            execution_options=_BULK,
+        )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def _held(s: Session, batch_id: str, owner: str) -> Batch | None:
+    """The batch, locked until the transaction ends, if ``owner`` holds its lease."""
+    row = s.get(Batch, batch_id, with_for_update=True)
+    return row if row is not None and row.lease_owner == owner else None
+
+
+def load_work(store: Store, batch_id: str, owner: str) -> BatchWork | None:
     """The batch's unanswered requests; None when its input file is gone (it fails)."""
     with store.session() as s:
         row = s.get(Batch, batch_id)
@@ -213,7 +282,7 @@ def load_work(store: Store, batch_id: str) -> BatchWork | None:
     try:
         data = file_content(store, name, row.input_file_id)
     except APIError:
-        finish_batch(store, batch_id, "failed", errors=[{
+        finish_batch(store, batch_id, "failed", owner=owner, errors=[{
             "code": "input_file_missing", "line": None, "param": "input_file_id",
             "message": f"The input file {row.input_file_id} was deleted before the batch ran.",
         }])  # fmt: skip
@@ -222,29 +291,37 @@ def load_work(store: Store, batch_id: str) -> BatchWork | None:
     return BatchWork(row.id, name, who, row.endpoint, row.status, row.expires_at, todo)
 
 
-def start_batch(store: Store, batch_id: str) -> str:
-    """Mark it in progress (once); its status now."""
+def start_batch(store: Store, batch_id: str, owner: str) -> str:
+    """Mark it in progress (once); its status now (:data:`LOST`: not ``owner``'s)."""
     with store.session() as s:
-        row = s.get(Batch, batch_id)
+        row = _held(s, batch_id, owner)
         if row is None:
-            return "cancelled"
+            return LOST
         if row.status == "validating":
             row.status, row.in_progress_at = "in_progress", now()
         return row.status
 
 
 def record_results(
-    store: Store, batch_id: str, results: Sequence[tuple[int, bool, dict[str, Any], int, int]]
+    store: Store,
+    batch_id: str,
+    owner: str,
+    results: Sequence[tuple[int, bool, dict[str, Any], int, int]],
+    *,
+    ttl: float = LEASE_SECONDS,
 ) -> tuple[str, float]:
-    """Keep answers ((line, ok, output line, tokens in, tokens out) each); the batch's
-    status and deadline now (a cancel, or a deadline changed, elsewhere)."""
+    """Keep answers ((line, ok, output line, tokens in, tokens out) each) and renew the
+    lease; the batch's status and deadline now (a cancel, or a deadline changed,
+    elsewhere). Status :data:`LOST` when the lease is not ``owner``'s any more (another
+    gateway took the batch over, or it was erased): the answers are not kept."""
     with store.session() as s:
-        row = s.get(Batch, batch_id)
+        row = _held(s, batch_id, owner)
         if row is None:
-            return "cancelling", 0.0
+            return LOST, 0.0
         usage = dict(row.usage or {})
         for line, ok, body, tokens_in, tokens_out in results:
-            s.add(BatchResult(batch_id=batch_id, line=line, ok=ok, body=body,
+            sealed = seal_batch_result(s, row.tenant_id, batch_id, line, body)
+            s.add(BatchResult(batch_id=batch_id, line=line, ok=ok, body=sealed,
                               tokens_in=tokens_in, tokens_out=tokens_out))  # fmt: skip
             if ok:
                 row.completed += 1
@@ -253,6 +330,7 @@ def record_results(
             usage["input"] = int(usage.get("input", 0)) + tokens_in
             usage["output"] = int(usage.get("output", 0)) + tokens_out
         row.usage = usage
+        row.lease_until = now() + ttl
         return row.status, row.expires_at
 
 
@@ -261,56 +339,85 @@ def finish_batch(
     batch_id: str,
     status: str,
     *,
+    owner: str,
     unanswered: Sequence[tuple[int, dict[str, Any]]] = (),
     errors: list[dict[str, Any]] | None = None,
-) -> None:
+) -> bool:
     """End the batch as ``status`` (completed, expired, cancelled, failed): its answers
     become the output file (successes) and the error file (failures, and an error line for
-    each request in ``unanswered``), in input order."""
+    each request in ``unanswered``), in input order.
+
+    One transaction, holding the batch's row: a batch erased (with its person or tenant)
+    or taken over meanwhile is left alone — False — and its files are never written, so
+    nothing re-creates what an erasure removed."""
     reason = {"expired": ("batch_expired", "This request could not be executed before the "
                           "completion window expired."),
               "cancelled": ("batch_cancelled", "This request was not executed: the batch was "
                             "cancelled.")}.get(status)  # fmt: skip
     with store.session() as s:
-        row = s.get(Batch, batch_id)
+        row = _held(s, batch_id, owner)
         if row is None:
-            return
-        tenant = s.get(Tenant, row.tenant_id)
-        results = list(
-            s.scalars(
-                select(BatchResult)
-                .where(BatchResult.batch_id == batch_id)
-                .order_by(BatchResult.line)
-            )
+            return False
+        results = s.scalars(
+            select(BatchResult).where(BatchResult.batch_id == batch_id).order_by(BatchResult.line)
         )
-    lines: list[tuple[int, bool, dict[str, Any]]] = [(r.line, r.ok, r.body) for r in results]
-    if reason is not None:
-        for line, request in unanswered:
-            code, message = reason
-            lines.append((line, False, {
-                "id": "batch_req_" + secrets.token_hex(12), "custom_id": request.get("custom_id"),
-                "response": None, "error": {"code": code, "message": message},
-            }))  # fmt: skip
-    lines.sort(key=lambda x: x[0])
-    name = tenant.name if tenant is not None else ""
-    out_id = err_id = None
-    ok_lines = [json.dumps(b) for _, ok, b in lines if ok]
-    bad_lines = [json.dumps(b) for _, ok, b in lines if not ok]
-    if ok_lines:
-        out_id = save_file(store, name, "batch_output", f"{batch_id}_output.jsonl",
-                           ("\n".join(ok_lines) + "\n").encode(), rows=len(ok_lines)).id  # fmt: skip
-    if bad_lines:
-        err_id = save_file(store, name, "batch_output", f"{batch_id}_error.jsonl",
-                           ("\n".join(bad_lines) + "\n").encode(), rows=len(bad_lines)).id  # fmt: skip
-    t = now()
-    stamp = {"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at",
-             "failed": "failed_at"}[status]  # fmt: skip
-    values: dict[str, Any] = {"status": status, stamp: t, "output_file_id": out_id,
-                              "error_file_id": err_id}  # fmt: skip
-    if errors is not None:
-        values["errors"] = errors
-    if reason is not None:
-        values["failed"] = Batch.failed + len(unanswered)
-    with store.session() as s:
-        s.execute(update(Batch).where(Batch.id == batch_id).values(**values))
+        lines: list[tuple[int, bool, dict[str, Any]]] = [
+            (r.line, r.ok, open_batch_result(s, row.tenant_id, batch_id, r.line, r.body))
+            for r in results
+        ]
+        if reason is not None:
+            for line, request in unanswered:
+                code, message = reason
+                lines.append((line, False, {
+                    "id": "batch_req_" + secrets.token_hex(12),
+                    "custom_id": request.get("custom_id"), "response": None,
+                    "error": {"code": code, "message": message},
+                }))  # fmt: skip
+        lines.sort(key=lambda x: x[0])
+        ok_lines = [json.dumps(b) for _, ok, b in lines if ok]
+        bad_lines = [json.dumps(b) for _, ok, b in lines if not ok]
+        for kind, texts in (("output", ok_lines), ("error", bad_lines)):
+            if texts:
+                f = add_file(s, row.tenant_id, row.user_id, "batch_output",
+                             f"{batch_id}_{kind}.jsonl", ("\n".join(texts) + "\n").encode(),
+                             rows=len(texts))  # fmt: skip
+                setattr(row, f"{kind}_file_id", f.id)
+        stamp = {"completed": "completed_at", "expired": "expired_at",
+                 "cancelled": "cancelled_at", "failed": "failed_at"}[status]  # fmt: skip
+        row.status, row.lease_owner, row.lease_until = status, None, None
+        setattr(row, stamp, now())
+        if errors is not None:
+            row.errors = errors
+        if reason is not None:
+            row.failed += len(unanswered)
         s.execute(delete(BatchResult).where(BatchResult.batch_id == batch_id))
+    return True
+
+
+# ---- erasure ----------------------------------------------------------------------------------
+
+
+def erase_person_batches(s: Session, user_id: str) -> dict[str, int]:
+    """A person's erasure, for the Batch and Files APIs (in the erasure's transaction):
+    their batches go, queued or running (a runner finds its lease gone and stops without
+    writing anything), with their answers and their input, output and error files, and so
+    does every other file they uploaded or a batch of theirs wrote."""
+    batches = list(s.execute(
+        select(Batch.id, Batch.input_file_id, Batch.output_file_id, Batch.error_file_id)
+        .where(Batch.user_id == user_id)
+    ))  # fmt: skip
+    batch_ids = [b.id for b in batches]
+    file_ids = {f for b in batches for f in b[1:] if f}
+    files = StoredFile.user_id == user_id
+    if file_ids:
+        files = or_(files, StoredFile.id.in_(file_ids))
+    counts = {"files": _rows(s, delete(StoredFile).where(files))}
+    if batch_ids:
+        s.execute(delete(BatchResult).where(BatchResult.batch_id.in_(batch_ids)),
+                  execution_options=_BULK)  # fmt: skip
+    counts["batches"] = _rows(s, delete(Batch).where(Batch.id.in_(batch_ids)))
+    return counts
+
+
+def _rows(s: Session, stmt: Any) -> int:
+    return int(s.execute(stmt, execution_options=_BULK).rowcount)  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
-"""Datasets written from captures outside :mod:`openclone.store.export` (distill outputs).
+"""Datasets written from captures outside :mod:`openclone.store.export`: distill outputs
+and a loop run's working files (its prompts, held-out set and distilled set).
 
 Such a file is registered as an :class:`~openclone.store.tables.Export` whose ``filters``
-say ``{"source": "distill", ...}``, with one :class:`~openclone.store.tables.ExportItem`
+say ``{"source": "distill", ...}`` (or ``"loop"``), with one :class:`~openclone.store.tables.ExportItem`
 per capture id its rows carry in ``metadata.capture_id`` — the lineage an erasure follows
 to the file, rewrites it through, and lists in ``openclone audit erasures``.
 
@@ -38,6 +39,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock
 
 __all__ = [
     "DISTILL",
+    "LOOP",
     "RegisteredDataset",
     "is_derived",
     "register_dataset",
@@ -47,6 +49,8 @@ __all__ = [
 
 log = logging.getLogger("openclone.store")
 DISTILL = "distill"
+LOOP = "loop"  # a loop run's files under $OPENCLONE_HOME/loops/LOOP/run-N
+_KINDS = (DISTILL, LOOP)
 _CHUNK = 500  # ids per IN (...) list: well under every backend's parameter limit
 
 
@@ -60,7 +64,7 @@ class RegisteredDataset:
 
 
 def is_derived(export: Export) -> bool:
-    return (export.filters or {}).get("source") == DISTILL
+    return (export.filters or {}).get("source") in _KINDS
 
 
 def row_capture_id(line: str | bytes) -> Any:
@@ -109,7 +113,7 @@ def writer_lock(path: Path, wait: float = 10.0) -> Iterator[bool]:
 
 
 def register_dataset(
-    store: Store, path: Path, *, actor: str, source: dict[str, Any]
+    store: Store, path: Path, *, actor: str, source: dict[str, Any], kind: str = DISTILL
 ) -> RegisteredDataset | None:
     """Record (or bring up to date) the dataset at ``path`` and the captures its rows came
     from; rows of captures erased meanwhile are dropped first. None when there is no file,
@@ -124,7 +128,7 @@ def register_dataset(
     # finds this file through them; one committed before it is caught by the check. No
     # database write happens under the file lock: an erasure waits for that lock inside
     # its transaction.
-    export_id = _record_items(store, path, ids, actor, source)
+    export_id = _record_items(store, path, ids, actor, {**source, "source": kind})
     with writer_lock(path, wait=0) as free:
         if not free:
             return None
@@ -169,11 +173,12 @@ def _record_items(
     store: Store, path: Path, ids: set[str], actor: str, source: dict[str, Any]
 ) -> str:
     with store.session() as s:
-        mine = (Export.path == str(path)) & (Export.filters["source"].as_string() == DISTILL)
+        kind = source["source"]
+        mine = (Export.path == str(path)) & (Export.filters["source"].as_string() == kind)
         export = s.scalar(select(Export).where(mine).order_by(Export.created.desc()).limit(1))
         if export is None:
             export = Export(path=str(path), sha256="", hashes=[], rows=0, actor=actor,
-                            filters={**source, "source": DISTILL})  # fmt: skip
+                            filters=source)  # fmt: skip
             s.add(export)
             s.flush()
         known = set(

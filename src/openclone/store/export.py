@@ -377,10 +377,11 @@ def search_captures(
 def _texts(request: dict[str, Any], response: dict[str, Any] | None) -> Iterator[str]:
     """The text a person or a model wrote in an exchange: messages, prompts, answers."""
     messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
-    prompt = request.get("prompt")
-    for p in [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else []:
-        if isinstance(p, str):
-            yield p
+    for key in ("prompt", "input"):  # a completion's prompt, an embeddings request's texts
+        texts = request.get(key)
+        for p in [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []:
+            if isinstance(p, str):
+                yield p
     for ch in (response or {}).get("choices") or []:
         if isinstance(ch, dict):
             if isinstance(ch.get("message"), dict):

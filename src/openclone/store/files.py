@@ -3,6 +3,9 @@
 Another tenant's file is "not found", never listed, read or deleted. Keeping the bytes in
 the row (not beside the database) means a file goes with its tenant's erasure through the
 same delete and compaction as everything else, and gateways sharing PostgreSQL all see it.
+The bytes are sealed with the tenant's data key, bound to the file id
+(:func:`openclone.store.sealed.seal_file`): erasing the tenant shreds every copy, and a
+file belongs to the person who uploaded it (or whose batch wrote it), erased with them.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from openclone.errors import APIError
-from openclone.store.accounts import ensure_tenant, find_tenant
+from openclone.store.accounts import ensure_tenant, ensure_user, find_tenant
 from openclone.store.db import Store
 from openclone.store.paging import beyond, listing_order
+from openclone.store.sealed import open_file, seal_file
 from openclone.store.tables import StoredFile, now
 
 __all__ = [
     "FileNotFound",
     "FileRecord",
+    "add_file",
     "delete_file",
     "file_content",
     "get_file",
@@ -83,17 +88,41 @@ def save_file(
     rows: int = 0,
     expires_at: float | None = None,
     file_id: str | None = None,
+    user: str | None = None,
 ) -> FileRecord:
-    """Keep ``data`` as a new file of ``tenant`` (checked by the caller for its purpose)."""
-    row = StoredFile(
-        id=file_id or new_file_id(), purpose=purpose, filename=filename[:512], size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(), rows=rows, content=data, created=now(),
-        expires_at=expires_at,
-    )  # fmt: skip
+    """Keep ``data`` as a new file of ``tenant`` (and of its person ``user``, if named),
+    checked by the caller for its purpose."""
     with store.session() as s:
-        row.tenant_id = ensure_tenant(s, tenant).id
-        s.add(row)
+        t = ensure_tenant(s, tenant)
+        user_id = ensure_user(s, t, user).id if user else None
+        row = add_file(s, t.id, user_id, purpose, filename, data, rows=rows,
+                       expires_at=expires_at, file_id=file_id)  # fmt: skip
     return _record(row)
+
+
+def add_file(
+    s: Session,
+    tenant_id: str,
+    user_id: str | None,
+    purpose: str,
+    filename: str,
+    data: bytes,
+    *,
+    rows: int = 0,
+    expires_at: float | None = None,
+    file_id: str | None = None,
+) -> StoredFile:
+    """:func:`save_file` inside an open transaction, for a tenant known to exist (a
+    batch's output is written with the batch's own row, so nothing re-creates a tenant
+    erased meanwhile)."""
+    fid = file_id or new_file_id()
+    row = StoredFile(
+        id=fid, tenant_id=tenant_id, user_id=user_id, purpose=purpose, filename=filename[:512],
+        size=len(data), sha256=hashlib.sha256(data).hexdigest(), rows=rows,
+        content=seal_file(s, tenant_id, fid, data), created=now(), expires_at=expires_at,
+    )  # fmt: skip
+    s.add(row)
+    return row
 
 
 def list_files(
@@ -138,8 +167,10 @@ def get_file(store: Store, tenant: str, file_id: str, param: str | None = None) 
 
 
 def file_content(store: Store, tenant: str, file_id: str, param: str | None = None) -> bytes:
+    """The file's bytes as they were uploaded (or written)."""
     with store.session() as s:
-        return bytes(_owned(s, tenant, file_id, param).content)
+        row = _owned(s, tenant, file_id, param)
+        return open_file(s, row.tenant_id, row.id, bytes(row.content))
 
 
 def delete_file(store: Store, tenant: str, file_id: str) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "list_events",
     "list_job_rows",
     "load_job_row",
+    "model_owners",
     "tenant_org",
     "update_job",
 ]
@@ -60,6 +61,19 @@ def tenant_org(store: Store, tenant: str) -> str:
         return tenant
     with store.session() as s:
         return ensure_tenant(s, tenant).id
+
+
+def model_owners(store: Store) -> dict[str, str]:
+    """{model name: tenant name} for the names every fine-tuning job gives its model (its
+    ``ft:`` name and its run's registry name), from the job's creation on: a name is its
+    tenant's before the model exists, so no gateway can serve it to another in between."""
+    from openclone.store.tables import Tenant
+
+    q = select(FineTuningJob.ft_name, FineTuningJob.run_name, Tenant.name).join(
+        Tenant, FineTuningJob.tenant_id == Tenant.id
+    )
+    with store.session() as s:
+        return {name: tenant for ft, run, tenant in s.execute(q) for name in (ft, run)}
 
 
 def insert_job(store: Store, tenant: str, row: FineTuningJob, events: list[str]) -> None:

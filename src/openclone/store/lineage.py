@@ -56,7 +56,9 @@ class AffectedExport:
     erasures: list[str]
     on_disk: bool
     created: float
-    kind: str = "export"  # export | distill (a dataset written by `distill --from-captures`)
+    # export | distill (a dataset written by `distill --from-captures`) | loop (a loop
+    # run's prompts, held-out or distilled set)
+    kind: str = "export"
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def affected_exports(store: Store, since: float | None = None) -> list[AffectedE
             AffectedExport(
                 x.id, x.path, x.sha256, [h for h in (x.hashes or []) if h in held],
                 by_export[x.id], Path(x.path).is_file(), x.created,
-                "distill" if is_derived(x) else "export",
+                str((x.filters or {})["source"]) if is_derived(x) else "export",
             )
             for x in rows
         ]  # fmt: skip

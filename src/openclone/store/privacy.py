@@ -25,6 +25,7 @@ from openclone.errors import InvalidRequestError
 from openclone.files import file_sha256
 from openclone.store.accounts import Principal, find_tenant, find_user
 from openclone.store.audit import audit
+from openclone.store.batches import erase_person_batches
 from openclone.store.conversations import owned_capture
 from openclone.store.db import Store
 from openclone.store.derived import is_derived, rewrite_without, writer_lock
@@ -40,20 +41,25 @@ from openclone.store.tables import (
     ExportItem,
     Feedback,
     Message,
+    ReviewExample,
     ShadowPair,
     StoredCompletion,
     StoredResponse,
     Tenant,
     User,
+    new_id,
     now,
 )
+from openclone.store.taint import taint_erasure
+from openclone.store.tombstones import bury_captures, bury_tenant
 
 __all__ = ["ErasureResult", "add_feedback", "apply_retention", "erase", "run_retention"]
 
 log = logging.getLogger("openclone.store")
 _TOUCHED = ["captures", "messages", "conversations", "feedback", "responses", "users", "api_keys",
             "stored_completions", "encryption_keys", "shadow_pairs", "files", "batches",
-            "batch_results", "fine_tuning_jobs", "fine_tuning_events"]  # fmt: skip
+            "batch_results", "fine_tuning_jobs", "fine_tuning_events",
+            "review_examples"]  # fmt: skip
 DAY = 86400.0
 
 
@@ -207,7 +213,9 @@ def run_retention(store: Store, *, actor: str, at: float | None = None) -> list[
 def _erase(store: Store, actor: str, what: _Scope | Callable[[Session], _Scope]) -> ErasureResult:
     with store.session() as s:
         scope = what if isinstance(what, _Scope) else what(s)
-        ids = list(s.scalars(scope.captures))
+        # Locked (PostgreSQL): a shadow pair being written for one of them waits, or is
+        # waited for, so none is left behind (store/splits.py).
+        ids = list(s.scalars(scope.captures.with_for_update()))
         exports = list(
             s.scalars(
                 select(Export).where(
@@ -219,17 +227,20 @@ def _erase(store: Store, actor: str, what: _Scope | Callable[[Session], _Scope])
                 )
             )
         )
+        erasure_id = new_id()
+        _bury(s, scope, erasure_id)  # before the captures go: it selects their ids
         counts = _delete(s, scope)
         datasets = sorted({h for ex in exports for h in (ex.hashes or [ex.sha256])})
         erased = set(ids)
         for ex in exports:
             _scrub_export(ex, erased)
         record = Erasure(
-            actor=actor, kind=scope.kind, target=scope.target, counts=counts,
+            id=erasure_id, actor=actor, kind=scope.kind, target=scope.target, counts=counts,
             capture_ids=ids, exports=[ex.id for ex in exports], datasets=datasets,
         )  # fmt: skip
         s.add(record)
         s.flush()
+        taint_erasure(s, record.id, exports, datasets)  # what was built from it: retrain it
         audit(s, actor, "erase", erasure=record.id, kind=scope.kind, target=scope.target,
               exports=record.exports, **counts)  # fmt: skip
     if counts.get("keys"):
@@ -241,6 +252,14 @@ def _erase(store: Store, actor: str, what: _Scope | Callable[[Session], _Scope])
 
 
 _BULK = {"synchronize_session": False}  # no ORM objects of these rows are loaded
+
+
+def _bury(s: Session, scope: _Scope, erasure_id: str) -> None:
+    """Tombstones, so a write already under way cannot bring the data back."""
+    if scope.tenant is not None:
+        bury_tenant(s, scope.tenant.name, erasure_id)
+    elif scope.kind != "retention":  # retention erases what is far older than any write
+        bury_captures(s, scope.captures, erasure_id)
 
 
 def _count(s: Session, stmt: Delete) -> int:
@@ -269,6 +288,10 @@ def _delete(s: Session, scope: _Scope) -> dict[str, int]:
     )
     # Shadow pairs hold the same text (the request and its answers): they go with it.
     counts["shadow_pairs"] = _count(s, delete(ShadowPair).where(ShadowPair.capture_id.in_(caps)))
+    # A dataset under review holds a copy of the capture's text: the example goes too.
+    counts["review_examples"] = _count(
+        s, delete(ReviewExample).where(ReviewExample.capture_id.in_(caps))
+    )
     counts["captures"] = _count(s, delete(Capture).where(Capture.id.in_(caps)))
     if scope.conversations is not None:
         convs = scope.conversations
@@ -281,6 +304,8 @@ def _delete(s: Session, scope: _Scope) -> dict[str, int]:
         )
     if scope.user is not None:
         counts["keys"] = _count(s, delete(ApiKey).where(ApiKey.user_id == scope.user.id))
+        # Their batches (queued or running: the runner finds them gone) and files.
+        counts.update(erase_person_batches(s, scope.user.id))
         s.execute(
             delete(Feedback).where(Feedback.user_id == scope.user.id), execution_options=_BULK
         )

@@ -71,6 +71,11 @@ def redact_exchange(
         request["prompt"] = text(request["prompt"])
     elif isinstance(request.get("prompt"), list):
         request["prompt"] = [text(p) if isinstance(p, str) else p for p in request["prompt"]]
+    # An embeddings request's texts (token arrays are numbers: nothing to find in them).
+    if isinstance(request.get("input"), str):
+        request["input"] = text(request["input"])
+    elif isinstance(request.get("input"), list):
+        request["input"] = [text(p) if isinstance(p, str) else p for p in request["input"]]
     if response is not None and isinstance(response.get("choices"), list):
         response = dict(response)
         choices = []

@@ -13,6 +13,8 @@ bound to its tenant, its table and column, and its row:
 | ``responses.body``, ``.input_items``, ``.messages`` | the response id |
 | ``shadow_pairs.request``, ``.live_response``, ``.shadow_response`` | the pair id |
 | a row of an encrypted export file | the capture id |
+| ``files.content`` (uploads, batch output and error files) | the file id |
+| ``batch_results.body`` (an answer until the batch's files are written) | batch id and line |
 
 Ids, tenants, models, times, token counts and consent stay in the clear: the store
 filters, joins and erases by them. Every function takes the open session, whose keyring
@@ -29,16 +31,20 @@ from openclone.store.crypto import KEYRING, Keyring
 
 __all__ = [
     "keyring",
+    "open_batch_result",
     "open_comment",
     "open_conversation",
     "open_exchange",
     "open_export_row",
+    "open_file",
     "open_message",
     "open_pair",
     "open_response",
+    "seal_batch_result",
     "seal_comment",
     "seal_exchange",
     "seal_export_row",
+    "seal_file",
     "seal_message",
     "seal_pair",
     "seal_response",
@@ -197,3 +203,29 @@ def seal_pair(
 
 def open_pair(s: Session, p: Any) -> tuple[Any, ...]:
     return _open_row(s, "shadow_pairs", p, _PAIR)
+
+
+def seal_file(s: Session, tenant_id: str, file_id: str, data: bytes) -> bytes:
+    """A Files API file's content (company prompts, generated answers), sealed."""
+    return keyring(s).seal_bytes(s, tenant_id, "files.content", file_id, data)
+
+
+def open_file(s: Session, tenant_id: str, file_id: str, content: bytes) -> bytes:
+    return keyring(s).open_bytes(s, tenant_id, "files.content", file_id, content)
+
+
+def _result_row(batch_id: str, line: int) -> str:
+    return f"{batch_id}#{line}"
+
+
+def seal_batch_result(s: Session, tenant_id: str, batch_id: str, line: int, body: Any) -> Any:
+    """A batch's answer to one of its lines, kept until its output file is written."""
+    return keyring(s).seal_json(
+        s, tenant_id, "batch_results.body", _result_row(batch_id, line), body
+    )
+
+
+def open_batch_result(s: Session, tenant_id: str, batch_id: str, line: int, body: Any) -> Any:
+    return keyring(s).open_json(
+        s, tenant_id, "batch_results.body", _result_row(batch_id, line), body
+    )

@@ -32,7 +32,16 @@ from openclone.store.db import Store
 from openclone.store.exchange import Exchange
 from openclone.store.scrub import RedactorLike, clean_json, redact_exchange
 from openclone.store.sealed import open_pair, seal_pair
-from openclone.store.tables import Decision, ShadowPair, SplitWindow, TrafficSplit, new_id, now
+from openclone.store.tables import (
+    Capture,
+    Decision,
+    ShadowPair,
+    SplitWindow,
+    TrafficSplit,
+    new_id,
+    now,
+)
+from openclone.store.tombstones import TenantErased, capture_erased
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -237,7 +246,8 @@ def write_pair(
     redactor: RedactorLike,
 ) -> str:
     """Store one pair if its exchange has training consent and the split's budget has
-    room: ``stored``, ``no_consent`` or ``full`` (budget spent, or the split ended)."""
+    room: ``stored``, ``no_consent``, ``full`` (budget spent, or the split ended) or
+    ``erased`` (its capture or tenant was erased meanwhile)."""
     try:
         return _write_pair(store, split_id, live, shadow_model, shadow_response, shadow_error,
                            shadow_latency_ms, redactor)  # fmt: skip
@@ -257,7 +267,17 @@ def _write_pair(
     redactor: RedactorLike,
 ) -> str:
     with store.session() as s:
-        tenant = ensure_tenant(s, live.tenant or "default")
+        # Its capture may have been erased while the shadow answered: the pair holds the
+        # same text, so it is not written (checked in this transaction; see tombstones).
+        # The capture's row is share-locked first (PostgreSQL): an erasure locks its
+        # captures before it deletes their pairs, so one of the two waits for the other.
+        s.execute(select(Capture.id).where(Capture.id == live.id).with_for_update(read=True))
+        if capture_erased(s, live.id):
+            return "erased"
+        try:
+            tenant = ensure_tenant(s, live.tenant or "default", started=live.created)
+        except TenantErased:
+            return "erased"
         user = ensure_user(s, tenant, live.user) if live.user and live.user.strip() else None
         if not effective_consent(tenant, user, live.train):
             return "no_consent"

@@ -161,6 +161,46 @@ class Erasure(Base):
     created: Mapped[float] = mapped_column(Float, default=now)
 
 
+class ErasedTenant(Base):
+    """A tenant name an erasure removed: a late writer (a capture queued before it, a
+    shadow answer, a stored response) must not create it again; an admin may
+    (store/tombstones.py)."""
+
+    __tablename__ = "erased_tenants"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    erasure_id: Mapped[str] = mapped_column(String(32))
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class ErasedCapture(Base):
+    """A capture a person's, conversation's or capture's erasure removed (ids only): what
+    is written after it from the capture, such as a shadow pair, is refused."""
+
+    __tablename__ = "erased_captures"
+    capture_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erasure_id: Mapped[str] = mapped_column(String(32))
+
+
+class Taint(Base):
+    """A dataset or model version built from data an erasure removed, and what became of
+    it: tainted, retrained (a loop run built its replacement) or archived (store/taint.py)."""
+
+    __tablename__ = "erasure_taints"
+    __table_args__ = (Index("ix_taints_kind_target", "kind", "target", unique=True),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))  # dataset | version
+    target: Mapped[str] = mapped_column(String(256))  # an export's id, or NAME@VERSION
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)  # a dataset's file
+    erasures: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(16), default="tainted")
+    run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # retrained by
+    replaced_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+    updated: Mapped[float] = mapped_column(Float, default=now)
+
+
 class Export(Base):
     __tablename__ = "exports"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -268,6 +308,8 @@ class LoopRun(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created: Mapped[float] = mapped_column(Float, default=now)
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When the run last stopped running, however it stopped: the cadence counts from here.
+    ended: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class LoopStep(Base):
@@ -445,12 +487,19 @@ class StoredFile(Base):
     __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created"),)
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # Whose it is (who uploaded it, or whose batch wrote it): erasing them erases it first
+    # (counted), so the foreign key only lets go.
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL", name="fk_files_user_id"),
+        nullable=True,
+        index=True,
+    )
     purpose: Mapped[str] = mapped_column(String(32))
     filename: Mapped[str] = mapped_column(String(512))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     rows: Mapped[int] = mapped_column(Integer, default=0)  # JSONL lines (0 for other files)
-    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded when read
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # sealed; loaded when read
     created: Mapped[float] = mapped_column(Float, default=now)
     expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
@@ -516,6 +565,15 @@ class Batch(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     caller: Mapped[dict[str, Any]] = mapped_column(JSON)  # who created it: requests run as them
+    user_id: Mapped[str | None] = mapped_column(  # the person of ``caller``: erased with them
+        ForeignKey("users.id", ondelete="SET NULL", name="fk_batches_user_id"),
+        nullable=True,
+        index=True,
+    )
+    # The gateway running it, until when: one gateway of those sharing the store runs a
+    # batch; another takes over once the lease has run out (its runner died).
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
     endpoint: Mapped[str] = mapped_column(String(32))
     input_file_id: Mapped[str] = mapped_column(String(64))
     completion_window: Mapped[str] = mapped_column(String(8))
@@ -550,7 +608,7 @@ class BatchResult(Base):
     )
     line: Mapped[int] = mapped_column(Integer, primary_key=True)
     ok: Mapped[bool] = mapped_column(Boolean)
-    body: Mapped[dict[str, Any]] = mapped_column(JSON)  # the output line as it is written
+    body: Mapped[Any] = mapped_column(JSON)  # the output line as it is written, sealed
     tokens_in: Mapped[int] = mapped_column(Integer, default=0)
     tokens_out: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -568,3 +626,42 @@ class EncryptionKey(Base):
     master_id: Mapped[str] = mapped_column(String(128))  # which master key wrapped it
     created: Mapped[float] = mapped_column(Float, default=now)
     rotated: Mapped[float | None] = mapped_column(Float, nullable=True)  # last re-wrapped
+
+
+class ReviewDataset(Base):
+    """A dataset file registered for human review (``store/review.py``): its examples are
+    copied into ``review_examples``, sealed for ``tenant_id`` (the captures' tenant, else
+    the operator's ``default``); ``search_key`` (sealed too) keys the search fingerprints."""
+
+    __tablename__ = "review_datasets"
+    __table_args__ = (Index("ix_review_datasets_path_sha", "path", "sha256", unique=True),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(256))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the file when it was registered
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    search_key: Mapped[str] = mapped_column(Text)
+    rows: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(256))
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class ReviewExample(Base):
+    """One example of a dataset under review: the original row and any edited answer
+    (both sealed), its state (pending|approved|rejected) and who set it last."""
+
+    __tablename__ = "review_examples"
+    __table_args__ = (Index("ix_review_examples_dataset_state", "dataset_id", "state", "row"),)
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("review_datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    row: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0-based, blank lines skipped
+    source: Mapped[str] = mapped_column(String(32))  # capture|teacher|seed|import
+    capture_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    teacher: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    example: Mapped[str] = mapped_column(Text)  # the row as read (JSON), sealed
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # the edit, sealed
+    words: Mapped[str] = mapped_column(Text)  # keyed fingerprints of its words (search)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    reviewer: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    updated: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -41,6 +41,7 @@ from openclone.store.scrub import clean_json, clean_text, redact_exchange, resol
 from openclone.store.sealed import seal_exchange
 from openclone.store.stored_completions import stored_row
 from openclone.store.tables import Capture, StoredCompletion, Tenant, User
+from openclone.store.tombstones import TenantErased
 
 if TYPE_CHECKING:
     from openclone.store.scrub import RedactorLike
@@ -188,6 +189,8 @@ class CaptureWriter:
                 log.warning("database unavailable; retrying %d captures in %.1fs",
                             len(batch), pause)  # fmt: skip
                 time.sleep(pause)
+            except TenantErased:  # a late capture among them: the others still go in
+                break
             except Exception:
                 log.exception("capture batch of %d failed; retrying one by one", len(batch))
                 break
@@ -195,6 +198,8 @@ class CaptureWriter:
         for ex in batch:  # one bad exchange must not lose the others
             try:
                 self._commit([ex])
+            except TenantErased:  # queued before its tenant was erased: it stays erased
+                self.dropped += 1
             except Exception:
                 failed += 1
                 self.failed += 1
@@ -222,7 +227,7 @@ class CaptureWriter:
 
     def _row(self, s: Session, rows: _Rows, ex: Exchange) -> dict[str, Any]:
         """The capture's row; its tenant, user and conversation turns are added to ``s``."""
-        tenant = rows.tenant(ex.tenant or "default")
+        tenant = rows.tenant(ex.tenant or "default", ex.created)
         user = rows.user(tenant, ex.user) if ex.user and ex.user.strip() else None
         request, response = clean_json(ex.request), clean_json(ex.response)
         counts: dict[str, int] = {}
@@ -267,10 +272,10 @@ class _Rows:
         self._tenants: dict[str, Tenant] = {}
         self._users: dict[tuple[str, str], User] = {}
 
-    def tenant(self, name: str) -> Tenant:
+    def tenant(self, name: str, started: float | None = None) -> Tenant:
         name = clean_text(name)[:TENANT_NAME_MAX]  # a name is no reason to lose a capture
-        if name not in self._tenants:
-            self._tenants[name] = ensure_tenant(self.s, name)
+        if name not in self._tenants:  # a capture older than its tenant's erasure is refused
+            self._tenants[name] = ensure_tenant(self.s, name, started=started)
         return self._tenants[name]
 
     def user(self, tenant: Tenant, name: str) -> User:

@@ -3,8 +3,10 @@
 GGUF export needs no llama.cpp checkout for GGUF bases (the default): every metadata key
 of the base file (tokenizer, chat template, architecture) is copied, and each tensor is
 taken from the merged model, renamed with gguf-py's own name map, re-permuted where
-llama.cpp stores it permuted, and quantized with gguf-py. HF-directory bases go through
-llama.cpp's ``convert_hf_to_gguf.py`` on the merged directory instead.
+llama.cpp stores it permuted, and quantized with gguf-py — or, for the K-quants and
+i-quants gguf-py cannot write, written as F16 and quantized by llama.cpp's own quantizer
+(:mod:`openclone.train.quantize`). HF-directory bases go through llama.cpp's
+``convert_hf_to_gguf.py`` on the merged directory instead.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import numpy.typing as npt
 
 from openclone.errors import ConfigError
 from openclone.store.trained import TrainedModel, get_trained
+from openclone.train.quantize import LLAMA_QUANTS, llama_quantize
 
 __all__ = [
+    "EXPORT_QUANTS",
     "GGUF_QUANTS",
     "ExportResult",
     "export_model",
@@ -34,6 +38,8 @@ log = logging.getLogger("openclone.train")
 
 # Types gguf-py can quantize to in numpy (the K-quants it can only read).
 GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+# Every type export writes: gguf-py's, then llama.cpp's K-quants and i-quants.
+EXPORT_QUANTS = GGUF_QUANTS + LLAMA_QUANTS
 # Architectures whose llama.cpp tensors are the HF ones renamed, except where listed here.
 _PERMUTED_ARCHS = {"llama"}
 _CONVERTER = (
@@ -150,6 +156,7 @@ def export_model(
     quant: str = "q8_0",
     output: Path | None = None,
     lora_gguf: bool = False,
+    home: Path | None = None,
 ) -> ExportResult:
     """Export trained model ``name``: ``merged`` writes an HF directory with the adapter
     merged in, ``gguf`` a GGUF file for llama.cpp/Ollama; both come from one merge.
@@ -160,9 +167,10 @@ def export_model(
     """
     if not (merged or gguf or lora_gguf):
         raise ConfigError("nothing to export: pass --merged, --gguf and/or --lora-gguf")
-    if quant not in GGUF_QUANTS:
-        raise ConfigError(f"--quant {quant!r}: choose one of {', '.join(GGUF_QUANTS)}")
-    record = get_trained(name)
+    if quant.lower() not in EXPORT_QUANTS:
+        raise ConfigError(f"--quant {quant!r}: choose one of {', '.join(EXPORT_QUANTS)}")
+    quant = quant.lower()  # Q4_K_M as llama.cpp spells it, q4_k_m in file names
+    record = get_trained(name, home)
     base = Path(record.base_path)
     if gguf and base.suffix.lower() != ".gguf":
         raise ConfigError(
@@ -188,6 +196,18 @@ def export_model(
         tokenizer.save_pretrained(merged_dir)
         log.info("merged model written to %s", merged_dir)
     if gguf:
-        gguf_path = write_merged_gguf(model, base, out_dir / f"{name}.{quant}.gguf", quant)
+        gguf_path = _write_gguf(model, base, out_dir / f"{name}.{quant}.gguf", quant)
         log.info("GGUF written to %s", gguf_path)
     return ExportResult(merged_dir, gguf_path, lora_path)
+
+
+def _write_gguf(model: Any, base: Path, out: Path, quant: str) -> Path:
+    """The merged GGUF at ``quant``: gguf-py's types directly, llama.cpp's from an F16 file."""
+    if quant in GGUF_QUANTS:
+        return write_merged_gguf(model, base, out, quant)
+    f16 = out.with_name(out.name + ".f16.partial")
+    try:
+        write_merged_gguf(model, base, f16, "f16")
+        return llama_quantize(f16, out, quant)
+    finally:
+        f16.unlink(missing_ok=True)

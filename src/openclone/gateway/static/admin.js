@@ -5,7 +5,10 @@ const PAGE = 20;
 const state = {
   key: localStorage.getItem("openclone.key") || "",
   tenant: null, // the tenant open in the detail panel
-  offsets: { tenants: 0, users: 0, erasures: 0 },
+  offsets: { tenants: 0, users: 0, erasures: 0, datasets: 0 },
+  // The dataset open for review; its pages are keyed by row (cursors: the `after` of each
+  // page before), so the last page of 50K rows costs what the first does.
+  review: { dataset: null, cursors: [], after: -1, next: null, selected: new Set(), row: null },
   audit: { cursors: [], after: null, lastId: null, hasMore: false },
 };
 
@@ -224,6 +227,146 @@ function wireTenants() {
   });
 }
 
+// ---- dataset review --------------------------------------------------------------------
+
+const datasetPath = () => `/api/admin/datasets/${encodeURIComponent(state.review.dataset)}`;
+const short = (text, n = 160) => (text.length > n ? `${text.slice(0, n - 1)}…` : text);
+
+async function loadDatasets(offset) {
+  state.offsets.datasets = offset;
+  const page = await api(`/api/admin/datasets?${q({ offset, limit: PAGE })}`);
+  fill("#datasets", page.data.map((d) => [
+    button(d.name, () => openDataset(d.id), "linkish"), d.tenant, d.rows, d.counts.pending,
+    d.counts.approved, d.counts.rejected, d.counts.edited, when(d.created),
+  ]));
+  pager("datasets", offset, page.data.length, page.has_more, loadDatasets);
+}
+
+async function openDataset(id) {
+  Object.assign(state.review, { dataset: id, cursors: [], after: -1, row: null });
+  $("#examples-form").reset();
+  $("#example-editor").hidden = true;
+  $("#dataset-detail").hidden = false;
+  await Promise.all([showDatasetCounts(), loadExamples()]);
+}
+
+async function showDatasetCounts() {
+  const d = await api(datasetPath());
+  const c = d.counts;
+  $("#dataset-name").textContent = `${d.name} (${d.id.slice(0, 8)})`;
+  $("#dataset-counts").textContent = `${d.rows} examples of tenant ${d.tenant}: ${c.pending} pending, ` +
+    `${c.approved} approved, ${c.rejected} rejected, ${c.edited} edited · ${d.path}`;
+}
+
+function filters() {
+  const f = $("#examples-form");
+  return { state: f.elements.state.value, search: f.elements.search.value.trim() };
+}
+
+async function loadExamples() {
+  const r = state.review;
+  const page = await api(`${datasetPath()}/examples?${q({ ...filters(), after: r.after, limit: PAGE })}`);
+  r.next = page.next_after;
+  r.selected.clear();
+  $("#select-all").checked = false;
+  fill("#examples", page.data.map((e) => {
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.className = "pick";
+    pick.setAttribute("aria-label", `select row ${e.row}`);
+    pick.onchange = () => (pick.checked ? r.selected.add(e.row) : r.selected.delete(e.row));
+    return [pick, button(String(e.row), () => openExample(e.row), "linkish"), e.state,
+      e.capture_id ? `capture ${e.capture_id}` : e.source, short(e.prompt),
+      (e.edited ? "✎ " : "") + short(e.answer)];
+  }));
+  const p = $(".pager[data-for=examples]");
+  p.querySelector(".where").textContent = `page ${r.cursors.length + 1} · ${page.total} matching`;
+  p.querySelector(".prev").disabled = r.cursors.length === 0;
+  p.querySelector(".next").disabled = !page.has_more;
+}
+
+async function openExample(row) {
+  const e = await api(`${datasetPath()}/examples/${row}`);
+  state.review.row = row;
+  $("#example-editor").hidden = false;
+  $("#example-title").textContent = `Row ${e.row} · ${e.state}`;
+  $("#example-source").textContent = [e.capture_id ? `from capture ${e.capture_id}` : `source: ${e.source}`,
+    e.teacher ? `teacher ${e.teacher}` : "", e.reviewer ? `last reviewed by ${e.reviewer}` : ""].filter(Boolean).join(" · ");
+  const box = $("#example-messages");
+  box.replaceChildren();
+  for (const m of e.messages) {
+    const p = document.createElement("p");
+    const who = document.createElement("strong");
+    who.textContent = `${m.role}: `;
+    p.append(who, typeof m.content === "string" ? m.content : JSON.stringify(m.content));
+    box.append(p);
+  }
+  $("#example-original").hidden = !e.edited;
+  $("#example-original").textContent = e.edited ? `Original answer: ${e.original}` : "";
+  $("#example-answer").value = e.answer;
+}
+
+async function review(body) {
+  const r = await api(`${datasetPath()}/review`, { method: "POST", body });
+  $("#review-result").textContent = `${r.updated} examples ${body.state}.`;
+  await Promise.all([showDatasetCounts(), loadExamples(), loadDatasets(state.offsets.datasets)]);
+  if (state.review.row != null) await openExample(state.review.row);
+}
+
+function reviewSelected(verdict) {
+  const rows = [...state.review.selected];
+  if (!rows.length) throw new Error("Select rows first (the boxes on the left).");
+  return review({ state: verdict, rows });
+}
+
+function reviewMatching(verdict) {
+  const { state: where, search } = filters();
+  const what = [where && `state ${where}`, search && `words "${search}"`].filter(Boolean).join(", ") || "no filter: every row";
+  if (!confirm(`Set every example matching (${what}) to ${verdict}?`)) return undefined;
+  return review({ state: verdict, all_matching: true, where_state: where || null, search: search || null });
+}
+
+function wireDatasets() {
+  $("#new-dataset-form").onsubmit = guarded(async (e) => {
+    e.preventDefault();
+    const d = await api("/api/admin/datasets", { method: "POST", body: { path: e.target.elements.path.value.trim() } });
+    e.target.reset();
+    await loadDatasets(0);
+    await openDataset(d.id);
+  });
+  $("#examples-form").onsubmit = guarded(async (e) => {
+    e.preventDefault();
+    Object.assign(state.review, { cursors: [], after: -1 });
+    await loadExamples();
+  });
+  const p = $(".pager[data-for=examples]");
+  p.querySelector(".next").onclick = guarded(async () => {
+    state.review.cursors.push(state.review.after);
+    state.review.after = state.review.next;
+    await loadExamples();
+  });
+  p.querySelector(".prev").onclick = guarded(async () => {
+    state.review.after = state.review.cursors.pop() ?? -1;
+    await loadExamples();
+  });
+  $("#select-all").onchange = (e) => {
+    for (const box of document.querySelectorAll("#examples .pick")) {
+      box.checked = e.target.checked;
+      box.onchange();
+    }
+  };
+  $("#approve-selected").onclick = guarded(() => reviewSelected("approved"));
+  $("#reject-selected").onclick = guarded(() => reviewSelected("rejected"));
+  $("#approve-matching").onclick = guarded(() => reviewMatching("approved"));
+  $("#reject-matching").onclick = guarded(() => reviewMatching("rejected"));
+  $("#approve-one").onclick = guarded(() => review({ state: "approved", rows: [state.review.row] }));
+  $("#reject-one").onclick = guarded(() => review({ state: "rejected", rows: [state.review.row] }));
+  $("#save-answer").onclick = guarded(async () => {
+    await api(`${datasetPath()}/examples/${state.review.row}`, { method: "PATCH", body: { answer: $("#example-answer").value } });
+    await Promise.all([openExample(state.review.row), loadExamples(), showDatasetCounts(), loadDatasets(state.offsets.datasets)]);
+  });
+}
+
 // ---- retention, erasure, audit ---------------------------------------------------------
 
 async function loadRetention() {
@@ -299,6 +442,7 @@ const loaders = {
   tenants: () => loadTenants(state.offsets.tenants),
   retention: loadRetention,
   erasure: () => loadErasures(0),
+  datasets: () => loadDatasets(state.offsets.datasets),
   audit: () => { Object.assign(state.audit, { cursors: [], after: null }); return loadAudit(); },
 };
 
@@ -328,6 +472,7 @@ $("#sign-out").onclick = signOut;
 wireTabs();
 wireTenants();
 wireOthers();
+wireDatasets();
 if (state.key) {
   signIn(state.key).catch(showSignIn); // e.g. the chat's key of a person, not an admin
 } else {

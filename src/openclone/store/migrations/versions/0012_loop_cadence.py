@@ -1,4 +1,4 @@
-"""loop cadence and run claims
+"""loop cadence and run claims: when a run last stopped running
 
 Revision ID: 0012
 Revises: 0011
@@ -7,6 +7,9 @@ Create Date: 2026-12-06 01:30:00
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+from alembic import op
+
 revision = "0012"
 down_revision = "0011"
 branch_labels = None
@@ -14,8 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("loop_runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("ended", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("loop_runs", schema=None) as batch_op:
+        batch_op.drop_column("ended")

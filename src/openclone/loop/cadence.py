@@ -1,0 +1,81 @@
+"""When a loop is due: its period (shortened as a closed model's shutdown nears) counted
+from when its last run ended, or enough new captures, whichever comes first.
+
+The period counts from the end of the last run, not its start: a run that took longer
+than ``every`` would otherwise make the next one due the moment it finished, and a slow
+loop would run back to back. A run that was stopped half-way (``paused`` by a server
+shutting down, or by ``loop pause`` and then resumed) continues at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from openclone.config import Settings
+from openclone.loop.config import LoopConfig
+from openclone.loop.state import RunInfo, last_decided, last_ended, list_runs
+from openclone.store.db import Store
+from openclone.store.export import CaptureFilter
+
+__all__ = ["Deprecation", "deprecation", "new_captures", "next_due", "period"]
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Deprecation:
+    """An announced shutdown of the closed model a loop distils."""
+
+    model: str
+    date: dt.date
+    days_left: int  # negative once the date has passed
+    near: bool  # within the loop's ``deprecation_days``: its cadence is raised
+
+
+def deprecation(settings: Settings, config: LoopConfig, now: float) -> Deprecation | None:
+    """The shutdown date of the loop's teacher or captured model, if one is announced."""
+    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    for model in (config.teacher, config.capture_model):
+        date = settings.deprecations.get(model) if model else None
+        if model and date is not None:
+            left = (date - today).days
+            return Deprecation(model, date, left, left <= config.deprecation_days)
+    return None
+
+
+def period(settings: Settings | None, config: LoopConfig, now: float) -> float:
+    """Seconds between runs now: ``deprecation_every`` near a shutdown, else ``every``."""
+    watch = deprecation(settings, config, now) if settings is not None else None
+    if watch is not None and watch.near:
+        return min(config.every_seconds, config.deprecation_every_seconds)
+    return config.every_seconds
+
+
+def _last(store: Store, config: LoopConfig) -> RunInfo | None:
+    runs = list_runs(store, config.name, limit=1)
+    return runs[0] if runs else None
+
+
+def next_due(
+    store: Store, config: LoopConfig, settings: Settings | None = None, now: float = 0.0
+) -> float:
+    """When the period makes the loop due (epoch seconds; 0: now; inf: never by time)."""
+    last = _last(store, config)
+    if last is None or last.status == "paused":
+        return 0.0
+    return last_ended(last) + period(settings, config, now or time.time())
+
+
+def new_captures(store: Store, config: LoopConfig) -> int:
+    """Consented chat captures the next run would collect (since the last run that used
+    its data), as the collect step counts them before dedupe."""
+    previous = last_decided(store, config.name)
+    earlier = previous.step("collect") if previous is not None else None
+    since = earlier.outputs.get("until") if earlier is not None else None
+    filters = CaptureFilter(tenant=config.tenant, model=config.capture_model, since=since)
+    with store.session() as s:
+        return int(s.scalar(select(func.count()).select_from(filters.query().subquery())) or 0)

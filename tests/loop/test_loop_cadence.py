@@ -1,0 +1,157 @@
+"""A run is claimed by exactly one process, its decision is never lost, and the cadence
+counts from when the last run ended, on new captures, and faster before a shutdown."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, update
+from typer.testing import CliRunner
+
+from loop.helpers import MINIMAL, add_captures, write_config
+from openclone.cli import app
+from openclone.config import load_settings
+from openclone.loop import get_loop
+from openclone.loop.state import RunTaken, claim_run, end_run, get_run, record_step
+from openclone.store import Store, open_store
+from openclone.store.tables import LoopRun
+
+runner = CliRunner()
+
+
+def _cli(*args: str) -> Any:
+    return runner.invoke(app, list(args))
+
+
+def _claim_raced(store: Store, config_path: Path) -> tuple[Exception | None, str]:
+    """Claim the loop's run while another claim lands between our read and our write;
+    returns what our claim raised and the id of the run the other claim got."""
+    settings = load_settings(config_path)
+    loop = get_loop(settings, "support")
+    other = open_store(settings)
+    theirs: list[str] = []
+
+    def race(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not theirs and statement.startswith("SELECT") and "FROM loop_runs" in statement:
+            theirs.append(claim_run(other, loop).id)  # the other process wins the race
+
+    event.listen(store.engine, "after_cursor_execute", race)
+    try:
+        claim_run(store, loop)
+    except Exception as exc:
+        return exc, theirs[0]
+    finally:
+        event.remove(store.engine, "after_cursor_execute", race)
+        other.close()
+    return None, theirs[0]
+
+
+def test_two_claims_of_a_new_run_have_one_winner(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "openclone.toml")
+    store = open_store(load_settings(config))
+    try:
+        raised, theirs = _claim_raced(store, config)
+        assert isinstance(raised, RunTaken)
+        assert "run 1 of loop 'support' is being run by another process" in str(raised)
+        assert get_run(store, theirs).status == "running"
+    finally:
+        store.close()
+
+
+def test_two_claims_of_a_crashed_run_have_one_winner(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "openclone.toml")
+    store = open_store(load_settings(config))
+    try:
+        first = claim_run(store, get_loop(load_settings(config), "support"))
+        with store.session() as s:  # its process died mid-run
+            s.execute(update(LoopRun).where(LoopRun.id == first.id).values(pid=2**22 + 7))
+        raised, theirs = _claim_raced(store, config)
+        assert isinstance(raised, RunTaken), raised
+        assert "run 1 of loop 'support' is being run by another process" in str(raised)
+        assert theirs == first.id
+    finally:
+        store.close()
+
+
+def test_a_step_and_its_decision_are_recorded_together(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path / "openclone.toml"))
+    store = open_store(settings)
+    try:
+        run = claim_run(store, get_loop(settings, "support"))
+        record_step(store, run.id, "collect", "done", action="skip", reason="not enough data",
+                    candidate="support@3")  # fmt: skip
+        after = get_run(store, run.id)
+        assert (after.action, after.candidate) == ("skip", "support@3")
+        assert after.step("collect") is not None
+    finally:
+        store.close()
+
+
+def _set_run(config: Path, **values: float) -> None:
+    store = open_store(load_settings(config))
+    try:
+        with store.session() as s:
+            s.execute(update(LoopRun).values(**values))
+    finally:
+        store.close()
+
+
+def _started(config: Path) -> str:
+    result = _cli("loop", "start", "--once", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    return str(result.stderr)
+
+
+def test_a_long_run_does_not_make_the_next_one_due_at_once(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "openclone.toml")
+    add_captures(config, 2)
+    assert "1 run(s) started" in _started(config)
+    now = time.time()
+    _set_run(config, created=now - 3 * 86400, ended=now - 3600)  # began 3 days ago, ran long
+    assert "0 run(s) started" in _started(config)
+    _set_run(config, ended=now - 86400 - 60)  # ended more than `every` ago
+    assert "1 run(s) started" in _started(config)
+
+
+def test_a_loop_runs_on_new_captures(tmp_path: Path) -> None:
+    text = MINIMAL.replace('every = "1d"', 'every = "off"\nevery_captures = 3')
+    config = write_config(tmp_path / "openclone.toml", text)
+    add_captures(config, 2)
+    assert "1 run(s) started" in _started(config)  # a first run at once (too little data)
+    assert "0 run(s) started" in _started(config)  # 2 new captures of 3
+    add_captures(config, 1)
+    status = json.loads(_cli("loop", "status", "--json", "--config", str(config)).stdout)
+    assert (status["loops"][0]["new_captures"], status["loops"][0]["next_due"]) == (3, None)
+    assert "1 run(s) started" in _started(config)
+
+
+@pytest.mark.parametrize(("days", "due"), [(10, True), (60, False)])
+def test_a_near_shutdown_halves_the_period(tmp_path: Path, days: int, due: bool) -> None:
+    shutdown = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days)
+    text = f'[deprecations]\n"smollm2-135m-instruct" = {shutdown.isoformat()}\n' + MINIMAL
+    config = write_config(tmp_path / "openclone.toml", text)
+    add_captures(config, 2)
+    assert "1 run(s) started" in _started(config)
+    _set_run(config, ended=time.time() - 13 * 3600)  # over half a day, under a day
+
+    assert f"{int(due)} run(s) started" in _started(config)
+    status = json.loads(_cli("loop", "status", "--json", "--config", str(config)).stdout)
+    watch = status["loops"][0]["deprecation"]
+    assert (watch["shutdown"], watch["days_left"], watch["near"]) == (str(shutdown), days, due)
+    assert watch["student_win_rate"] is None  # no evaluation yet
+
+
+def test_end_run_records_when_a_failed_run_ended(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path / "openclone.toml"))
+    store = open_store(settings)
+    try:
+        run = claim_run(store, get_loop(settings, "support"))
+        ended = end_run(store, run.id, "failed", error="boom")
+        assert ended.ended is not None and ended.finished is None
+    finally:
+        store.close()

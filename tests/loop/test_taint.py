@@ -1,0 +1,192 @@
+"""Erasure-aware retraining: a loop's files are reached by erasure, the promoted version
+trained on erased data is tainted, the loop is due at once, retrains without the erased
+rows, promotes through the gate and archives what was tainted.
+
+The teacher is a stand-in server (NOT a model) and the train and evaluate steps are
+replaced by ones that register a version from the distilled set and write passing
+reports, so the test takes seconds; every other step, the gate included, is the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from store.helpers import exchange, write
+from typer.testing import CliRunner
+
+from loop.helpers import add_captures, standin_teacher, write_config
+from openclone.cli import app
+from openclone.config import load_settings
+from openclone.errors import ModelNotFound
+from openclone.files import file_sha256
+from openclone.loop import runner as loop_runner
+from openclone.loop import schedule
+from openclone.loop.config import get_loop
+from openclone.loop.context import StepContext, StepResult
+from openclone.loop.runner import LoopRunner
+from openclone.loop.state import list_runs
+from openclone.registry.versions import get_version, list_versions, register
+from openclone.store import Store, open_store
+from openclone.store.taint import list_taints
+
+cli = CliRunner()
+EVE_SECRET = "EVE-canary-4410 when does my parole hearing start"
+
+CONFIG = """
+[[models]]
+name = "standin"
+engine = "openai"
+params = {{ base_url = "{url}" }}
+
+[[loops]]
+name = "support"
+model = "support"
+tenant = "acme"
+teacher = "standin"
+judge = "standin"
+student_base = "standin"
+min_captures = 3
+holdout = 0
+[loops.budget]
+examples = 10
+eval_prompts = 2
+"""
+
+
+def fake_train(ctx: StepContext) -> StepResult:
+    """A version of the loop's model registered from the distilled set, as train does."""
+    dataset = ctx.output("distill", "dataset")
+    v = register(ctx.store, ctx.config.model, "standin", lineage={
+        "run": f"support-r{ctx.run.number}", "dataset": dataset,
+        "dataset_sha256": file_sha256(Path(dataset)),
+    })  # fmt: skip
+    return StepResult(outputs={"candidate": v.pinned, "version": v.version}, candidate=v.pinned)
+
+
+def passing_evaluate(ctx: StepContext) -> StepResult:
+    """Reports naming this candidate that pass the gate, as evaluate writes them."""
+    candidate = ctx.output("train", "candidate")
+    try:
+        incumbent: str | None = get_version(ctx.store, ctx.config.model).pinned
+    except ModelNotFound:
+        incumbent = None
+    refs = {"teacher": ctx.config.teacher, **({"incumbent": incumbent} if incumbent else {})}
+    reports = {}
+    for key, ref in refs.items():
+        path = ctx.run_dir / f"eval-vs-{key}" / "report.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"candidate": candidate, "reference": ref, "n": 2,
+                                    "win_rate": 0.6, "ci_low": 0.3, "ci_high": 0.9}))  # fmt: skip
+        reports[key] = {"report": str(path)}
+    return StepResult(outputs={"reports": reports, "incumbent": incumbent})
+
+
+@pytest.fixture
+def loop_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    steps = dict(loop_runner.STEPS)
+    steps.update(train=fake_train, evaluate=passing_evaluate)
+    monkeypatch.setattr(loop_runner, "STEPS", list(steps.items()))
+    with standin_teacher() as teacher:
+        config = write_config(tmp_path / "openclone.toml", CONFIG.format(url=teacher.url))
+        add_captures(config, 5)
+        yield config
+
+
+def _run(config: Path) -> Any:
+    settings = load_settings(config)
+    return LoopRunner(get_loop(settings, "support"), settings).run()
+
+
+def _holding(folder: Path, text: str) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file() and text in p.read_text())
+
+
+def test_an_erasure_taints_the_loop_which_retrains_without_the_erased_rows(
+    loop_config: Path,
+) -> None:
+    settings = load_settings(loop_config)
+    store = open_store(settings)
+    try:
+        write(store, exchange(EVE_SECRET, tenant="acme", user="eve"))
+        first = _run(loop_config)
+        assert first.action == "promote" and first.candidate == "support@1"
+        run_1 = settings.home / "loops" / "support" / "run-1"
+        assert _holding(run_1, EVE_SECRET) == [
+            "captures.jsonl", "distilled.jsonl", "prompts.jsonl",
+        ]  # fmt: skip
+        config = get_loop(settings, "support")
+        assert schedule.due(store, [config], time.time(), settings) == []  # ran a moment ago
+
+        erased = cli.invoke(app, ["erase", "--tenant", "acme", "--user", "eve", "--yes",
+                                  "--config", str(loop_config)])  # fmt: skip
+        assert erased.exit_code == 0, erased.output
+
+        # Every run file that held eve's text was rewritten without it.
+        assert _holding(run_1, EVE_SECRET) == []
+        assert _states(store) == {"support@1": "tainted"} | {d: "tainted" for d in _datasets(store)}
+        audit = cli.invoke(app, ["audit", "erasures", "--config", str(loop_config)],
+                           terminal_width=400)  # fmt: skip
+        assert audit.exit_code == 0, audit.output
+        assert "loop file" in audit.output and f"{run_1 / 'distilled.jsonl'}" in audit.output
+        assert "model support@1: tainted" in audit.output
+
+        # Due at once, though its cadence ("1d") is not.
+        assert schedule.due(store, [config], time.time(), settings) == [config]
+
+        second = _run(loop_config)
+
+        runs = list_runs(store, "support")
+        collect = runs[0].step("collect")
+        assert collect is not None
+        # The tainted version's window again (run 1 began at the start), less eve.
+        assert collect.outputs["since"] is None and collect.outputs["retrains"] == "support@1"
+        assert collect.counts["captures"] == 5
+        run_2 = settings.home / "loops" / "support" / "run-2"
+        assert _holding(run_2, EVE_SECRET) == []
+        assert second.action == "promote" and second.candidate == "support@2"
+        versions = {v.pinned: v.status for v in list_versions(store, "support")}
+        assert versions == {"support@1": "archived", "support@2": "champion"}
+        taints = {t.target: t for t in list_taints(store)}
+        assert taints["support@1"].state == "archived"
+        assert taints["support@1"].replaced_by == "support@2"
+        assert taints["support@1"].run_id == runs[0].id
+        assert {t.state for t in taints.values() if t.target != "support@1"} == {"retrained"}
+        assert schedule.due(store, [config], time.time(), settings) == []
+        audit = cli.invoke(app, ["audit", "erasures", "--config", str(loop_config)],
+                           terminal_width=400)  # fmt: skip
+        assert f"model support@1: archived by loop run {runs[0].id}" in audit.output
+    finally:
+        store.close()
+
+
+def test_retrain_on_erasure_next_waits_for_the_loops_turn(loop_config: Path) -> None:
+    text = loop_config.read_text().replace(
+        "holdout = 0", 'holdout = 0\nretrain_on_erasure = "next"'
+    )
+    loop_config.write_text(text)
+    settings = load_settings(loop_config)
+    store = open_store(settings)
+    try:
+        write(store, exchange(EVE_SECRET, tenant="acme", user="eve"))
+        assert _run(loop_config).action == "promote"
+        erased = cli.invoke(app, ["erase", "--tenant", "acme", "--user", "eve", "--yes",
+                                  "--config", str(loop_config)])  # fmt: skip
+        assert erased.exit_code == 0, erased.output
+        assert _states(store)["support@1"] == "tainted"
+        config = get_loop(settings, "support")
+        assert schedule.due(store, [config], time.time(), settings) == []
+    finally:
+        store.close()
+
+
+def _states(store: Store) -> dict[str, str]:
+    return {t.target: t.state for t in list_taints(store)}
+
+
+def _datasets(store: Store) -> list[str]:
+    return [t.target for t in list_taints(store) if t.kind == "dataset"]
