@@ -258,7 +258,7 @@ class Settings(BaseSettings):
     run_loops: bool = Field(
         default=False,
         description="`openclone serve` also runs the [[loops]] on their cadence, in a "
-        "background thread (what `openclone loop start` does as a job); serve --loops",
+        "supervised child process (`openclone loop start`); serve --loops",
     )
     deprecations: dict[str, dt.date] = Field(
         default_factory=dict,

@@ -5,6 +5,7 @@ tests/gateway/test_fine_tuning_api.py's), so this costs seconds."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,8 +17,9 @@ from openai import OpenAI
 
 from openclone.registry.versions import register, set_alias
 from openclone.store import open_store
-from openclone.store.fine_tuning import insert_job
+from openclone.store.fine_tuning import ERASED_OWNER, insert_job, model_owners
 from openclone.store.keys import create_key
+from openclone.store.privacy import erase
 from openclone.store.tables import FineTuningJob, now
 
 pytestmark = pytest.mark.slow
@@ -129,3 +131,28 @@ def test_a_batch_line_for_another_tenants_fine_tune_fails_as_not_found(
     assert failed["response"]["status_code"] == 404
     assert failed["response"]["body"]["error"]["code"] == "model_not_found"
     assert [x["custom_id"] for x in lines(client, done.output_file_id)] == [HOUSE]
+
+
+def test_an_erased_tenants_fine_tune_is_no_one_elses(env: tuple[TenantServer, OpenAI]) -> None:
+    # Last in this module: it erases acme's job.
+    ts, _ = env
+    ts.client("acme").completions.create(model=FT, prompt="Hi", max_tokens=2)
+    store = open_store(home=ts.home)
+    try:
+        erase(store, actor="admin", tenant="acme")
+        # The names stay taken, by no tenant: an engine may still hold the adapter.
+        owners = model_owners(store)
+        assert owners[FT] == owners[RUN] == ERASED_OWNER
+    finally:
+        store.close()
+    globex = ts.client("globex")
+    for name in (FT, RUN, f"{RUN}@1", f"{BUNDLED}:{RUN}"):
+        deadline = time.monotonic() + 30  # the server's registry and owners refresh
+        while True:
+            try:
+                globex.completions.create(model=name, prompt="Hi", max_tokens=2)
+            except openai.NotFoundError as exc:
+                assert exc.code == "model_not_found"
+                break
+            assert time.monotonic() < deadline, f"{name} still served after the erasure"
+            time.sleep(0.5)

@@ -46,7 +46,8 @@ def test_an_admin_reviews_a_dataset_and_a_tenant_key_cannot(tmp_path: Path) -> N
     info, admin_key = create_key(store, "ops", admin=True)
     person = create_key(store, "acme", "ana")[1]
     store.close()
-    path = _dataset(tmp_path / "distilled.jsonl", 120)
+    (home / "datasets").mkdir()
+    path = _dataset(home / "datasets" / "distilled.jsonl", 120)
     server = start_server(DEAD_UPSTREAM, tmp_path)
     try:
         with (
@@ -66,8 +67,14 @@ def test_an_admin_reviews_a_dataset_and_a_tenant_key_cannot(tmp_path: Path) -> N
             assert _error(ana.patch(f"{url}/examples/1", json={"answer": "x"}), 403)
             assert _error(admin.get("/api/admin/datasets/nope/examples"), 404)["param"] == "dataset"
             assert _error(admin.get(f"{url}/examples/999"), 404)["param"] == "row"
-            missing = admin.post("/api/admin/datasets", json={"path": str(tmp_path / "no.jsonl")})
+            missing = admin.post("/api/admin/datasets", json={"path": "datasets/no.jsonl"})
             assert "no file" in str(_error(missing, 400)["message"])
+            # An admin key reaches only the home's datasets/ and loops/, whatever the path.
+            master = home / "master.key"
+            key_bytes = master.read_bytes()
+            for outside in ("datasets/../master.key", str(master), str(tmp_path / "no.jsonl")):
+                refused = admin.post("/api/admin/datasets", json={"path": outside})
+                assert _error(refused, 400)["param"] == "path"
 
             first = admin.get(f"{url}/examples", params={"limit": 50}).json()
             assert [e["row"] for e in first["data"]] == list(range(50))
@@ -93,9 +100,15 @@ def test_an_admin_reviews_a_dataset_and_a_tenant_key_cannot(tmp_path: Path) -> N
                                headers={"Origin": "https://evil.example"})  # fmt: skip
             assert _error(cross, 403)["code"] == "cross_origin"
 
-            out = tmp_path / "reviewed.jsonl"
-            exported = admin.post(f"{url}/export", json={"out": str(out)})
-            assert exported.json()["rows"] == 13
+            for target in (str(master), "datasets/../master.key", "datasets/distilled.jsonl"):
+                refused = admin.post(f"{url}/export", json={"out": target})
+                assert _error(refused, 400)["param"] == "out"  # outside, or not its export
+            assert master.read_bytes() == key_bytes
+            out = home / "datasets" / "exports" / "reviewed.jsonl"
+            exported = admin.post(f"{url}/export", json={"out": "datasets/exports/reviewed.jsonl"})
+            assert exported.json() == {"path": str(out.resolve()), "rows": 13}
+            again = admin.post(f"{url}/export", json={"out": str(out)})  # its own: replaced
+            assert again.status_code == 200, again.text
         answers = [
             json.loads(line)["messages"][-1]["content"] for line in out.read_text().splitlines()
         ]
@@ -105,10 +118,11 @@ def test_an_admin_reviews_a_dataset_and_a_tenant_key_cannot(tmp_path: Path) -> N
             audited = list_audit(store, 20, action="review", actor=f"key:{info.id}")
         finally:
             store.close()
-        assert [e.action for e in audited] == ["review.export", "review.approve",
-                                               "review.approve", "review.edit", "review.add"]  # fmt: skip
-        assert audited[2].detail["all_matching"] is True and "refund" not in json.dumps(
-            audited[2].detail
+        assert [e.action for e in audited] == ["review.export", "review.export",
+                                               "review.approve", "review.approve", "review.edit",
+                                               "review.add"]  # fmt: skip
+        assert audited[3].detail["all_matching"] is True and "refund" not in json.dumps(
+            audited[3].detail
         )
     finally:
         stop_server(server)

@@ -76,8 +76,9 @@ def test_status_shows_the_cost_crossover(tmp_path: Path) -> None:
     config = write_config(tmp_path / "openclone.toml", text)
     store = open_store(load_settings(config))
     day_ago = time.time() - 86400
-    try:  # 10 requests served as "support" over a day: 5 + 2 tokens each
-        write(store, *(exchange(q, model="support", created=day_ago) for q in QUESTIONS[:10]))
+    try:  # 10 requests served as "support" over a day: 5 + 2 tokens each, recorded as the
+        # gateway records them, by the version that answered
+        write(store, *(exchange(q, model="support@1", created=day_ago) for q in QUESTIONS[:10]))
     finally:
         store.close()
 

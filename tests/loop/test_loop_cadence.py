@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, update
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from loop.helpers import MINIMAL, add_captures, write_config
 from openclone.cli import app
 from openclone.config import load_settings
-from openclone.loop import get_loop
+from openclone.loop import get_loop, schedule
+from openclone.loop.config import LoopError
+from openclone.loop.schedule import due
 from openclone.loop.state import RunTaken, claim_run, end_run, get_run, record_step
 from openclone.store import Store, open_store
+from openclone.store.review import register, set_state
 from openclone.store.tables import LoopRun
 
 runner = CliRunner()
@@ -155,3 +160,73 @@ def test_end_run_records_when_a_failed_run_ended(tmp_path: Path) -> None:
         assert ended.ended is not None and ended.finished is None
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("lease_left", "continued"), [(-1.0, True), (60.0, False)])
+def test_a_run_of_a_process_gone_elsewhere_is_continued_once_its_lease_lapsed(
+    tmp_path: Path, lease_left: float, continued: bool
+) -> None:
+    settings = load_settings(write_config(tmp_path / "openclone.toml"))
+    loop = get_loop(settings, "support")
+    store = open_store(settings)
+    try:
+        first = claim_run(store, loop)
+        with store.session() as s:  # its container is gone: another hostname, no renewals
+            s.execute(update(LoopRun).values(host="container-before-restart", pid=1,
+                                             lease_until=time.time() + lease_left))  # fmt: skip
+        if continued:
+            assert claim_run(store, loop).id == first.id
+        else:
+            with pytest.raises(LoopError, match="is running in process 1 on container-before"):
+                claim_run(store, loop)
+    finally:
+        store.close()
+
+
+def test_a_run_waiting_for_review_is_due_only_once_its_review_is_done(tmp_path: Path) -> None:
+    text = MINIMAL.replace('every = "1d"', 'every = "off"\nevery_captures = 1\nreview = true')
+    settings = load_settings(write_config(tmp_path / "openclone.toml", text))
+    loop = get_loop(settings, "support")
+    rows = tmp_path / "distilled.jsonl"
+    rows.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                             {"role": "assistant", "content": "Hello"}]}) + "\n")  # fmt: skip
+    add_captures(tmp_path / "openclone.toml", 3)  # enough new captures to be due by count
+    store = open_store(settings)
+    try:
+        run = claim_run(store, loop)
+        info = register(store, rows, actor="loop:support", tenant="acme")
+        record_step(store, run.id, "review", "waiting", outputs={"review_dataset": info.id})
+        end_run(store, run.id, "waiting", error="waiting for review: 1 pending")
+        assert due(store, [loop], time.time(), settings) == []
+        set_state(store, info.id, "approved", actor="ana", rows=[0])
+        assert due(store, [loop], time.time(), settings) == [loop]
+    finally:
+        store.close()
+
+
+def test_a_failed_poll_does_not_stop_the_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path / "openclone.toml")
+    add_captures(config, 1)
+    settings = load_settings(config)
+    calls: list[int] = []
+
+    def flaky(settings: Any) -> Store:  # the database is away for the first poll
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+        return open_store(settings)
+
+    monkeypatch.setattr(schedule, "open_store", flaky)
+    stop = threading.Event()
+    said: list[str] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        if line.startswith("support: run"):
+            stop.set()
+
+    assert schedule.serve(settings, say, poll=0.01, stop=stop) == 1
+    assert len(calls) == 2, said
+    assert any("support: run 1 finished" in line for line in said), said

@@ -1,8 +1,12 @@
-"""`run_loops = true`: the server runs the loops on their cadence in the background; a
-loop that fails is recorded as failed and the server serves on."""
+"""`run_loops = true`: the server runs the loops on their cadence in a child process
+(`openclone loop start`), never in itself; a loop that fails, or a child that dies, does not
+take the server down, and the server's shutdown leaves no child behind."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import time
 from pathlib import Path
 
@@ -38,6 +42,22 @@ def _runs(home: Path, loop: str) -> list[RunInfo]:
         store.close()
 
 
+def _children(log: Path, count: int) -> list[int]:
+    """The pids of the loop processes the server started, once it started ``count``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pids = [int(p) for p in re.findall(r"the loops process started \(pid (\d+)\)",
+                                           log.read_text())]  # fmt: skip
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.2)
+    raise AssertionError(f"{count} loop process(es) not started:\n{log.read_text()}")
+
+
+def _exists(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
 def test_the_server_runs_due_loops_and_survives_a_failing_one(tmp_path: Path) -> None:
     store = open_store(home=tmp_path / "home")
     try:
@@ -47,6 +67,9 @@ def test_the_server_runs_due_loops_and_survives_a_failing_one(tmp_path: Path) ->
         store.close()
     env = start_tenant_server(tmp_path, LOOPS)
     try:
+        (child,) = _children(env.server.log, 1)
+        assert b"loop\x00start" in Path(f"/proc/{child}/cmdline").read_bytes()
+        assert os.getpid() != child != env.server.process.pid
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             done = _runs(env.home, "support")
@@ -64,8 +87,13 @@ def test_the_server_runs_due_loops_and_survives_a_failing_one(tmp_path: Path) ->
             max_tokens=4,
         )  # fmt: skip
         assert answer.choices[0].message.content is not None
+        os.kill(child, signal.SIGKILL)  # a crash of the loops: the server starts them again
+        _, again = _children(env.server.log, 2)
+        assert env.server.health()["status"] == "ok"
     finally:
         stop_server(env.server)
     log = env.server.log.read_text()
     assert "loop: support: run 1 finished" in log
-    assert "Application shutdown complete" in log  # the loop thread did not hold it up
+    assert "the loops process was killed by SIGKILL" in log
+    assert "Application shutdown complete" in log
+    assert not _exists(child) and not _exists(again)  # the shutdown left no child

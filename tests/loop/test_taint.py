@@ -30,8 +30,10 @@ from openclone.loop.config import get_loop
 from openclone.loop.context import StepContext, StepResult
 from openclone.loop.runner import LoopRunner
 from openclone.loop.state import list_runs
-from openclone.registry.versions import get_version, list_versions, register
+from openclone.registry.versions import get_version, list_versions, register, set_alias
 from openclone.store import Store, open_store
+from openclone.store.accounts import set_tenant_policy
+from openclone.store.privacy import apply_retention
 from openclone.store.taint import list_taints
 
 cli = CliRunner()
@@ -61,10 +63,11 @@ eval_prompts = 2
 def fake_train(ctx: StepContext) -> StepResult:
     """A version of the loop's model registered from the distilled set, as train does."""
     dataset = ctx.output("distill", "dataset")
-    v = register(ctx.store, ctx.config.model, "standin", lineage={
-        "run": f"support-r{ctx.run.number}", "dataset": dataset,
-        "dataset_sha256": file_sha256(Path(dataset)),
-    })  # fmt: skip
+    lineage = {"run": f"support-r{ctx.run.number}", "dataset": dataset,
+               "dataset_sha256": file_sha256(Path(dataset))}  # fmt: skip
+    own = register(ctx.store, f"support-r{ctx.run.number}", "standin", lineage=lineage)
+    set_alias(ctx.store, own.name, own.version)  # the run's own name, as training names it
+    v = register(ctx.store, ctx.config.model, "standin", lineage=lineage)
     return StepResult(outputs={"candidate": v.pinned, "version": v.version}, candidate=v.pinned)
 
 
@@ -128,7 +131,8 @@ def test_an_erasure_taints_the_loop_which_retrains_without_the_erased_rows(
 
         # Every run file that held eve's text was rewritten without it.
         assert _holding(run_1, EVE_SECRET) == []
-        assert _states(store) == {"support@1": "tainted"} | {d: "tainted" for d in _datasets(store)}
+        tainted = {"support@1": "tainted", "support-r1@1": "tainted"}
+        assert _states(store) == tainted | {d: "tainted" for d in _datasets(store)}
         audit = cli.invoke(app, ["audit", "erasures", "--config", str(loop_config)],
                            terminal_width=400)  # fmt: skip
         assert audit.exit_code == 0, audit.output
@@ -155,7 +159,12 @@ def test_an_erasure_taints_the_loop_which_retrains_without_the_erased_rows(
         assert taints["support@1"].state == "archived"
         assert taints["support@1"].replaced_by == "support@2"
         assert taints["support@1"].run_id == runs[0].id
-        assert {t.state for t in taints.values() if t.target != "support@1"} == {"retrained"}
+        # The run's own name served the same tainted weights: it answers no more.
+        assert taints["support-r1@1"].state == "archived"
+        assert [v.status for v in list_versions(store, "support-r1")] == ["archived"]
+        with pytest.raises(ModelNotFound):
+            get_version(store, "support-r1")
+        assert {t.state for t in taints.values() if t.kind == "dataset"} == {"retrained"}
         assert schedule.due(store, [config], time.time(), settings) == []
         audit = cli.invoke(app, ["audit", "erasures", "--config", str(loop_config)],
                            terminal_width=400)  # fmt: skip
@@ -190,3 +199,20 @@ def _states(store: Store) -> dict[str, str]:
 
 def _datasets(store: Store) -> list[str]:
     return [t.target for t in list_taints(store) if t.kind == "dataset"]
+
+
+def test_retention_expiring_a_loops_captures_taints_nothing(loop_config: Path) -> None:
+    """Retention removes what has passed its keep-by date; what was trained on it while it
+    was kept stands, or each hourly pass would make the loop retrain and pay again."""
+    settings = load_settings(loop_config)
+    store = open_store(settings)
+    try:
+        assert _run(loop_config).action == "promote"
+        set_tenant_policy(store, "acme", actor="admin", retention_days=1)
+        [result] = apply_retention(store, at=time.time() + 3 * 86400)
+        assert result.counts["captures"] == 5  # the run's captures expired and are gone
+        assert _states(store) == {}
+        config = get_loop(settings, "support")
+        assert schedule.due(store, [config], time.time(), settings) == []
+    finally:
+        store.close()

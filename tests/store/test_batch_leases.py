@@ -134,3 +134,20 @@ def test_a_batch_finishing_after_its_person_was_erased_writes_no_files(store: St
     assert load_work(store, batch_id, "gw-a") is None
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(Batch)) == 0
+
+
+def test_a_holder_whose_lease_ran_out_records_and_finishes_nothing(store: Store) -> None:
+    """The lease's own check renews it, so a lease that ran out (nobody took it over yet)
+    is not quietly revived by a late write: the runner must claim it again."""
+    batch_id = _batch(store)
+    assert claim_batch(store, batch_id, "gw-a", ttl=60, at=now() - 120)  # ran out a minute ago
+    assert start_batch(store, batch_id, "gw-a") == LOST
+    assert record_results(store, batch_id, "gw-a", [_answer(1)]) == (LOST, 0.0)
+    assert not finish_batch(store, batch_id, "completed", owner="gw-a")
+    assert get_batch(store, "acme", batch_id)["request_counts"]["completed"] == 0
+
+    assert claim_batch(store, batch_id, "gw-a")  # claimed again: its writes count
+    assert record_results(store, batch_id, "gw-a", [_answer(1)])[0] == "validating"
+    with store.session() as s:
+        until = s.scalar(select(Batch.lease_until).where(Batch.id == batch_id))
+        assert until is not None and until > now() + 30

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from openclone.errors import InvalidRequestError
-from openclone.store import Store
+from openclone.store import Store, review
 from openclone.store.accounts import set_tenant_policy
 from openclone.store.audit import list_audit
 from openclone.store.crypto import SEALED, Keyring, LocalMasterKey
@@ -145,3 +145,30 @@ def test_examples_of_captures_are_sealed_for_their_tenant_and_erased_with_them(
     assert [
         json.loads(line)["metadata"]["capture_id"] for line in out.read_text().splitlines()
     ] == [kept.id]
+
+
+def test_registering_a_file_registered_at_the_same_moment_returns_that_registration(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two registrations of one file racing: both found none, the other committed first."""
+    path = tmp_path / "d.jsonl"
+    path.write_text(_row("hi", "hello") + "\n")
+    real_read, other = review._read, []
+
+    def read_while_another_registers(p: Path, max_bytes: int | None) -> list[dict[str, object]]:
+        monkeypatch.setattr(review, "_read", real_read)  # the other one reads as usual
+        other.append(register(store, path, actor="other"))  # between our check and insert
+        return real_read(p, max_bytes)
+
+    monkeypatch.setattr(review, "_read", read_while_another_registers)
+    assert register(store, path, actor="ops").id == other[0].id
+    assert len(list_audit(store, 10, action="review.add")) == 1
+
+
+def test_a_size_cap_refuses_a_larger_file(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text((_row("hi", "hello") + "\n") * 100)
+    with pytest.raises(InvalidRequestError, match="at most 1024") as caught:
+        register(store, path, actor="ops", max_bytes=1024)
+    assert caught.value.param == "path"
+    assert register(store, path, actor="ops").rows == 100  # the CLI: no cap

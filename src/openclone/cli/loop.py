@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -84,20 +89,49 @@ def start_command(
         float, typer.Option(min=1.0, help="seconds between looks for due loops")
     ] = 60.0,
     once: Annotated[bool, typer.Option("--once", help="run what is due now, then exit")] = False,
+    parent: Annotated[
+        int | None, typer.Option(hidden=True, help="the server's pid: stop when it dies")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Keep every loop on its cadence (`every`), until Ctrl-C."""
+    """Keep every loop on its cadence (`every`), until Ctrl-C or SIGTERM (the run under
+    way is recorded paused, and the next start continues it)."""
+    from openclone.loop.runner import LoopStopped
     from openclone.loop.schedule import serve
 
     settings = read_settings(config)
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: object) -> None:
+        # A training step can take hours: stop now, not after it (it resumes from its
+        # checkpoint). Once only, so the run's own recording of the stop is not cut short.
+        if not stop.is_set():
+            stop.set()
+            raise LoopStopped
+
+    signal.signal(signal.SIGTERM, on_term)
+    if parent is not None:
+        _stop_with(parent)
     try:
         with exit_on_error(USAGE):
-            started = serve(settings, _say, poll=poll, once=once)
+            started = serve(settings, _say, poll=poll, once=once, stop=stop)
     except KeyboardInterrupt:
         err.print("[yellow]stopped.[/yellow] An unfinished run continues on the next start.")
         raise typer.Exit(INTERRUPTED) from None
+    except LoopStopped:
+        err.print("stopped (SIGTERM); an unfinished run continues on the next start")
+        return
     if once:
         err.print(f"{started} run(s) started")
+
+
+def _stop_with(parent: int) -> None:
+    """SIGTERM this process when ``parent`` (the server) dies, even by ``kill -9``, as the
+    engine workers do (Linux; elsewhere the run's lease frees it once this one is gone)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _when(t: float | None) -> str | None:

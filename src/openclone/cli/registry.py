@@ -184,26 +184,14 @@ def promote_command(
 
 
 def _bake(store: Any, name: str, version: int, quant: str, config: Path | None) -> int:
-    """A new version of NAME serving NAME@VERSION's trained run merged into one GGUF (no
-    adapter at serving time), with the same lineage and metrics plus what it was baked
-    from; the version the promotion then goes to."""
+    """Bake NAME@VERSION (:func:`openclone.registry.bake.bake`); the version the promotion
+    then goes to."""
     from openclone.config import openclone_home
-    from openclone.errors import InvalidRequestError
-    from openclone.registry.versions import get_version, register
-    from openclone.train.export import export_model
+    from openclone.registry.bake import bake
 
-    with exit_on_error(FAILED):
-        v = get_version(store, name, version)
-        run = parse_model_name(v.target).adapter
-        if v.engine is not None or run is None:
-            raise InvalidRequestError(f"{v.pinned} serves {v.target}, not a trained run: no bake")
-        with err.status(f"baking {v.pinned} into a {quant} GGUF…"):
-            result = export_model(run, gguf=True, quant=quant, home=openclone_home(config))
-        assert result.gguf_path is not None  # gguf=True writes one
-        engine = {"engine": "llamacpp", "params": {"model_path": str(result.gguf_path)}}
-        lineage = {**v.lineage, "baked_from": v.pinned, "quant": quant.lower()}
-        baked = register(store, name, engine=engine, lineage=lineage, metrics=v.metrics)
-    console.print(f"baked {v.pinned} into {baked.pinned} ({result.gguf_path})")
+    with exit_on_error(FAILED), err.status(f"baking {name}@{version} into a {quant} GGUF…"):
+        baked, gguf = bake(store, name, version, quant, home=openclone_home(config))
+    console.print(f"baked {name}@{version} into {baked.pinned} ({gguf})")
     return baked.version
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,7 +32,7 @@ from openclone.gateway.batches_serving import run_batches
 from openclone.gateway.body_limit import BodyLimit
 from openclone.gateway.capture import CaptureSink
 from openclone.gateway.fine_tuning_serving import follow_jobs
-from openclone.gateway.loops import LoopThread
+from openclone.gateway.loops import LoopProcess, loop_argv
 from openclone.gateway.metrics import Metrics
 from openclone.gateway.retention import RetentionSchedule
 from openclone.gateway.security import SecurityMiddleware, allowed_hosts
@@ -73,13 +74,15 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
         shadow = gw.shadow = ShadowDispatcher(
             router, store, settings.redactor, concurrency=settings.shadow_concurrency
         )
-        loops = LoopThread(settings).start() if settings.run_loops else None
+        loops = None
+        if settings.run_loops:  # a child process: training never runs in the gateway
+            loops = LoopProcess(loop_argv(settings.config_file, os.getpid())).start()
         try:
             yield
         finally:
             stop.set()
             if loops is not None:
-                await loops.close()  # a run stops after its current step
+                await loops.close()  # SIGTERM: its run is recorded paused
             await syncing  # its last sync sends what this gateway counted
             await following
             await retaining  # a run under way finishes: the store stays open for it

@@ -1,53 +1,105 @@
-"""The retraining loops inside the server (``run_loops = true`` or ``serve --loops``).
+"""The retraining loops beside the server (``run_loops = true`` or ``serve --loops``).
 
-The scheduler (:func:`openclone.loop.schedule.serve`, what ``openclone loop start`` runs as
-a job) runs in one daemon thread: a run trains a model for minutes, so it must never run on
-the event loop, and it opens its own store connections. A run that fails is logged and
-recorded in its run; the thread goes on with the next turn, and the server never notices.
+A loop run distils and trains a model with torch: native code the gateway never loads
+(a crash in it would take the server down). So the server runs the scheduler as a child,
+``python -m openclone loop start --config <its config>``, and supervises it as it does an
+engine worker (:mod:`openclone.engines.supervised`):
 
-On shutdown the thread is told to stop: a run under way stops after its current step and
-is recorded ``paused``, so the next start continues it at once. A step can take long (a
-training), so shutdown waits only ``GRACE`` seconds for it; if the process then exits
-mid-step, the step's run is continued like any crashed one (distill keeps its rows,
-training resumes from its checkpoint).
+* a child that dies (a crash, the OOM killer) is started again after a backoff (1 s,
+  doubling to 60 s; back to 1 s once a child stayed up a minute), and logged; the server
+  serves on, whatever the loops do;
+* on shutdown the child gets SIGTERM: it records its run ``paused`` and exits, and the
+  next start continues the run at once; after ``GRACE`` seconds it gets SIGKILL, and its
+  run is continued like any crashed one once its lease lapses (on this host at once);
+* the child runs in its own session, so a Ctrl-C in the server's terminal reaches the
+  server alone, and it is told the server's pid, so it stops when the server dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import threading
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from openclone.config import Settings
-from openclone.loop.schedule import serve
+from openclone.engines.supervised import exit_reason
 
-__all__ = ["GRACE", "LoopThread"]
+__all__ = ["GRACE", "LoopProcess", "loop_argv"]
 
 log = logging.getLogger("openclone.gateway")
-GRACE = 5.0  # seconds shutdown waits for the current step
+GRACE = 10.0  # seconds a child has after SIGTERM before SIGKILL
 
 
-class LoopThread:
-    def __init__(self, settings: Settings, poll: float = 60.0) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._main, args=(settings, poll), name="loops", daemon=True
-        )
+@dataclass(frozen=True)
+class Backoff:
+    first: float = 1.0
+    most: float = 60.0
+    stable_after: float = 60.0  # a child up this long resets it
 
-    def start(self) -> LoopThread:
-        self._thread.start()
+
+def loop_argv(config_file: Path | None, parent: int) -> list[str]:
+    """The child's command line: the server's own config file, else the same lookup."""
+    argv = [sys.executable, "-m", "openclone", "loop", "start", "--parent", str(parent)]
+    return argv + (["--config", str(config_file)] if config_file is not None else [])
+
+
+class LoopProcess:
+    """``openclone loop start`` as the server's supervised child."""
+
+    def __init__(self, argv: list[str], backoff: Backoff = Backoff(), grace: float = GRACE):
+        self.argv, self.backoff, self.grace = argv, backoff, grace
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> LoopProcess:
+        self._task = asyncio.create_task(self._supervise(), name="loops")
         return self
 
-    def _main(self, settings: Settings, poll: float) -> None:
+    async def _supervise(self) -> None:
+        wait = self.backoff.first
+        while not self._closing.is_set():
+            began = time.monotonic()
+            reason = await self._run_child()
+            if reason is None:  # stopped by close()
+                return
+            if time.monotonic() - began >= self.backoff.stable_after:
+                wait = self.backoff.first
+            log.error("the loops process %s; starting it again in %.0f s", reason, wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), wait)
+            wait = min(wait * 2, self.backoff.most)
+
+    async def _run_child(self) -> str | None:
+        """Run one child until it exits (why, in words) or the server closes (None)."""
         try:
-            serve(settings, lambda message: log.info("loop: %s", message), poll=poll,
-                  stop=self._stop)  # fmt: skip
-        except Exception:  # a broken [[loops]] table: the gateway serves on without loops
-            log.exception("the loops stopped")
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+            )
+        except OSError as exc:  # out of processes or memory: try again after the backoff
+            return f"could not be started: {exc}"
+        log.info("the loops process started (pid %d)", proc.pid)
+        exited = asyncio.ensure_future(proc.wait())
+        closing = asyncio.ensure_future(self._closing.wait())
+        await asyncio.wait({exited, closing}, return_when=asyncio.FIRST_COMPLETED)
+        closing.cancel()
+        if exited.done():
+            return exit_reason(exited.result())
+        proc.send_signal(signal.SIGTERM)  # it records its run paused and exits
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), self.grace)
+        except TimeoutError:
+            log.warning("the loops process did not stop in %.0f s; killing it", self.grace)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await exited
+        return None
 
     async def close(self) -> None:
-        """Stop between steps; wait up to ``GRACE`` seconds, off the event loop."""
-        self._stop.set()
-        await asyncio.to_thread(self._thread.join, GRACE)
-        if self._thread.is_alive():
-            log.info("a loop step is still running; its run continues on the next start")
+        """SIGTERM the child, SIGKILL it after ``grace`` seconds; wait until it is gone."""
+        self._closing.set()
+        if self._task is not None:
+            await self._task

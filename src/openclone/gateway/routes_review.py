@@ -5,6 +5,12 @@ browser checks on every state change. Each route calls the function the CLI
 (``openclone data review``) calls, in a worker thread, which audits it with the admin key
 as the actor. Paging is by row (``after``), so the last page of 50K rows is as quick as
 the first.
+
+Unlike the CLI, which runs as the operator, an admin key reaches only files under the
+home: it registers files under ``datasets/`` and ``loops/`` (at most ``max_file_bytes``:
+the file is read whole) and exports under ``datasets/``, replacing no file there but an
+earlier export of the same dataset — never the master key, the database or the config.
+A relative path is taken from the home.
 """
 
 from __future__ import annotations
@@ -50,6 +56,24 @@ router = APIRouter(
     prefix="/api/admin/datasets", dependencies=[Depends(same_origin), Depends(admin)]
 )
 Limit = Annotated[int, Query(ge=1, le=500)]
+READABLE = ("datasets", "loops")  # folders of the home a dataset is registered from
+WRITABLE = ("datasets",)  # and exported to
+
+
+def _confined(gw: Gateway, raw: str, folders: tuple[str, ...], param: str) -> Path:
+    """``raw`` resolved (links and ``..`` followed), if it lies under one of the home's
+    ``folders``; a 400 otherwise."""
+    home = gw.settings.home.expanduser().resolve()
+    path = (home / Path(raw).expanduser()).resolve()  # an absolute raw replaces home
+    roots = [home / f for f in folders]
+    if not any(path.is_relative_to(root) for root in roots):
+        where = " or ".join(f"{r}/" for r in roots)
+        raise InvalidRequestError(
+            f"{param}: over HTTP, a path under {where} ({path} is not); the CLI "
+            "(`openclone data review`) takes any path",
+            param=param, code="path_not_allowed",
+        )  # fmt: skip
+    return path
 
 
 def _store(gw: Gateway) -> Store:
@@ -69,8 +93,11 @@ async def datasets(
 @router.post("", status_code=201)
 async def add_dataset(body: NewDataset, who: AdminDep, gw: GatewayDep) -> DatasetOut:
     """Register a JSONL file on the server for review (the same file again: a no-op)."""
+    path, cap = _confined(gw, body.path, READABLE, "path"), gw.settings.max_file_bytes
     info = await asyncio.to_thread(
-        lambda: register(_store(gw), Path(body.path), actor=audit_actor(who), tenant=body.tenant)
+        lambda: register(
+            _store(gw), path, actor=audit_actor(who), tenant=body.tenant, max_bytes=cap
+        )
     )
     return DatasetOut.of(info)
 
@@ -131,11 +158,14 @@ async def review(dataset: str, body: ReviewBody, who: AdminDep, gw: GatewayDep) 
 
 @router.post("/{dataset}/export")
 async def export(dataset: str, body: ExportBody, who: AdminDep, gw: GatewayDep) -> ExportOut:
-    """Write the approved examples, edits applied, to a JSONL file on the server."""
+    """Write the approved examples, edits applied, to a JSONL file under the home's
+    ``datasets/`` (a new file, or an earlier export of this dataset)."""
     store, actor = _store(gw), audit_actor(who)
+    out = _confined(gw, body.out, WRITABLE, "out")
 
     def run() -> ExportOut:
-        out = Path(body.out).expanduser().resolve()
-        return ExportOut(path=str(out), rows=export_approved(store, dataset, out, actor=actor))
+        out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        rows = export_approved(store, dataset, out, actor=actor, replace_own_only=True)
+        return ExportOut(path=str(out), rows=rows)
 
     return await asyncio.to_thread(run)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from openclone.config import Settings
 from openclone.loop.config import LoopConfig
-from openclone.loop.state import RunInfo, last_decided, last_ended, list_runs
+from openclone.loop.state import RunInfo, last_ended, last_used_until, list_runs
 from openclone.store.db import Store
 from openclone.store.export import CaptureFilter
 
@@ -73,9 +73,7 @@ def next_due(
 def new_captures(store: Store, config: LoopConfig) -> int:
     """Consented chat captures the next run would collect (since the last run that used
     its data), as the collect step counts them before dedupe."""
-    previous = last_decided(store, config.name)
-    earlier = previous.step("collect") if previous is not None else None
-    since = earlier.outputs.get("until") if earlier is not None else None
+    since = last_used_until(store, config.name)
     filters = CaptureFilter(tenant=config.tenant, model=config.capture_model, since=since)
     with store.session() as s:
         return int(s.scalar(select(func.count()).select_from(filters.query().subquery())) or 0)

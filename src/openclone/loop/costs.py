@@ -3,7 +3,8 @@
 - **serving**: the machine's ``serving_cost_per_hour`` x the hours it has served ``model``
   in the window (from its first captured request in the window, or the window's start, to
   now: the machine is up whether or not requests come), per 1M tokens served (captures'
-  prompt + completion tokens of ``model``, every tenant's: they share the machine);
+  prompt + completion tokens of ``model``, every tenant's: they share the machine; the
+  gateway records the version that answered, ``model@N``, so those count too);
 - **API**: the same tokens at the closed model's ``[prices]`` (the teacher's, or
   ``capture_model``'s), per 1M tokens;
 - **spend per run**: the teacher (distill step) and the training (train step) of each run;
@@ -18,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from openclone.config import Settings
 from openclone.loop.config import LoopConfig
@@ -65,6 +66,12 @@ class Crossover:
         return out
 
 
+def _served_as(model: str) -> ColumnElement[bool]:
+    """Captures of ``model``: by its name, or by the pinned version that answered."""
+    # autoescape: a name's "_" or "%" matches only itself, not any character
+    return or_(Capture.model == model, Capture.model.startswith(model + "@", autoescape=True))
+
+
 def crossover(
     store: Store,
     settings: Settings,
@@ -81,7 +88,7 @@ def crossover(
                 func.min(Capture.created),
                 func.coalesce(func.sum(Capture.prompt_tokens), 0),
                 func.coalesce(func.sum(Capture.completion_tokens), 0),
-            ).where(Capture.model == config.model, Capture.status == 200, Capture.created >= start)
+            ).where(_served_as(config.model), Capture.status == 200, Capture.created >= start)
         ).one()
     prompt, completion = int(prompt or 0), int(completion or 0)
     tokens = prompt + completion

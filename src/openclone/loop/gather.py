@@ -22,7 +22,7 @@ from openclone.data.dedupe import dedupe
 from openclone.distill.captures import prompt_id, prompt_of
 from openclone.evaluate.sets import split_rows
 from openclone.loop.context import Decision, StepContext, StepResult
-from openclone.loop.state import last_decided
+from openclone.loop.state import last_used_until
 from openclone.loop.taint import register_file, retrain
 from openclone.store.export import CaptureFilter, export_captures
 
@@ -46,9 +46,7 @@ def _not_enough(ctx: StepContext, have: int, what: str, since: float | None) -> 
 
 def collect(ctx: StepContext) -> StepResult:
     cfg = ctx.config
-    previous = last_decided(ctx.store, cfg.name)
-    earlier = previous.step("collect") if previous is not None else None
-    since = earlier.outputs.get("until") if earlier is not None else None
+    since = last_used_until(ctx.store, cfg.name)
     replacing = retrain(ctx)
     if replacing is not None:  # its window again, less what was erased
         since = replacing.since

@@ -15,9 +15,29 @@ from pathlib import Path
 
 from openclone.files import file_sha256
 from openclone.loop.context import Decision, StepContext, StepResult
-from openclone.store.review import export_approved, find_for_path, register
+from openclone.loop.state import RunInfo
+from openclone.store.db import Store
+from openclone.store.review import (
+    ReviewNotFound,
+    export_approved,
+    find_for_path,
+    get_dataset,
+    register,
+)
 
-__all__ = ["review"]
+__all__ = ["pending", "review"]
+
+
+def pending(store: Store, run: RunInfo) -> int:
+    """Examples of ``run``'s review still pending (0: its review is done, or it has none)."""
+    step = run.step("review")
+    dataset = step.outputs.get("review_dataset") if step is not None else None
+    if not dataset:
+        return 0
+    try:
+        return get_dataset(store, str(dataset)).counts["pending"]
+    except ReviewNotFound:  # deleted: the step registers it again when it runs
+        return 0
 
 
 def review(ctx: StepContext) -> StepResult:

@@ -6,12 +6,19 @@ again, so a run stopped anywhere (a crash, Ctrl-C, ``loop pause``, a failure) co
 at the step it stopped in, and a teacher paid once is not paid twice. A step may end the
 run early with a decision ("not enough data"): the steps after it are recorded as
 skipped, and the report is still written.
+
+While it runs, a thread renews the run's lease (:func:`~openclone.loop.state.renew_lease`),
+so a step of any length keeps the run held, and a process that dies stops holding it.
+A process told to stop at once (``loop start`` on SIGTERM raises :class:`LoopStopped`,
+even mid-step) records the run ``paused``: the next start continues it at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from openclone.config import Settings
@@ -21,17 +28,21 @@ from openclone.loop.config import LoopConfig, LoopError
 from openclone.loop.context import Step, StepContext
 from openclone.loop.report import report
 from openclone.loop.state import (
+    LEASE,
     RunInfo,
     claim_run,
     end_run,
     get_run,
     is_paused,
     record_step,
+    renew_lease,
     start_step,
 )
 from openclone.store import Store, open_store
 
-__all__ = ["STEPS", "LoopRunner", "LoopStepFailed", "run_dir"]
+__all__ = ["STEPS", "LoopRunner", "LoopStepFailed", "LoopStopped", "run_dir"]
+
+log = logging.getLogger("openclone.loop")
 
 STEPS: list[tuple[str, Step]] = [
     ("collect", gather.collect),
@@ -51,6 +62,32 @@ class LoopStepFailed(LoopError):
     """A step raised; the run is recorded as failed at that step and continues from it."""
 
 
+class LoopStopped(BaseException):  # like KeyboardInterrupt: not an Exception
+    """The process was told to stop now (SIGTERM): the run is recorded ``paused``."""
+
+
+@contextlib.contextmanager
+def _leased(store: Store, run_id: str) -> Iterator[None]:
+    """Renew the run's lease every ``LEASE / 6`` seconds until the block ends."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(LEASE / 6):
+            try:
+                if not renew_lease(store, run_id):
+                    return  # cancelled, or no longer ours: the steps notice between steps
+            except Exception:  # a busy or unreachable database: try again next time
+                log.warning("could not renew the lease of loop run %s", run_id, exc_info=True)
+
+    thread = threading.Thread(target=renew, name=f"lease-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10.0)  # a renewal stuck on a busy database must not hold the run up
+
+
 def run_dir(settings: Settings, loop: str, number: int) -> Path:
     """Where a run's files go: ``$OPENCLONE_HOME/loops/LOOP/run-N``."""
     return settings.home / "loops" / loop / f"run-{number}"
@@ -67,8 +104,9 @@ class LoopRunner:
         *,
         stop: threading.Event | None = None,
     ) -> None:
-        """``stop``: set by a server shutting down; the run stops after its current step and
-        is recorded ``paused``, so the next start continues it at once."""
+        """``stop``: set when the process should stop (``loop start`` on SIGTERM); the run
+        stops before its next step and is recorded ``paused``, so the next start continues
+        it at once."""
         self.config, self.settings = config, settings
         self.say = say or (lambda message: None)
         self.stop = stop or threading.Event()
@@ -88,6 +126,15 @@ class LoopRunner:
         directory = run_dir(self.settings, self.config.name, run.number)
         make_private_dir(directory)  # prompts and answers from captures: 0700, as the home
         ctx = StepContext(self.config, self.settings, store, run, directory, say=self.say)
+        try:
+            with _leased(store, run.id):
+                return self._steps(store, run, ctx)
+        except LoopStopped:
+            self.say(f"stopped: run {run.number} continues on the next start")
+            end_run(store, run.id, "paused", error="stopped (SIGTERM)")
+            raise
+
+    def _steps(self, store: Store, run: RunInfo, ctx: StepContext) -> RunInfo:
         ending = run.action == "skip"  # an earlier attempt already decided to stop early
         for position, (name, step) in enumerate(STEPS):
             recorded = run.step(name)
@@ -103,6 +150,9 @@ class LoopRunner:
             start_step(store, run.id, name, position)
             try:
                 result = step(ctx)
+            except LoopStopped:
+                record_step(store, run.id, name, "paused", error="stopped", position=position)
+                raise
             except BaseException as exc:
                 interrupted = not isinstance(exc, Exception)
                 message = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"

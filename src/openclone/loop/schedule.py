@@ -6,23 +6,31 @@ then resumed continues at once (see :mod:`openclone.loop.cadence`); an erasure t
 its promoted version makes it due at once by policy (:mod:`openclone.loop.taint`). Runs
 go one at a time in this process: each trains a model, and two trainings at once would
 only share the same cores. A failed run waits for the next turn (its finished steps stay
-finished).
+finished). A run waiting for its review is due once no example is pending, and not
+before, whatever else says the loop is due: running it again would only wait again.
+
+The server runs this in a child process (``run_loops``, :mod:`openclone.gateway.loops`),
+which stops and starts it; a poll that fails (the database away a moment) is logged and
+the next poll tries again.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
 from openclone.config import Settings
 from openclone.errors import OpenCloneError
-from openclone.loop import cadence, taint
+from openclone.loop import cadence, review, taint
 from openclone.loop.config import LoopConfig, load_loops
 from openclone.loop.runner import LoopRunner
-from openclone.loop.state import is_paused
+from openclone.loop.state import is_paused, list_runs
 from openclone.store import Store, open_store
 
 __all__ = ["due", "next_due", "serve"]
+
+log = logging.getLogger("openclone.loop")
 
 
 def next_due(store: Store, config: LoopConfig, settings: Settings | None = None) -> float:
@@ -35,19 +43,37 @@ def _captures_due(store: Store, config: LoopConfig) -> bool:
     return n is not None and cadence.new_captures(store, config) >= n
 
 
+def _due(store: Store, config: LoopConfig, now: float, settings: Settings | None) -> bool:
+    if is_paused(store, config.name):
+        return False
+    last = list_runs(store, config.name, limit=1)
+    if last and last[0].status == "waiting":
+        return review.pending(store, last[0]) == 0
+    return (
+        cadence.next_due(store, config, settings, now) <= now
+        or _captures_due(store, config)
+        or taint.due_now(store, config)
+    )
+
+
 def due(
     store: Store, loops: list[LoopConfig], now: float, settings: Settings | None = None
 ) -> list[LoopConfig]:
-    return [
-        c
-        for c in loops
-        if not is_paused(store, c.name)
-        and (
-            cadence.next_due(store, c, settings, now) <= now
-            or _captures_due(store, c)
-            or taint.due_now(store, c)
-        )
-    ]
+    return [c for c in loops if _due(store, c, now, settings)]
+
+
+def _ready(settings: Settings, loops: list[LoopConfig], now: float) -> list[LoopConfig]:
+    """The due loops; none when the store cannot be read now (logged: the next poll
+    tries again, so a database away for a moment does not end the scheduler)."""
+    try:
+        store = open_store(settings)
+        try:
+            return due(store, loops, now, settings)
+        finally:
+            store.close()
+    except Exception:
+        log.exception("could not tell which loops are due; trying again at the next poll")
+        return []
 
 
 def serve(
@@ -68,12 +94,7 @@ def serve(
     loops = load_loops(settings)
     started = 0
     while not stop.is_set():
-        store = open_store(settings)
-        try:
-            ready = due(store, loops, clock(), settings)
-        finally:
-            store.close()
-        for config in ready:
+        for config in _ready(settings, loops, clock()):
             if stop.is_set():
                 break
             started += 1
@@ -82,7 +103,7 @@ def serve(
             except OpenCloneError as exc:  # one broken loop must not stop the others
                 say(f"{config.name}: {exc}")
                 continue
-            except Exception as exc:  # nor a bug in one: a server runs this in its thread
+            except Exception as exc:  # nor a bug in one: the others keep their cadence
                 say(f"{config.name}: {type(exc).__name__}: {exc}")
                 continue
             say(f"{config.name}: run {run.number} {run.status}: {run.decision or '-'}")

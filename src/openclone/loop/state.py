@@ -2,12 +2,17 @@
 
 A run is claimed by one process at a time: :func:`claim_run` continues the loop's
 unfinished run (crashed, failed or paused) or starts the next one, and refuses while
-another live process holds it. The claim is one conditional write that exactly one of
-two racing processes wins: a new run is an INSERT of the next number, which the unique
-(loop, number) index lets only one process make; continuing a run is an UPDATE that
-matches only while the run still has the state (status, pid, host) this process read.
-The loser gets :class:`RunTaken` ("run N is being run by another process"). Steps are written as they start and end, so whatever
-stops a process, the store says which steps are done and what they produced.
+another live process holds it. A process holds a run by a lease (``lease_until``) that it
+renews while it runs (:func:`renew_lease`, every ``LEASE / 6`` seconds): a process that
+died anywhere, on another host or in a container that is gone, stops renewing, and once
+its lease passes the run is free to continue; on the same host a dead pid frees it at
+once. The claim is one conditional write that exactly one of two racing processes wins:
+a new run is an INSERT of the next number, which the unique (loop, number) index lets
+only one process make; continuing a run is an UPDATE that matches only while the run
+still has the state (status, pid, host, lease) this process read. The loser gets
+:class:`RunTaken` ("run N is being run by another process"). Steps are written as they
+start and end, so whatever stops a process, the store says which steps are done and
+what they produced.
 """
 
 from __future__ import annotations
@@ -36,15 +41,18 @@ __all__ = [
     "is_paused",
     "last_decided",
     "last_ended",
+    "last_used_until",
     "list_runs",
     "note",
     "record_step",
+    "renew_lease",
     "request_cancel",
     "set_paused",
     "start_step",
 ]
 
 UNFINISHED = ("running", "paused", "failed", "waiting")  # waiting: for a review
+LEASE = 60.0  # seconds a run stays held by a process that stopped renewing it
 
 
 class RunTaken(LoopError):
@@ -142,19 +150,22 @@ def _run(s: Any, r: LoopRun) -> RunInfo:
                    r.created, r.finished, r.ended, [_step(x) for x in steps])  # fmt: skip
 
 
-def _alive(r: LoopRun) -> bool:
+def _held(r: LoopRun, now: float) -> bool:
     """Whether another live process runs ``r`` (a dead one's run is ours to continue)."""
-    if r.pid is None or r.pid == os.getpid():
+    if r.pid is None:
         return False
-    if r.host != socket.gethostname():
-        return True  # another machine's process: it cannot be checked from here
-    try:
-        os.kill(r.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    if r.host == socket.gethostname():
+        if r.pid == os.getpid():
+            return False
+        try:  # on this host a dead process is known at once, without waiting for its lease
+            os.kill(r.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    # Elsewhere only the lease tells: a run recorded before leases has none, and its
+    # process is gone (leases came with the upgrade that restarted it).
+    return r.lease_until is not None and r.lease_until > now
 
 
 def claim_run(store: Store, config: LoopConfig) -> RunInfo:
@@ -162,7 +173,7 @@ def claim_run(store: Store, config: LoopConfig) -> RunInfo:
 
     Raises :class:`RunTaken` when another process claimed it between our read and our
     write, and :class:`LoopError` when the loop is paused or a live process runs it."""
-    me, host = os.getpid(), socket.gethostname()
+    me, host, at = os.getpid(), socket.gethostname(), now()
     with store.session() as s:
         state = s.get(LoopState, config.name)
         if state is not None and state.paused:
@@ -172,26 +183,31 @@ def claim_run(store: Store, config: LoopConfig) -> RunInfo:
         last = s.scalar(
             select(LoopRun).where(LoopRun.loop == config.name).order_by(LoopRun.number.desc())
         )
-        if last is not None and last.status == "running" and _alive(last):
+        if last is not None and last.status == "running" and _held(last, at):
             raise LoopError(
                 f"run {last.number} of loop {config.name!r} is running in process {last.pid} "
-                f"on {last.host}; `openclone loop cancel {config.name}` to stop it"
+                f"on {last.host}; `openclone loop cancel {config.name}` to stop it (a "
+                f"process that died frees it within {LEASE:.0f} s)"
             )
         number = (last.number + 1) if last is not None else 1
         if last is not None and last.status in UNFINISHED:
             number = last.number  # continue it: its finished steps stay finished
             pid = LoopRun.pid.is_(None) if last.pid is None else LoopRun.pid == last.pid
+            lease = (LoopRun.lease_until.is_(None) if last.lease_until is None
+                     else LoopRun.lease_until == last.lease_until)  # fmt: skip
             result: CursorResult[Any] = s.execute(  # type: ignore[assignment]
                 update(LoopRun)
                 .where(LoopRun.id == last.id, LoopRun.status == last.status, pid,
-                       LoopRun.host == last.host)
-                .values(status="running", error=None, pid=me, host=host)
+                       LoopRun.host == last.host, lease)
+                .values(status="running", error=None, pid=me, host=host,
+                        lease_until=at + LEASE)
                 .execution_options(synchronize_session=False)
             )  # fmt: skip
             run_id = last.id if result.rowcount == 1 else None
         else:
             run = LoopRun(loop=config.name, number=number, reason="", config=config.to_dict(),
-                          created=now(), status="running", pid=me, host=host)  # fmt: skip
+                          created=at, status="running", pid=me, host=host,
+                          lease_until=at + LEASE)  # fmt: skip
             s.add(run)
             try:
                 s.flush()
@@ -205,6 +221,20 @@ def claim_run(store: Store, config: LoopConfig) -> RunInfo:
         claimed = s.get(LoopRun, run_id)
         assert claimed is not None
         return _run(s, claimed)
+
+
+def renew_lease(store: Store, run_id: str) -> bool:
+    """Hold the run ``LEASE`` seconds more; False once this process no longer runs it
+    (cancelled, ended, or taken over after the lease lapsed)."""
+    with store.session() as s:
+        result: CursorResult[Any] = s.execute(  # type: ignore[assignment]
+            update(LoopRun)
+            .where(LoopRun.id == run_id, LoopRun.status == "running",
+                   LoopRun.pid == os.getpid(), LoopRun.host == socket.gethostname())
+            .values(lease_until=now() + LEASE)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
+        return result.rowcount == 1
 
 
 def start_step(store: Store, run_id: str, name: str, position: int) -> None:
@@ -253,6 +283,7 @@ def end_run(store: Store, run_id: str, status: str, *, error: str | None = None)
             raise LoopError(f"no loop run {run_id!r}")
         if run.status == "running":
             run.status, run.error, run.ended = status, error, now()
+            run.lease_until = None
             if status in ("finished", "cancelled"):
                 run.finished = run.ended
         s.flush()
@@ -344,6 +375,15 @@ def last_decided(store: Store, loop: str) -> RunInfo | None:
             .order_by(LoopRun.number.desc())
         )
         return _run(s, run) if run is not None else None
+
+
+def last_used_until(store: Store, loop: str) -> float | None:
+    """Where the next run's captures begin: the end of the window the last run that used
+    its captures collected (None: the start). What collect exports and the cadence counts."""
+    previous = last_decided(store, loop)
+    earlier = previous.step("collect") if previous is not None else None
+    since = earlier.outputs.get("until") if earlier is not None else None
+    return float(since) if since is not None else None
 
 
 def last_ended(run: RunInfo) -> float:

@@ -26,7 +26,7 @@ from openclone.errors import ModelNotFound
 from openclone.loop.config import LoopConfig, LoopError
 from openclone.loop.context import StepContext
 from openclone.loop.state import list_runs
-from openclone.registry.versions import archive, get_version
+from openclone.registry.versions import archive, get_version, retire
 from openclone.store.db import Store
 from openclone.store.derived import LOOP, register_dataset
 from openclone.store.taint import TaintInfo, list_taints, mark_versions, tainted_versions
@@ -103,15 +103,25 @@ def settle(ctx: StepContext, promoted: str) -> list[str]:
         run = get_version(store, cfg.model, t.version).lineage.get("run")
         if isinstance(run, str):
             runs.add(run)
-    mark_versions(store, archived, "archived", run_id=ctx.run.id, replaced_by=promoted)
-    # The same training runs' own names (each its own alias, so not archived) and the
-    # loop's files they were built from are replaced too.
+    # The same training runs' own names (each its own alias) stop answering too: the
+    # weights are the tainted ones, and while any live version serves a run its adapter
+    # stays loaded. The loop's files they were built from are marked replaced.
     loops_dir = str((ctx.settings.home / "loops" / cfg.name).resolve())
+    for t in list_taints(store, "tainted"):
+        if t.kind == "version" and t.name in runs and t.version is not None:
+            retire(
+                store,
+                t.name,
+                t.version,
+                actor=actor,
+                reason=f"trained on erased data; {promoted} replaces it",
+            )
+            archived.append(t.target)
+    mark_versions(store, archived, "archived", run_id=ctx.run.id, replaced_by=promoted)
     replaced = [
         t.target
         for t in list_taints(store, "tainted")
-        if (t.kind == "version" and t.name in runs)
-        or (t.kind == "dataset" and _under(t.path, loops_dir))
+        if t.kind == "dataset" and _under(t.path, loops_dir)
     ]
     mark_versions(store, replaced, "retrained", run_id=ctx.run.id, replaced_by=promoted)
     if archived:

@@ -229,6 +229,18 @@ def archive(store: Store, name: str, version: int, *, actor: str = "cli") -> Non
         audit(s, actor, "registry.archive", model=name, version=version)
 
 
+def retire(store: Store, name: str, version: int, *, actor: str, reason: str) -> None:
+    """Archive ``name@version`` even while its name points at it (the name then serves
+    nothing): for a version that must stop answering, such as one trained on erased data."""
+    with store.session() as s:
+        alias = s.get(Alias, name)
+        if alias is not None and alias.version == version:
+            s.delete(alias)
+        _version(s, name, version).status = "archived"
+        s.add(Decision(name=name, version=version, action="archive", reason=reason, actor=actor))
+        audit(s, actor, "registry.retire", model=name, version=version, reason=reason)
+
+
 def decisions(store: Store, name: str) -> list[dict[str, Any]]:
     with store.session() as s:
         rows = s.scalars(select(Decision).where(Decision.name == name).order_by(Decision.id))

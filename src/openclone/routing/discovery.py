@@ -25,7 +25,7 @@ from openclone.engines.base import AdapterHost
 from openclone.errors import ConfigError, ModelNotFound
 from openclone.model_names import adapters_key, parse_model_name
 from openclone.routing.router import ModelRoute, Router
-from openclone.store.trained import TrainedModel, get_trained
+from openclone.store.trained import TrainedModel, get_trained, record_path
 
 __all__ = ["registry_models", "retire_archived", "trained_models"]
 
@@ -120,6 +120,21 @@ def _withdrawn(router: Router) -> set[str]:
     return set(router.archived.values()) - live
 
 
+def _deleted(router: Router) -> set[str]:
+    """Targets (``BASE:RUN``) of served runs whose record is gone from disk and that no
+    live version serves: an erased tenant's fine-tune, whose versions were deleted, not
+    archived. One stat per served run, on a registry refresh."""
+    live = {target for _, target in router.aliases.values()}
+    gone = set()
+    for key, route in router.routes.items():
+        adapter = parse_model_name(key).adapter
+        if adapter is None or route.config.name == key or key in live:
+            continue  # not a discovered BASE:RUN (the catalog's, or an internal key)
+        if _NAME.fullmatch(adapter) and not record_path(adapter, router.settings.home).is_file():
+            gone.add(key)
+    return gone
+
+
 async def retire_archived(router: Router, archived: dict[str, str]) -> None:
     """Stop serving what archived versions served (``archived``: ``NAME@N`` -> target).
 
@@ -134,7 +149,7 @@ async def retire_archived(router: Router, archived: dict[str, str]) -> None:
             del router.routes[pinned]
             router.keep(asyncio.create_task(_close_when_idle(route), name=f"retire-{pinned}"))
             log.info("archived %s: its engine closes once idle", pinned)
-    for target in _withdrawn(router):
+    for target in _withdrawn(router) | _deleted(router):
         adapter = parse_model_name(target).adapter
         if adapter is None:
             continue  # a catalog model: archiving a version never unloads the catalog

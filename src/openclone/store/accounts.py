@@ -12,7 +12,7 @@ from openclone.errors import InvalidRequestError
 from openclone.store.audit import audit
 from openclone.store.db import Store
 from openclone.store.tables import ApiKey, Tenant, User
-from openclone.store.tombstones import check_tenant
+from openclone.store.tombstones import check_tenant, check_user
 
 __all__ = [
     "LOCAL",
@@ -99,9 +99,13 @@ def find_user(s: Session, tenant: Tenant, name: str) -> User | None:
     return s.scalar(select(User).where(User.tenant_id == tenant.id, User.name == name))
 
 
-def ensure_user(s: Session, tenant: Tenant, name: str) -> User:
+def ensure_user(s: Session, tenant: Tenant, name: str, *, started: float | None = None) -> User:
+    """The tenant's user called ``name``, created if new; a late writer passes ``started``
+    as for :func:`ensure_tenant` (:class:`~openclone.store.tombstones.UserErased`)."""
     user = find_user(s, tenant, name)
     if user is None:
+        if started is not None:  # only where a user would be created: off the hot path
+            check_user(s, tenant.id, name, started)
         user = User(tenant_id=tenant.id, name=_check_name(name, "user", USER_NAME_MAX))
         s.add(user)
         s.flush()

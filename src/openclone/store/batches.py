@@ -262,10 +262,23 @@ def renew_lease(
         return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
 
-def _held(s: Session, batch_id: str, owner: str) -> Batch | None:
-    """The batch, locked until the transaction ends, if ``owner`` holds its lease."""
-    row = s.get(Batch, batch_id, with_for_update=True)
-    return row if row is not None and row.lease_owner == owner else None
+def _held(s: Session, batch_id: str, owner: str, ttl: float = LEASE_SECONDS) -> Batch | None:
+    """The batch, if ``owner``'s lease on it is live; the lease is renewed.
+
+    The check is the transaction's first statement and a write (not a locking read:
+    SQLite ignores FOR UPDATE, and pysqlite begins the transaction only at the first
+    write), so on both backends the row stays the holder's until this transaction ends:
+    a claim by another gateway waits for it, then finds the lease renewed."""
+    t = now()
+    renewed = s.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.lease_owner == owner, Batch.lease_until >= t)
+        .values(lease_until=t + ttl),
+        execution_options=_BULK,
+    )
+    if int(renewed.rowcount) != 1:  # type: ignore[attr-defined]
+        return None
+    return s.get(Batch, batch_id, populate_existing=True)
 
 
 def load_work(store: Store, batch_id: str, owner: str) -> BatchWork | None:
@@ -313,9 +326,10 @@ def record_results(
     """Keep answers ((line, ok, output line, tokens in, tokens out) each) and renew the
     lease; the batch's status and deadline now (a cancel, or a deadline changed,
     elsewhere). Status :data:`LOST` when the lease is not ``owner``'s any more (another
-    gateway took the batch over, or it was erased): the answers are not kept."""
+    gateway took the batch over, it ran out, or the batch was erased): the answers are
+    not kept."""
     with store.session() as s:
-        row = _held(s, batch_id, owner)
+        row = _held(s, batch_id, owner, ttl)
         if row is None:
             return LOST, 0.0
         usage = dict(row.usage or {})
@@ -330,7 +344,6 @@ def record_results(
             usage["input"] = int(usage.get("input", 0)) + tokens_in
             usage["output"] = int(usage.get("output", 0)) + tokens_out
         row.usage = usage
-        row.lease_until = now() + ttl
         return row.status, row.expires_at
 
 

@@ -21,9 +21,11 @@ from openclone.store.accounts import ensure_tenant, find_tenant
 from openclone.store.db import Store
 from openclone.store.paging import beyond, listing_order
 from openclone.store.tables import FineTuningEvent, FineTuningJob, now
+from openclone.store.upsert import dialect_insert
 
 __all__ = [
     "ACTIVE",
+    "ERASED_OWNER",
     "FINAL",
     "JobNotFound",
     "active_job_ids",
@@ -44,6 +46,9 @@ __all__ = [
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE = ("validating_files", "queued", "running")  # a train job may be working on these
 _ORG = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+# The owner of an erased tenant's model names: no tenant (a name cannot be empty), so the
+# names stay taken and no one but an admin is served what an engine may still hold.
+ERASED_OWNER = ""
 
 
 class JobNotFound(APIError):
@@ -66,14 +71,17 @@ def tenant_org(store: Store, tenant: str) -> str:
 def model_owners(store: Store) -> dict[str, str]:
     """{model name: tenant name} for the names every fine-tuning job gives its model (its
     ``ft:`` name and its run's registry name), from the job's creation on: a name is its
-    tenant's before the model exists, so no gateway can serve it to another in between."""
-    from openclone.store.tables import Tenant
+    tenant's before the model exists, so no gateway can serve it to another in between.
+    An erased tenant's names map to :data:`ERASED_OWNER`, nobody."""
+    from openclone.store.tables import ErasedModel, Tenant
 
     q = select(FineTuningJob.ft_name, FineTuningJob.run_name, Tenant.name).join(
         Tenant, FineTuningJob.tenant_id == Tenant.id
     )
     with store.session() as s:
-        return {name: tenant for ft, run, tenant in s.execute(q) for name in (ft, run)}
+        owners = {name: ERASED_OWNER for name in s.scalars(select(ErasedModel.name))}
+        owners.update({name: tenant for ft, run, tenant in s.execute(q) for name in (ft, run)})
+        return owners
 
 
 def insert_job(store: Store, tenant: str, row: FineTuningJob, events: list[str]) -> None:
@@ -214,8 +222,10 @@ def erase_tenant_jobs(s: Session, tenant_id: str) -> dict[str, int]:
     """A tenant's erasure, for what the Files, fine-tuning and Batch APIs keep: its files,
     batches and fine-tuning jobs go (events and results with them), and so do the files
     its jobs wrote outside the store — the copies of its training data, the job and run
-    directories with the trained adapter — and the registry names of those models."""
-    from openclone.store.tables import Alias, Batch, ModelVersion, StoredFile
+    directories with the trained adapter — and the registry names of those models, whose
+    names stay behind as tombstones (an engine may still hold the adapter: no tenant may
+    be served it, see :func:`model_owners`)."""
+    from openclone.store.tables import Alias, Batch, ErasedModel, ModelVersion, StoredFile
 
     jobs = list(s.scalars(select(FineTuningJob).where(FineTuningJob.tenant_id == tenant_id)))
     names = [n for j in jobs for n in (j.ft_name, j.run_name)]
@@ -229,6 +239,12 @@ def erase_tenant_jobs(s: Session, tenant_id: str) -> dict[str, int]:
     if names:
         s.execute(delete(Alias).where(Alias.name.in_(names)), execution_options=_BULK)
         s.execute(delete(ModelVersion).where(ModelVersion.name.in_(names)), execution_options=_BULK)
+        stamp = now()
+        s.execute(
+            dialect_insert(s, ErasedModel)
+            .values([{"name": n, "created": stamp} for n in set(names)])
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
     for path in (Path(p) for j in jobs for p in j.paths):
         shutil.rmtree(path, ignore_errors=True)
     return counts

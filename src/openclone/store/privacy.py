@@ -51,7 +51,7 @@ from openclone.store.tables import (
     now,
 )
 from openclone.store.taint import taint_erasure
-from openclone.store.tombstones import bury_captures, bury_tenant
+from openclone.store.tombstones import bury_captures, bury_tenant, bury_user
 
 __all__ = ["ErasureResult", "add_feedback", "apply_retention", "erase", "run_retention"]
 
@@ -240,7 +240,11 @@ def _erase(store: Store, actor: str, what: _Scope | Callable[[Session], _Scope])
         )  # fmt: skip
         s.add(record)
         s.flush()
-        taint_erasure(s, record.id, exports, datasets)  # what was built from it: retrain it
+        if scope.kind != "retention":
+            # What was built from it must be retrained. Not for retention: data past its
+            # keep-by date was used while it was kept, and tainting on each hourly pass
+            # would retrain (and pay the teacher) over and over as old captures expire.
+            taint_erasure(s, record.id, exports, datasets)
         audit(s, actor, "erase", erasure=record.id, kind=scope.kind, target=scope.target,
               exports=record.exports, **counts)  # fmt: skip
     if counts.get("keys"):
@@ -260,6 +264,8 @@ def _bury(s: Session, scope: _Scope, erasure_id: str) -> None:
         bury_tenant(s, scope.tenant.name, erasure_id)
     elif scope.kind != "retention":  # retention erases what is far older than any write
         bury_captures(s, scope.captures, erasure_id)
+    if scope.tenant is None and scope.user is not None:  # a queued write must not revive them
+        bury_user(s, scope.user.tenant_id, scope.user.name, erasure_id)
 
 
 def _count(s: Session, stmt: Delete) -> int:

@@ -51,7 +51,7 @@ class ResponseRecord:
 def save_response(store: Store, tenant: str, user: str | None, rec: ResponseRecord) -> None:
     with store.session() as s:
         t = ensure_tenant(s, tenant, started=rec.created)  # late: not past its erasure
-        u = ensure_user(s, t, user) if user else None
+        u = ensure_user(s, t, user, started=rec.created) if user else None
         body, items, messages = seal_response(
             s, t.id, rec.id, rec.body, rec.input_items, rec.messages
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from openclone.errors import APIError, InvalidRequestError
@@ -29,7 +30,14 @@ from openclone.store.db import Store
 from openclone.store.derived import register_dataset
 from openclone.store.review_search import fingerprints, matches, new_search_key
 from openclone.store.sealed import keyring
-from openclone.store.tables import Capture, ReviewDataset, ReviewExample, Tenant, now
+from openclone.store.tables import (
+    AuditEntry,
+    Capture,
+    ReviewDataset,
+    ReviewExample,
+    Tenant,
+    now,
+)
 
 __all__ = [
     "STATES",
@@ -155,9 +163,20 @@ def _source(meta: dict[str, Any]) -> str:
     return "teacher" if meta.get("teacher") else "import"
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
+def _too_big(path: Path, size: int, max_bytes: int) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"{path} is {size} bytes; a review reads at most {max_bytes} here (max_file_bytes)",
+        param="path", code="file_too_large",
+    )  # fmt: skip
+
+
+def _read(path: Path, max_bytes: int | None) -> list[dict[str, Any]]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open("rb") as f:  # at most one byte past the cap: never a whole huge file
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise _too_big(path, len(data), max_bytes)  # it grew since it was measured
+        lines = data.decode("utf-8").splitlines()
     except FileNotFoundError:
         raise InvalidRequestError(f"no file {path}", param="path") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -183,21 +202,55 @@ def _tenant(s: Session, name: str | None, rows: list[dict[str, Any]]) -> Tenant:
     return ensure_tenant(s, "default")
 
 
-def register(store: Store, path: Path, *, actor: str, tenant: str | None = None) -> DatasetInfo:
-    """The dataset at ``path`` registered for review (again: the same registration)."""
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise InvalidRequestError(f"no file {path}", param="path")
-    digest = file_sha256(path)
+def _registered(store: Store, path: Path, digest: str) -> DatasetInfo | None:
     with store.session() as s:
         known = s.scalar(
             select(ReviewDataset).where(
                 ReviewDataset.path == str(path), ReviewDataset.sha256 == digest
             )
         )
-        if known is not None:
-            return _info(s, known)
-    rows = _read(path)
+        return _info(s, known) if known is not None else None
+
+
+def register(
+    store: Store,
+    path: Path,
+    *,
+    actor: str,
+    tenant: str | None = None,
+    max_bytes: int | None = None,
+) -> DatasetInfo:
+    """The dataset at ``path`` registered for review (again: the same registration).
+    ``max_bytes``: refuse a larger file (the file is read into memory whole)."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise InvalidRequestError(f"no file {path}", param="path")
+    if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
+        raise _too_big(path, size, max_bytes)
+    digest = file_sha256(path)
+    known = _registered(store, path, digest)
+    if known is not None:
+        return known
+    rows = _read(path, max_bytes)
+    try:
+        return _add(store, path, digest, rows, actor, tenant)
+    except IntegrityError:
+        # The same file registered at the same moment elsewhere committed first (the
+        # unique path and hash): that registration is this one.
+        known = _registered(store, path, digest)
+        if known is None:
+            raise
+        return known
+
+
+def _add(
+    store: Store,
+    path: Path,
+    digest: str,
+    rows: list[dict[str, Any]],
+    actor: str,
+    tenant: str | None,
+) -> DatasetInfo:
     with store.session() as s:
         t = _tenant(s, tenant, rows)
         ds = ReviewDataset(name=path.name, path=str(path), sha256=digest, tenant_id=t.id,
@@ -408,13 +461,29 @@ def set_state(
         return int(done)
 
 
-def export_approved(store: Store, dataset: str, out: Path, *, actor: str) -> int:
+def _exported_before(s: Session, dataset_id: str, out: Path) -> bool:
+    """Whether ``out`` is where this dataset was exported before (the audit log says;
+    exports are few, so their records are read, not indexed)."""
+    details = s.scalars(select(AuditEntry.detail).where(AuditEntry.action == "review.export"))
+    return any(d.get("dataset") == dataset_id and d.get("path") == str(out) for d in details)
+
+
+def export_approved(
+    store: Store, dataset: str, out: Path, *, actor: str, replace_own_only: bool = False
+) -> int:
     """Write the approved rows, edits applied, to ``out`` (JSONL, 0600); returns how many.
+    ``replace_own_only``: refuse to replace a file that is not an earlier export of this
+    dataset (what the HTTP API asks: an admin key must not overwrite the server's files).
 
     The file is registered as derived from its captures, so an erasure reaches it too."""
     out = Path(out).expanduser().resolve()
     with store.session() as s:
         ds = _dataset(s, dataset)
+        if replace_own_only and out.exists() and not _exported_before(s, ds.id, out):
+            raise InvalidRequestError(
+                f"{out} exists and is not an export of dataset {ds.id}: choose a new file",
+                param="out",
+            )
         lines = []
         for e in s.scalars(select(ReviewExample).where(
             ReviewExample.dataset_id == ds.id, ReviewExample.state == "approved"

@@ -41,7 +41,7 @@ from openclone.store.tables import (
     new_id,
     now,
 )
-from openclone.store.tombstones import TenantErased, capture_erased
+from openclone.store.tombstones import ErasedTarget, capture_erased
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -276,9 +276,11 @@ def _write_pair(
             return "erased"
         try:
             tenant = ensure_tenant(s, live.tenant or "default", started=live.created)
-        except TenantErased:
+            user = None
+            if live.user and live.user.strip():
+                user = ensure_user(s, tenant, live.user, started=live.created)
+        except ErasedTarget:
             return "erased"
-        user = ensure_user(s, tenant, live.user) if live.user and live.user.strip() else None
         if not effective_consent(tenant, user, live.train):
             return "no_consent"
         room = s.execute(

@@ -181,6 +181,29 @@ class ErasedCapture(Base):
     erasure_id: Mapped[str] = mapped_column(String(32))
 
 
+class ErasedUser(Base):
+    """A person an erasure removed: a late write for them (a capture queued before it, a
+    shadow answer, a stored response) must not create them again (store/tombstones.py)."""
+
+    __tablename__ = "erased_users"
+    # The tenant's erasure takes these along: its own tombstone then covers its people.
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    erasure_id: Mapped[str] = mapped_column(String(32))
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class ErasedModel(Base):
+    """A fine-tuned model name an erased tenant's job gave (``ft:...``, its run's): no
+    tenant owns it, so no gateway serves it to anyone but an admin (store/fine_tuning.py)."""
+
+    __tablename__ = "erased_models"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
 class Taint(Base):
     """A dataset or model version built from data an erasure removed, and what became of
     it: tainted, retrained (a loop run built its replacement) or archived (store/taint.py)."""
@@ -310,6 +333,9 @@ class LoopRun(Base):
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)
     # When the run last stopped running, however it stopped: the cadence counts from here.
     ended: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Until when the running process holds it: renewed while it runs, so a run whose
+    # process died anywhere (another host, a container gone) is free once this passes.
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class LoopStep(Base):

@@ -22,7 +22,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from openclone.store.db import Store
-from openclone.store.tables import Export, ModelVersion, Taint, now
+from openclone.store.tables import Export, ModelVersion, Taint, new_id, now
+from openclone.store.upsert import dialect_insert
 
 __all__ = [
     "TaintInfo",
@@ -78,14 +79,23 @@ def taint_erasure(
 
 
 def _mark(s: Session, erasure_id: str, kind: str, target: str, **fields: Any) -> int:
-    row = s.scalar(select(Taint).where(Taint.kind == kind, Taint.target == target))
-    if row is None:
-        s.add(Taint(kind=kind, target=target, erasures=[erasure_id], **fields))
-        return 1
-    # Tainted again, whatever became of it: a retrained dataset that held this capture too
-    # is not clean now.
-    row.erasures = [*(row.erasures or []), erasure_id]
-    row.state, row.updated = "tainted", now()
+    # One statement, not a look then an insert: two erasures marking one target at once
+    # would both find no row and collide on the (kind, target) index on PostgreSQL.
+    stamp = now()
+    row = dict(id=new_id(), kind=kind, target=target, erasures=[], state="tainted",
+               created=stamp, updated=stamp, **fields)  # fmt: skip
+    s.execute(
+        dialect_insert(s, Taint)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=["kind", "target"])
+    )
+    # The row is ours now (locked until commit): add this erasure. Tainted again, whatever
+    # became of it: a retrained dataset that held this capture too is not clean now.
+    taint = s.scalars(
+        select(Taint).where(Taint.kind == kind, Taint.target == target).with_for_update()
+    ).one()
+    taint.erasures = [*(taint.erasures or []), erasure_id]
+    taint.state, taint.updated = "tainted", stamp
     return 1
 
 

@@ -41,7 +41,7 @@ from openclone.store.scrub import clean_json, clean_text, redact_exchange, resol
 from openclone.store.sealed import seal_exchange
 from openclone.store.stored_completions import stored_row
 from openclone.store.tables import Capture, StoredCompletion, Tenant, User
-from openclone.store.tombstones import TenantErased
+from openclone.store.tombstones import ErasedTarget
 
 if TYPE_CHECKING:
     from openclone.store.scrub import RedactorLike
@@ -189,7 +189,7 @@ class CaptureWriter:
                 log.warning("database unavailable; retrying %d captures in %.1fs",
                             len(batch), pause)  # fmt: skip
                 time.sleep(pause)
-            except TenantErased:  # a late capture among them: the others still go in
+            except ErasedTarget:  # a late capture among them: the others still go in
                 break
             except Exception:
                 log.exception("capture batch of %d failed; retrying one by one", len(batch))
@@ -198,7 +198,7 @@ class CaptureWriter:
         for ex in batch:  # one bad exchange must not lose the others
             try:
                 self._commit([ex])
-            except TenantErased:  # queued before its tenant was erased: it stays erased
+            except ErasedTarget:  # queued before its tenant or person was erased: it stays so
                 self.dropped += 1
             except Exception:
                 failed += 1
@@ -228,7 +228,7 @@ class CaptureWriter:
     def _row(self, s: Session, rows: _Rows, ex: Exchange) -> dict[str, Any]:
         """The capture's row; its tenant, user and conversation turns are added to ``s``."""
         tenant = rows.tenant(ex.tenant or "default", ex.created)
-        user = rows.user(tenant, ex.user) if ex.user and ex.user.strip() else None
+        user = rows.user(tenant, ex.user, ex.created) if ex.user and ex.user.strip() else None
         request, response = clean_json(ex.request), clean_json(ex.response)
         counts: dict[str, int] = {}
         if tenant.redact_mode == "store":
@@ -278,9 +278,9 @@ class _Rows:
             self._tenants[name] = ensure_tenant(self.s, name, started=started)
         return self._tenants[name]
 
-    def user(self, tenant: Tenant, name: str) -> User:
+    def user(self, tenant: Tenant, name: str, started: float | None = None) -> User:
         name = clean_text(name)[:USER_NAME_MAX]
         key = (tenant.id, name)
-        if key not in self._users:
-            self._users[key] = ensure_user(self.s, tenant, name)
+        if key not in self._users:  # a capture older than its person's erasure is refused
+            self._users[key] = ensure_user(self.s, tenant, name, started=started)
         return self._users[key]

@@ -1,4 +1,4 @@
-"""loop cadence and run claims: when a run last stopped running
+"""loop cadence and run claims: when a run last stopped running, and its runner's lease
 
 Revision ID: 0012
 Revises: 0011
@@ -19,8 +19,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("loop_runs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("ended", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("lease_until", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("loop_runs", schema=None) as batch_op:
+        batch_op.drop_column("lease_until")
         batch_op.drop_column("ended")

@@ -31,6 +31,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("capture_id"),
     )
     op.create_table(
+        "erased_users",
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("name", sa.String(length=256), nullable=False),
+        sa.Column("erasure_id", sa.String(length=32), nullable=False),
+        sa.Column("created", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("tenant_id", "name"),
+    )
+    op.create_table(
+        "erased_models",
+        sa.Column("name", sa.String(length=256), nullable=False),
+        sa.Column("created", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
         "erasure_taints",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
@@ -56,5 +71,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_erasure_taints_name"))
         batch_op.drop_index("ix_taints_kind_target")
     op.drop_table("erasure_taints")
+    op.drop_table("erased_models")
+    op.drop_table("erased_users")
     op.drop_table("erased_captures")
     op.drop_table("erased_tenants")
