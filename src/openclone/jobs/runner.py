@@ -29,6 +29,8 @@ from typing import Any, Literal
 from openclone.config import openclone_home
 from openclone.errors import InvalidRequestError
 from openclone.files import atomic_write, make_private_dir
+from openclone.procs import alive as _alive
+from openclone.procs import proc_stat as _proc_stat
 
 __all__ = [
     "FINAL_STATES",
@@ -102,46 +104,6 @@ def write_status(job_dir: Path, status: JobStatus) -> None:
 
 def _read_status(job_dir: Path) -> JobStatus:
     return JobStatus(**json.loads((job_dir / "status.json").read_text(encoding="utf-8")))
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """``pid``'s state letter and start time (clock ticks after boot) from procfs, or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _alive(pid: int, pid_start: int | None, job_id: str = "") -> bool:
-    """Is the worker that started as ``pid`` at ``pid_start`` still running? Zombies and
-    recycled pids count as dead.
-
-    The worker is recognised by its start time, which fork sets and exec keeps; not by its
-    command line, which reads empty while exec runs, just after the launcher has started it.
-    """
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists; whose it is, procfs tells
-    if not Path("/proc/self/stat").is_file():  # no procfs (macOS): the signal is all there is
-        return True
-    stat = _proc_stat(pid)
-    if stat is None:  # gone since the signal
-        return False
-    state, started = stat
-    if state in ("Z", "X"):
-        return False
-    if pid_start is None:  # a status written before start times were kept: the old test
-        try:
-            return job_id in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            return False
-    return pid_start == started
 
 
 def get_job(job_id: str) -> JobStatus:

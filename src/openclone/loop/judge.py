@@ -22,9 +22,11 @@ from openclone.errors import ModelNotFound
 from openclone.evaluate.runner import EvalConfig, record_battles, run_eval
 from openclone.evaluate.sets import EvalItem, PromptSet, load_prompt_set, read_items
 from openclone.files import file_sha256
+from openclone.loop.config import LoopError
 from openclone.loop.context import Decision, StepContext, StepResult
 from openclone.loop.taint import settle
 from openclone.registry.versions import PromotionRefused, get_version, promote
+from openclone.store.derived import register_report, row_capture_id
 
 __all__ = ["decide", "eval_set", "evaluate"]
 
@@ -34,12 +36,34 @@ def eval_set(ctx: StepContext) -> PromptSet:
     want = ctx.config.budget.eval_prompts
     held_file = Path(ctx.output("curate", "held_out"))
     held: list[EvalItem] = read_items(held_file) if held_file.read_text().strip() else []
+    for item, capture_id in zip(held, _capture_ids(held_file), strict=True):
+        item.id = capture_id  # its report row carries it: the lineage an erasure follows
     from_held = min(len(held), math.ceil(want / 2))
     fixed = load_prompt_set(ctx.config.eval_set, want - from_held).items
     items = held[:from_held] + fixed
     items += held[from_held : from_held + want - len(items)]  # a small fixed set: more captures
     name = f"{len(items) - len(fixed)} held-out captures + {len(fixed)} of {ctx.config.eval_set}"
     return PromptSet(name, items)
+
+
+def _capture_ids(path: Path) -> list[str | None]:
+    """Each row's ``metadata.capture_id``, in the rows' order (as ``read_items`` reads them)."""
+    text = path.read_text(encoding="utf-8-sig")
+    return [row_capture_id(line) for line in text.split("\n") if line.strip()]
+
+
+def _register(ctx: StepContext, path: Path, report: dict[str, Any]) -> None:
+    """Record a report for erasure: its rows whose id is not the fixed set's are held-out
+    captures (read from the report, so a row an erasure removed from heldout.jsonl since
+    the report was written is still found)."""
+    fixed = {i.id for i in load_prompt_set(ctx.config.eval_set).items}
+    rows = report.get("rows") or []
+    ids = {r["id"] for r in rows if isinstance(r.get("id"), str) and r["id"] not in fixed}
+    try:
+        register_report(ctx.store, path, ids, actor=f"loop:{ctx.config.name}",
+                        source={"loop": ctx.config.name, "run": ctx.run.number})  # fmt: skip
+    except OSError as exc:  # not registered, an erasure would miss it: the step must fail
+        raise LoopError(f"cannot register {path} for erasure: {exc}") from exc
 
 
 def _incumbent(ctx: StepContext) -> str | None:
@@ -105,6 +129,9 @@ def evaluate(ctx: StepContext) -> StepResult:
     pairs["teacher"] = ctx.config.teacher
     pset = eval_set(ctx)
     paths = asyncio.run(_compare(ctx, pairs, pset))
+    for path in paths.values():
+        _register(ctx, path, json.loads(path.read_text(encoding="utf-8")))
+    # Read after: registering drops the rows of captures erased meanwhile.
     reports = {k: json.loads(p.read_text(encoding="utf-8")) for k, p in paths.items()}
     outputs = {
         "prompt_set": pset.name,

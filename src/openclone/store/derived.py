@@ -6,6 +6,13 @@ say ``{"source": "distill", ...}`` (or ``"loop"``), with one :class:`~openclone.
 per capture id its rows carry in ``metadata.capture_id`` — the lineage an erasure follows
 to the file, rewrites it through, and lists in ``openclone audit erasures``.
 
+A loop's evaluation report (``run-N/eval-vs-KEY/report.json``, kind ``"eval report"``) is
+one JSON document, not rows of JSONL: its ``rows`` quote the held-out captures' prompts and
+the answers, each row's ``id`` the capture id (:func:`register_report`). An erasure drops
+those rows and deletes the Markdown and HTML renderings beside it (the store cannot render
+them again); the aggregate figures stay as computed, the evidence the gate weighed, and
+``erased_rows`` says how many rows they cover that are no longer shown.
+
 Unlike an export, such a file grows across sessions of a run, so an erasure does not
 insist on the hash it was registered with: it drops the rows whose capture id it erased,
 whatever else the file gained since. The writer's own advisory lock (``flock``, which
@@ -39,18 +46,23 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock
 
 __all__ = [
     "DISTILL",
+    "EVAL_REPORT",
     "LOOP",
     "RegisteredDataset",
     "is_derived",
     "register_dataset",
+    "register_report",
     "rewrite_without",
+    "row_capture_id",
     "writer_lock",
 ]
 
 log = logging.getLogger("openclone.store")
 DISTILL = "distill"
 LOOP = "loop"  # a loop run's files under $OPENCLONE_HOME/loops/LOOP/run-N
-_KINDS = (DISTILL, LOOP)
+EVAL_REPORT = "eval report"  # a loop run's eval-vs-KEY/report.json
+_KINDS = (DISTILL, LOOP, EVAL_REPORT)
+_RENDERINGS = ("report.md", "report.html")  # what evaluate writes beside a report.json
 _CHUNK = 500  # ids per IN (...) list: well under every backend's parameter limit
 
 
@@ -74,17 +86,32 @@ def row_capture_id(line: str | bytes) -> Any:
         return None
 
 
-def rewrite_without(path: Path, erased: set[str]) -> int:
+def rewrite_without(path: Path, erased: set[str], kind: str | None = None) -> int:
     """Rewrite ``path`` without the rows whose capture id is in ``erased``; the rows kept.
 
     Atomic (a reader sees the old file or the new one) and 0600 from the first byte.
     """
+    if kind == EVAL_REPORT:
+        return _rewrite_report(path, erased)
     kept: list[str] = []
     with path.open(encoding="utf-8") as f:
         for line in f:
             if row_capture_id(line) not in erased:
                 kept.append(line)
     atomic_write(path, "".join(kept))
+    return len(kept)
+
+
+def _rewrite_report(path: Path, erased: set[str]) -> int:
+    report = json.loads(path.read_text(encoding="utf-8"))
+    rows = report.get("rows") or []
+    kept = [r for r in rows if not (isinstance(r, dict) and r.get("id") in erased)]
+    if len(kept) < len(rows):
+        report["rows"] = kept
+        report["erased_rows"] = int(report.get("erased_rows") or 0) + len(rows) - len(kept)
+        atomic_write(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        for name in _RENDERINGS:  # they quote the rows too
+            (path.parent / name).unlink(missing_ok=True)
     return len(kept)
 
 
@@ -135,7 +162,29 @@ def register_dataset(
         gone = ids - _existing(store, ids)
         if gone:
             rewrite_without(path, gone)
-    rows, digest = _count_rows(path), file_sha256(path)
+    return _settle(store, export_id, path, _count_rows(path), gone, actor)
+
+
+def register_report(
+    store: Store, path: Path, capture_ids: set[str], *, actor: str, source: dict[str, Any]
+) -> RegisteredDataset | None:
+    """Record an evaluation report whose rows with an ``id`` in ``capture_ids`` quote those
+    captures (the caller knows which ids are capture ids: a fixed eval set's are not);
+    rows of captures erased meanwhile are dropped now. None when it holds none."""
+    path = Path(path).resolve()
+    if not capture_ids or not path.is_file():
+        return None
+    export_id = _record_items(store, path, capture_ids, actor, {**source, "source": EVAL_REPORT})
+    gone = capture_ids - _existing(store, capture_ids)
+    with writer_lock(path):  # not swapped under an erasure rewriting it too
+        rows = _rewrite_report(path, gone)
+    return _settle(store, export_id, path, rows, gone, actor)
+
+
+def _settle(
+    store: Store, export_id: str, path: Path, rows: int, gone: set[str], actor: str
+) -> RegisteredDataset:
+    digest = file_sha256(path)
     with store.session() as s:
         export = s.get(Export, export_id)
         assert export is not None  # written above; exports are never deleted

@@ -7,6 +7,8 @@ starts and follows them); these rows are what the API shows: OpenAI's status, th
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import shutil
 from collections.abc import Sequence
@@ -17,6 +19,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from openclone.errors import APIError
+from openclone.procs import kill_group
 from openclone.store.accounts import ensure_tenant, find_tenant
 from openclone.store.db import Store
 from openclone.store.paging import beyond, listing_order
@@ -245,11 +248,31 @@ def erase_tenant_jobs(s: Session, tenant_id: str) -> dict[str, int]:
             .values([{"name": n, "created": stamp} for n in set(names)])
             .on_conflict_do_nothing(index_elements=["name"])
         )
+    # A job still training would go on reading the tenant's data and writing its adapter
+    # (into the directories about to go): its worker is stopped first, without the grace a
+    # cancel gives it to checkpoint, which would only write more.
+    for path in (Path(p) for j in jobs for p in j.paths):
+        _stop_worker(path)
     for path in (Path(p) for j in jobs for p in j.paths):
         shutil.rmtree(path, ignore_errors=True)
     return counts
 
 
+def _stop_worker(job_dir: Path) -> None:
+    """Kill the worker a job directory's ``status.json`` names (see
+    :mod:`openclone.jobs.runner`), if it is still running on this machine."""
+    try:
+        status = json.loads((job_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not a job directory (the data or run directory), or no worker yet
+    pid = status.get("pid") if isinstance(status, dict) else None
+    if not isinstance(pid, int) or status.get("state") in ("succeeded", "failed", "cancelled"):
+        return
+    if not kill_group(pid, status.get("pid_start"), str(status.get("id") or "")):
+        log.warning("%s: its worker (pid %d) did not stop after SIGKILL", job_dir, pid)
+
+
+log = logging.getLogger("openclone.store")
 _BULK = {"synchronize_session": False}
 
 

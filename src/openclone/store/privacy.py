@@ -349,6 +349,6 @@ def _scrub_export(export: Export, erased: set[str]) -> None:
             log.warning("export %s: a distill run is writing %s; it drops the erased rows "
                         "when it ends", export.id, path)  # fmt: skip
             return
-        export.rows = rewrite_without(path, erased)
+        export.rows = rewrite_without(path, erased, (export.filters or {}).get("source"))
     export.sha256 = file_sha256(path)
     export.hashes = [*(export.hashes or []), export.sha256]
