@@ -299,8 +299,11 @@ def test_logprobs_are_the_chat_answers_when_included(client: OpenAI) -> None:
     assert r.top_logprobs == 2
     part = r.output[0].content[0]  # type: ignore[union-attr]
     expected = chat.choices[0].logprobs.content  # type: ignore[union-attr]
-    assert [(t.token, t.logprob) for t in part.logprobs] == pytest.approx(  # type: ignore[union-attr]
-        [(t.token, t.logprob) for t in expected]
+    assert [t.token for t in part.logprobs] == [t.token for t in expected]  # type: ignore[union-attr]
+    # The same numbers up to float noise: a prompt-cache hit or another batch shape sums
+    # the same logits in another order.
+    assert [t.logprob for t in part.logprobs] == pytest.approx(  # type: ignore[union-attr]
+        [t.logprob for t in expected], abs=0.05
     )
     assert "".join(t.token for t in part.logprobs) == r.output_text  # type: ignore[union-attr]
     assert all(len(t.top_logprobs) == 2 for t in part.logprobs)  # type: ignore[union-attr]
