@@ -39,12 +39,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from openclone.errors import ConfigError, EncryptionError
 from openclone.files import make_private_dir
 from openclone.store.tables import EncryptionKey, now
+from openclone.store.upsert import dialect_insert
 
 __all__ = [
     "HOME_KEY_FILE",
@@ -359,12 +359,10 @@ class Keyring:
         raw = os.urandom(_KEY_BYTES)
         wrapped = self.master.wrap(raw, data_key_context(tenant_id))
         s.flush()  # the tenant's row first: the key row refers to it
-        dialect = s.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         values = {"tenant_id": tenant_id, "wrapped": wrapped, "master_id": self.master_id,
                   "created": now()}  # fmt: skip
         # Another gateway may be making this tenant's key right now: the first one stays.
-        s.execute(insert(EncryptionKey).values(**values).on_conflict_do_nothing())
+        s.execute(dialect_insert(s, EncryptionKey).values(**values).on_conflict_do_nothing())
         stored = s.execute(
             select(EncryptionKey.wrapped, EncryptionKey.master_id).where(
                 EncryptionKey.tenant_id == tenant_id

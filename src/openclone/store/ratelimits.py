@@ -16,8 +16,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from openclone.errors import InvalidRequestError
@@ -26,6 +25,7 @@ from openclone.store.audit import audit
 from openclone.store.db import Store
 from openclone.store.keys import find_key
 from openclone.store.tables import ApiKey, RateLimit, RateUsage, Tenant, now
+from openclone.store.upsert import add_to_row
 
 __all__ = [
     "LIMIT_FIELDS",
@@ -227,18 +227,5 @@ def _add(
     s: Session, subject: str, period: str, start: int, requests: int, tokens: int, tenant_id: str
 ) -> None:
     """Add to one usage row, creating it if new; atomic against every other gateway."""
-    where = (RateUsage.subject == subject, RateUsage.period == period, RateUsage.start == start)
-    bump = (
-        update(RateUsage)
-        .where(*where)
-        .values(requests=RateUsage.requests + requests, tokens=RateUsage.tokens + tokens)
-    )
-    if s.execute(bump).rowcount:  # type: ignore[attr-defined]
-        return
-    try:
-        with s.begin_nested():  # another gateway may insert the same row first
-            s.add(RateUsage(subject=subject, period=period, start=start, tenant_id=tenant_id,
-                            requests=requests, tokens=tokens))  # fmt: skip
-            s.flush()
-    except IntegrityError:
-        s.execute(bump)  # it did: add to theirs (or the tenant is gone: nothing to count)
+    key = {"subject": subject, "period": period, "start": start}
+    add_to_row(s, RateUsage, key, {"requests": requests, "tokens": tokens}, tenant_id=tenant_id)

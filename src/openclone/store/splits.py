@@ -42,6 +42,7 @@ from openclone.store.tables import (
     now,
 )
 from openclone.store.tombstones import ErasedTarget, capture_erased
+from openclone.store.upsert import add_to_row
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -361,25 +362,8 @@ def add_counts(store: Store, deltas: Mapping[CountKey, tuple[int, int, float]]) 
 def _add(
     s: Session, split_id: str, arm: str, start: int, requests: int, errors: int, latency: float
 ) -> None:
-    where = (SplitWindow.split_id == split_id, SplitWindow.arm == arm, SplitWindow.start == start)
-    bump = (
-        update(SplitWindow)
-        .where(*where)
-        .values(
-            requests=SplitWindow.requests + requests,
-            errors=SplitWindow.errors + errors,
-            latency_ms=SplitWindow.latency_ms + latency,
-        )
-    )
-    if s.execute(bump).rowcount:  # type: ignore[attr-defined]
-        return
-    try:
-        with s.begin_nested():  # another gateway may insert the same row first
-            s.add(SplitWindow(split_id=split_id, arm=arm, start=start, requests=requests,
-                              errors=errors, latency_ms=latency))  # fmt: skip
-            s.flush()
-    except IntegrityError:
-        s.execute(bump)  # it did (or the split is gone: nothing to count)
+    key = {"split_id": split_id, "arm": arm, "start": start}
+    add_to_row(s, SplitWindow, key, {"requests": requests, "errors": errors, "latency_ms": latency})
 
 
 def arm_totals(store: Store, split_ids: list[str]) -> dict[str, dict[str, ArmCounts]]:
