@@ -31,6 +31,16 @@ def _request(model: str) -> ChatCompletionRequest:
     )
 
 
+async def _streamed(engine: LlamaCppEngine, model: str) -> str:
+    """The answer to QUESTION from ``model``, streamed."""
+    parts = [
+        chunk.choices[0].delta.content or ""
+        async for chunk in engine.stream(_request(model))
+        if chunk.choices
+    ]
+    return "".join(parts)
+
+
 async def _ask(engine: LlamaCppEngine, model: str) -> str:
     out = await engine.chat(_request(model))
     return out.choices[0].message.content or ""
@@ -76,18 +86,10 @@ def test_two_adapters_taught_different_facts_stream_side_by_side(
          "adapters": {"act": lora, "other": str(other_gguf)}},
     )  # fmt: skip
 
-    async def streamed(model: str) -> str:
-        parts = [
-            chunk.choices[0].delta.content or ""
-            async for chunk in engine.stream(_request(model))
-            if chunk.choices
-        ]
-        return "".join(parts)
-
     async def run() -> list[str]:
         try:
             names = ["act", "other", BASE] * 2
-            return await asyncio.gather(*(streamed(n) for n in names))
+            return await asyncio.gather(*(_streamed(engine, n) for n in names))
         finally:
             await engine.close()
 
@@ -107,19 +109,11 @@ def test_eviction_and_reload_under_load_lose_no_request(trained: Trained, other_
          "adapters": {"act": lora, "other": str(other_gguf)}, "max_adapters": 1},
     )  # fmt: skip
 
-    async def streamed(model: str) -> str:
-        parts = [
-            chunk.choices[0].delta.content or ""
-            async for chunk in engine.stream(_request(model))
-            if chunk.choices
-        ]
-        return "".join(parts)
-
     async def run() -> list[tuple[str, str]]:
         out = []
         try:
             for wave in (["act", "other"], ["other", "act"], ["act", "other"]):
-                answers = await asyncio.gather(*(streamed(n) for n in wave))
+                answers = await asyncio.gather(*(_streamed(engine, n) for n in wave))
                 out += list(zip(wave, answers, strict=True))
             return out
         finally:
