@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from openclone.errors import APIError, InvalidRequestError
 from openclone.store.accounts import Principal, ensure_tenant, ensure_user, find_tenant
-from openclone.store.db import Store
+from openclone.store.db import BULK, Store, bulk
 from openclone.store.files import add_file, file_content, get_file
 from openclone.store.paging import beyond, listing_order
 from openclone.store.sealed import open_batch_result, seal_batch_result
@@ -211,9 +211,6 @@ class BatchWork:
     requests: list[tuple[int, dict[str, Any]]]  # (line, request line) not yet answered
 
 
-_BULK = {"synchronize_session": False}
-
-
 def pending_batch_ids(store: Store, owner: str, *, at: float | None = None) -> list[str]:
     """Batches to run, oldest first: those no other gateway holds a live lease on."""
     t = now() if at is None else at
@@ -242,7 +239,7 @@ def claim_batch(
             update(Batch)
             .where(Batch.id == batch_id, Batch.status.in_(RUNNING), _claimable(owner, t))
             .values(lease_owner=owner, lease_until=t + ttl),
-            execution_options=_BULK,
+            execution_options=BULK,
         )
         return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
@@ -257,7 +254,7 @@ def renew_lease(
             update(Batch)
             .where(Batch.id == batch_id, Batch.lease_owner == owner)
             .values(lease_until=t + ttl),
-            execution_options=_BULK,
+            execution_options=BULK,
         )
         return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
@@ -274,7 +271,7 @@ def _held(s: Session, batch_id: str, owner: str, ttl: float = LEASE_SECONDS) -> 
         update(Batch)
         .where(Batch.id == batch_id, Batch.lease_owner == owner, Batch.lease_until >= t)
         .values(lease_until=t + ttl),
-        execution_options=_BULK,
+        execution_options=BULK,
     )
     if int(renewed.rowcount) != 1:  # type: ignore[attr-defined]
         return None
@@ -424,13 +421,9 @@ def erase_person_batches(s: Session, user_id: str) -> dict[str, int]:
     files = StoredFile.user_id == user_id
     if file_ids:
         files = or_(files, StoredFile.id.in_(file_ids))
-    counts = {"files": _rows(s, delete(StoredFile).where(files))}
+    counts = {"files": bulk(s, delete(StoredFile).where(files))}
     if batch_ids:
         s.execute(delete(BatchResult).where(BatchResult.batch_id.in_(batch_ids)),
-                  execution_options=_BULK)  # fmt: skip
-    counts["batches"] = _rows(s, delete(Batch).where(Batch.id.in_(batch_ids)))
+                  execution_options=BULK)  # fmt: skip
+    counts["batches"] = bulk(s, delete(Batch).where(Batch.id.in_(batch_ids)))
     return counts
-
-
-def _rows(s: Session, stmt: Any) -> int:
-    return int(s.execute(stmt, execution_options=_BULK).rowcount)  # type: ignore[attr-defined]

@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from openclone.config import Settings
 
 __all__ = [
+    "BULK",
     "PRIVATE_DIR",
     "PRIVATE_FILE",
     "Store",
+    "bulk",
     "downgrade",
     "make_private_dir",
     "migrate",
@@ -36,6 +38,17 @@ __all__ = [
 ]
 
 log = logging.getLogger("openclone.store")
+
+# For UPDATE/DELETE statements over many rows: no ORM objects of those rows are loaded, so
+# the session has none to keep in step.
+BULK = {"synchronize_session": False}
+
+
+def bulk(s: Session, stmt: Any) -> int:
+    """Execute a bulk UPDATE or DELETE; how many rows it touched."""
+    return int(s.execute(stmt, execution_options=BULK).rowcount)  # type: ignore[attr-defined]
+
+
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 7216482  # any constant: the PostgreSQL advisory lock the migrators share
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from openclone.errors import APIError
 from openclone.procs import kill_group
 from openclone.store.accounts import ensure_tenant, find_tenant
-from openclone.store.db import Store
+from openclone.store.db import BULK, Store
 from openclone.store.paging import beyond, listing_order
 from openclone.store.tables import FineTuningEvent, FineTuningJob, now
 from openclone.store.upsert import dialect_insert
@@ -240,8 +240,8 @@ def erase_tenant_jobs(s: Session, tenant_id: str) -> dict[str, int]:
         ),
     }
     if names:
-        s.execute(delete(Alias).where(Alias.name.in_(names)), execution_options=_BULK)
-        s.execute(delete(ModelVersion).where(ModelVersion.name.in_(names)), execution_options=_BULK)
+        s.execute(delete(Alias).where(Alias.name.in_(names)), execution_options=BULK)
+        s.execute(delete(ModelVersion).where(ModelVersion.name.in_(names)), execution_options=BULK)
         stamp = now()
         s.execute(
             dialect_insert(s, ErasedModel)
@@ -273,8 +273,7 @@ def _stop_worker(job_dir: Path) -> None:
 
 
 log = logging.getLogger("openclone.store")
-_BULK = {"synchronize_session": False}
 
 
 def _count(s: Session, stmt: Any) -> int:
-    return int(s.execute(stmt, execution_options=_BULK).rowcount)  # type: ignore[attr-defined]
+    return int(s.execute(stmt, execution_options=BULK).rowcount)  # type: ignore[attr-defined]

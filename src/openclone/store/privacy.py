@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Delete, Select, delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from openclone.errors import InvalidRequestError
@@ -27,7 +27,7 @@ from openclone.store.accounts import Principal, find_tenant, find_user
 from openclone.store.audit import audit
 from openclone.store.batches import erase_person_batches
 from openclone.store.conversations import owned_capture
-from openclone.store.db import Store
+from openclone.store.db import BULK, Store, bulk
 from openclone.store.derived import is_derived, rewrite_without, writer_lock
 from openclone.store.fine_tuning import erase_tenant_jobs
 from openclone.store.sealed import keyring, seal_comment
@@ -255,9 +255,6 @@ def _erase(store: Store, actor: str, what: _Scope | Callable[[Session], _Scope])
     )
 
 
-_BULK = {"synchronize_session": False}  # no ORM objects of these rows are loaded
-
-
 def _bury(s: Session, scope: _Scope, erasure_id: str) -> None:
     """Tombstones, so a write already under way cannot bring the data back."""
     if scope.tenant is not None:
@@ -268,63 +265,57 @@ def _bury(s: Session, scope: _Scope, erasure_id: str) -> None:
         bury_user(s, scope.user.tenant_id, scope.user.name, erasure_id)
 
 
-def _count(s: Session, stmt: Delete) -> int:
-    return int(s.execute(stmt, execution_options=_BULK).rowcount)  # type: ignore[attr-defined]
-
-
 def _delete(s: Session, scope: _Scope) -> dict[str, int]:
     caps = scope.captures
     counts: dict[str, int] = {}
-    counts["feedback"] = _count(s, delete(Feedback).where(Feedback.capture_id.in_(caps)))
+    counts["feedback"] = bulk(s, delete(Feedback).where(Feedback.capture_id.in_(caps)))
     if scope.kind in ("user", "capture"):
         # A capture's answer in its conversation goes with it. A person's turns in a
         # conversation that is not theirs (a tenant-wide key that named them in `user`) go
         # with them: the conversation stays, their text does not.
-        counts["turns"] = _count(s, delete(Message).where(Message.capture_id.in_(caps)))
+        counts["turns"] = bulk(s, delete(Message).where(Message.capture_id.in_(caps)))
     else:
         # A message keeps its text when its conversation stays (retention of an active
         # one); it only forgets which capture it came from.
         s.execute(
             update(Message).where(Message.capture_id.in_(caps)).values(capture_id=None),
-            execution_options=_BULK,
+            execution_options=BULK,
         )
     # Stored chat completions go with their captures (the foreign key would too, uncounted).
-    counts["stored_completions"] = _count(
+    counts["stored_completions"] = bulk(
         s, delete(StoredCompletion).where(StoredCompletion.capture_id.in_(caps))
     )
     # Shadow pairs hold the same text (the request and its answers): they go with it.
-    counts["shadow_pairs"] = _count(s, delete(ShadowPair).where(ShadowPair.capture_id.in_(caps)))
+    counts["shadow_pairs"] = bulk(s, delete(ShadowPair).where(ShadowPair.capture_id.in_(caps)))
     # A dataset under review holds a copy of the capture's text: the example goes too.
-    counts["review_examples"] = _count(
+    counts["review_examples"] = bulk(
         s, delete(ReviewExample).where(ReviewExample.capture_id.in_(caps))
     )
-    counts["captures"] = _count(s, delete(Capture).where(Capture.id.in_(caps)))
+    counts["captures"] = bulk(s, delete(Capture).where(Capture.id.in_(caps)))
     if scope.conversations is not None:
         convs = scope.conversations
-        counts["messages"] = _count(s, delete(Message).where(Message.conversation_id.in_(convs)))
-        counts["conversations"] = _count(s, delete(Conversation).where(Conversation.id.in_(convs)))
+        counts["messages"] = bulk(s, delete(Message).where(Message.conversation_id.in_(convs)))
+        counts["conversations"] = bulk(s, delete(Conversation).where(Conversation.id.in_(convs)))
     if scope.responses is not None:
         # Before the user or tenant row, whose cascade would delete them uncounted.
-        counts["responses"] = _count(
+        counts["responses"] = bulk(
             s, delete(StoredResponse).where(StoredResponse.id.in_(scope.responses))
         )
     if scope.user is not None:
-        counts["keys"] = _count(s, delete(ApiKey).where(ApiKey.user_id == scope.user.id))
+        counts["keys"] = bulk(s, delete(ApiKey).where(ApiKey.user_id == scope.user.id))
         # Their batches (queued or running: the runner finds them gone) and files.
         counts.update(erase_person_batches(s, scope.user.id))
-        s.execute(
-            delete(Feedback).where(Feedback.user_id == scope.user.id), execution_options=_BULK
-        )
+        s.execute(delete(Feedback).where(Feedback.user_id == scope.user.id), execution_options=BULK)
         s.delete(scope.user)
         counts["users"] = 1
     if scope.tenant is not None:
         tid = scope.tenant.id
-        counts["keys"] = _count(s, delete(ApiKey).where(ApiKey.tenant_id == tid))
-        counts["users"] = _count(s, delete(User).where(User.tenant_id == tid))
+        counts["keys"] = bulk(s, delete(ApiKey).where(ApiKey.tenant_id == tid))
+        counts["users"] = bulk(s, delete(User).where(User.tenant_id == tid))
         counts.update(erase_tenant_jobs(s, tid))  # files, batches, fine-tuning jobs
         # Crypto-shredding: without its data key, no copy of the tenant's sealed text (a
         # backup's rows, an encrypted export, a replica) can be read again.
-        counts["data_keys"] = _count(s, delete(EncryptionKey).where(EncryptionKey.tenant_id == tid))
+        counts["data_keys"] = bulk(s, delete(EncryptionKey).where(EncryptionKey.tenant_id == tid))
         keyring(s).forget(tid)
         s.delete(scope.tenant)
     return counts
