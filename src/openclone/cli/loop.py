@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import datetime as dt
 import json
 import os
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -31,7 +30,6 @@ if TYPE_CHECKING:  # the library loads on use, so `openclone --help` stays quick
     from openclone.config import Settings
     from openclone.loop import LoopConfig
     from openclone.loop.state import RunInfo
-    from openclone.store import Store
 
 __all__ = ["loop_app"]
 
@@ -134,72 +132,6 @@ def _stop_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _when(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
-
-
-def _deprecation(
-    settings: Settings, loop: LoopConfig, runs: list[RunInfo], now: float
-) -> dict[str, Any] | None:
-    """Days left before the closed model's shutdown, and the student's latest win rate
-    against it (the teacher, in the newest evaluation)."""
-    from openclone.loop.cadence import deprecation
-
-    watch = deprecation(settings, loop, now)
-    if watch is None:
-        return None
-    win_rate = None
-    for run in runs:
-        step = run.step("evaluate")
-        reports = (step.outputs.get("reports") or {}) if step is not None else {}
-        if reports.get("teacher"):
-            win_rate = reports["teacher"].get("win_rate")
-            break
-    return {
-        "model": watch.model,
-        "shutdown": watch.date.isoformat(),
-        "days_left": watch.days_left,
-        "near": watch.near,
-        "student_win_rate": win_rate,
-    }
-
-
-def _status(store: Store, settings: Settings, loop: LoopConfig) -> dict[str, Any]:
-    import time
-
-    from openclone.errors import ModelNotFound
-    from openclone.loop.cadence import new_captures, next_due
-    from openclone.loop.costs import crossover
-    from openclone.loop.state import is_paused, list_runs
-    from openclone.registry.versions import get_version
-
-    try:
-        champion: str | None = get_version(store, loop.model).pinned
-    except ModelNotFound:
-        champion = None
-    now = time.time()
-    runs = list_runs(store, loop.name, limit=20)
-    paused = is_paused(store, loop.name)
-    due = next_due(store, loop, settings, now)
-    return {
-        "name": loop.name,
-        "model": loop.model,
-        "tenant": loop.tenant,
-        "teacher": loop.teacher,
-        "every": loop.every,
-        "every_captures": loop.every_captures,
-        "new_captures": new_captures(store, loop),
-        "paused": paused,
-        "champion": champion,
-        "next_due": None if paused or due == float("inf") else _when(max(due, 0.0) or None),
-        "last_run": runs[0].to_dict() if runs else None,
-        "deprecation": _deprecation(settings, loop, runs, now),
-        "costs": crossover(store, settings, loop, runs, now).to_dict(),
-    }
-
-
 def _money(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"${value:.4g}{unit}"
 
@@ -209,6 +141,7 @@ def status_command(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Every loop: paused or not, its champion, its last run, when it runs next, the cost
     crossover and, for a closed model with a shutdown date, the days left."""
     from openclone.loop import load_loops
+    from openclone.loop.status import loop_status
     from openclone.store import open_store
 
     settings = read_settings(config)
@@ -216,7 +149,7 @@ def status_command(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
         loops = load_loops(settings)
         store = open_store(settings)
     try:
-        rows = [_status(store, settings, loop) for loop in loops]
+        rows = [loop_status(store, settings, loop) for loop in loops]
     finally:
         store.close()
     if json_out:
@@ -244,6 +177,7 @@ def status_command(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
             f"{'-' if even is None else f'{even:.0f}'} tokens/day; last run: teacher "
             f"{_money(spend.get('teacher_usd'))}, training {_money(spend.get('training_usd'))}",
             highlight=False,
+            markup=False,  # "[prices]" and names are text, not Rich markup
         )
         if dep is not None:
             rate = dep["student_win_rate"]
@@ -253,6 +187,7 @@ def status_command(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
                 f"{'n/a' if rate is None else f'{rate:.0%}'}"
                 + (" (cadence raised)" if dep["near"] else ""),
                 highlight=False,
+                markup=False,
             )
     if not rows:
         err.print("no loops: add [[loops]] to openclone.toml")
@@ -374,3 +309,54 @@ def cancel_command(name: NameArg, config: ConfigOpt = None) -> None:
         err.print(f"loop {name} has no unfinished run")
         return
     console.print(f"cancelled run {run.number} of loop {name}")
+
+
+@loop_app.command("deprecations")
+def deprecations_command(
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="read the upstreams' models lists now")
+    ] = False,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The deprecation watch: each closed model's configured shutdown date ([deprecations]),
+    what its upstream's models list reports (read once a day by `loop start`), and the
+    date in force, the earlier of the two (a model gone from its upstream's list: today)."""
+    import time
+
+    from openclone.loop import load_loops
+    from openclone.loop.upstream_watch import refresh as refresh_watch
+    from openclone.loop.upstream_watch import watch_rows
+    from openclone.store import open_store
+
+    settings = read_settings(config)
+    with exit_on_error(USAGE):
+        loops = load_loops(settings)
+        store = open_store(settings)
+    try:
+        now = time.time()
+        if refresh:
+            refresh_watch(store, settings, loops, now, force=True)
+        rows = watch_rows(store, settings, loops, now)
+    finally:
+        store.close()
+    if json_out:
+        print(json.dumps({"models": rows}, indent=2))
+        return
+    table = Table("model", "configured", "upstream", "checked", "in force", "days left")
+    for row in rows:
+        up = row["upstream"] or {}
+        said = f"{up['state']} {up['shutdown'] or ''}".strip() if up else "-"
+        if up.get("error"):
+            said += " (last read failed)"
+        checked = up.get("checked") or ("never" if row["proxied"] else "not proxied")
+        table.add_row(row["model"], row["configured"] or "-", escape(said), checked,
+                      row["effective"] or "-",
+                      "-" if row["days_left"] is None else str(row["days_left"]))  # fmt: skip
+    console.print(table)
+    for row in [] if refresh else rows:  # a read that failed just now was logged already
+        error = (row["upstream"] or {}).get("error")
+        if error:
+            err.print(f"{row['model']}: {escape(error)}", highlight=False)
+    if not rows:
+        err.print("no closed model is watched: add [deprecations] or a loop with a proxied teacher")

@@ -59,11 +59,17 @@ class OpenAIConfig(BaseModel):
     # cache_salt; with this on, each tenant's requests carry their own (OpenAI itself
     # rejects the field, so it is off by default).
     cache_salt: bool = False
+    # The deprecation watch (openclone.loop.upstream_watch) looks the model up in the
+    # upstream's models list by ``model``; an Azure deployment is listed by its base
+    # model's id instead (``listed_as``), and ``watch_lifecycle = false`` leaves it unwatched.
+    listed_as: str | None = None
+    watch_lifecycle: bool = True
 
 
 class OpenAIEngine:
     def __init__(self, model_name: str, config: OpenAIConfig) -> None:
         self.model_name = model_name
+        self.config = config
         self.upstream_model = config.model or model_name
         self.cache_salt = config.cache_salt
         self.base_url = config.base_url.rstrip("/")
@@ -179,6 +185,23 @@ class OpenAIEngine:
         except TRANSPORT_ERRORS:
             return False
         return resp.status < 500
+
+    async def list_models(self, time_limit: float = 10.0) -> list[dict[str, Any]]:
+        """The entries of the upstream's ``GET /models`` (raw: each upstream adds its own
+        fields, such as shutdown dates); raises EngineError when it cannot be read."""
+        try:
+            resp = await self._http.get("/models", time_limit=time_limit)
+        except TRANSPORT_ERRORS as exc:
+            raise _transport_error(self.base_url, exc) from exc
+        if resp.status != 200:
+            raise _status_error(resp.status, resp.content)
+        try:
+            data = json.loads(resp.content)["data"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EngineError(f"upstream {self.base_url} sent a malformed models list") from exc
+        if not isinstance(data, list):
+            raise EngineError(f"upstream {self.base_url} sent a malformed models list")
+        return [entry for entry in data if isinstance(entry, dict)]
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -21,6 +21,7 @@ from openclone.gateway import (
     routes_files,
     routes_fine_tuning,
     routes_limits,
+    routes_loops,
     routes_openai,
     routes_responses,
     routes_review,
@@ -115,6 +116,7 @@ def create_app(settings: Settings, capture: CaptureSink | None = None) -> FastAP
     app.include_router(routes_limits.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_review.router)
+    app.include_router(routes_loops.router)
     app.include_router(routes_admin.page)
     app.include_router(routes_ui.api)
     app.include_router(routes_ui.page)

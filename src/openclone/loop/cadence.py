@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from openclone.config import Settings
 from openclone.loop.config import LoopConfig
 from openclone.loop.state import RunInfo, last_ended, last_used_until, list_runs
+from openclone.loop.upstream_watch import UpstreamReport, effective_date, report
 from openclone.store.db import Store
 from openclone.store.export import CaptureFilter
 
@@ -31,25 +32,38 @@ class Deprecation:
     """An announced shutdown of the closed model a loop distils."""
 
     model: str
-    date: dt.date
+    date: dt.date  # the effective date: the earlier of the configured and reported ones
     days_left: int  # negative once the date has passed
     near: bool  # within the loop's ``deprecation_days``: its cadence is raised
+    configured: dt.date | None = None  # ``[deprecations]`` in openclone.toml
+    upstream: UpstreamReport | None = None  # what the upstream's models list said
 
 
-def deprecation(settings: Settings, config: LoopConfig, now: float) -> Deprecation | None:
-    """The shutdown date of the loop's teacher or captured model, if one is announced."""
+def deprecation(
+    settings: Settings, config: LoopConfig, now: float, store: Store | None = None
+) -> Deprecation | None:
+    """The shutdown date of the loop's teacher or captured model: the configured one, or
+    (with ``store``) the one its upstream's models list reports, whichever is earlier; a
+    model gone from that list shuts down today."""
     today = dt.datetime.fromtimestamp(now, dt.UTC).date()
     for model in (config.teacher, config.capture_model):
-        date = settings.deprecations.get(model) if model else None
-        if model and date is not None:
+        if not model:
+            continue
+        configured = settings.deprecations.get(model)
+        reported = report(store, settings, model) if store is not None else None
+        date = effective_date(configured, reported, today)
+        if date is not None:
             left = (date - today).days
-            return Deprecation(model, date, left, left <= config.deprecation_days)
+            near = left <= config.deprecation_days
+            return Deprecation(model, date, left, near, configured, reported)
     return None
 
 
-def period(settings: Settings | None, config: LoopConfig, now: float) -> float:
+def period(
+    settings: Settings | None, config: LoopConfig, now: float, store: Store | None = None
+) -> float:
     """Seconds between runs now: ``deprecation_every`` near a shutdown, else ``every``."""
-    watch = deprecation(settings, config, now) if settings is not None else None
+    watch = deprecation(settings, config, now, store) if settings is not None else None
     if watch is not None and watch.near:
         return min(config.every_seconds, config.deprecation_every_seconds)
     return config.every_seconds
@@ -67,7 +81,7 @@ def next_due(
     last = _last(store, config)
     if last is None or last.status == "paused":
         return 0.0
-    return last_ended(last) + period(settings, config, now or time.time())
+    return last_ended(last) + period(settings, config, now or time.time(), store)
 
 
 def new_captures(store: Store, config: LoopConfig) -> int:

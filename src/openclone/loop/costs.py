@@ -79,7 +79,8 @@ def crossover(
     runs: list[RunInfo],
     now: float | None = None,
 ) -> Crossover:
-    """The crossover of ``config.model`` now; ``runs`` newest first (their spend)."""
+    """The crossover of ``config.model`` at ``now`` (default: now; the 30 days up to it);
+    ``runs`` newest first (their spend)."""
     now = now if now is not None else time.time()
     start = now - WINDOW_DAYS * DAY
     with store.session() as s:
@@ -88,7 +89,12 @@ def crossover(
                 func.min(Capture.created),
                 func.coalesce(func.sum(Capture.prompt_tokens), 0),
                 func.coalesce(func.sum(Capture.completion_tokens), 0),
-            ).where(_served_as(config.model), Capture.status == 200, Capture.created >= start)
+            ).where(
+                _served_as(config.model),
+                Capture.status == 200,
+                Capture.created >= start,
+                Capture.created <= now,  # a past ``now`` (a run's end) counts no later traffic
+            )
         ).one()
     prompt, completion = int(prompt or 0), int(completion or 0)
     tokens = prompt + completion

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from openclone.config import Settings
 from openclone.errors import OpenCloneError
-from openclone.loop import cadence, review, taint
+from openclone.loop import cadence, review, taint, upstream_watch
 from openclone.loop.config import LoopConfig, load_loops
 from openclone.loop.runner import LoopRunner
 from openclone.loop.state import is_paused, list_runs
@@ -62,12 +62,23 @@ def due(
     return [c for c in loops if _due(store, c, now, settings)]
 
 
+def _watch_upstreams(store: Store, settings: Settings, loops: list[LoopConfig], now: float) -> None:
+    """Read the models lists of the closed models the loops distil, each upstream at most
+    once a day (:mod:`openclone.loop.upstream_watch`), before the cadence is decided: a
+    shutdown date they report raises it. A failure here only loses that news."""
+    try:
+        upstream_watch.refresh(store, settings, loops, now)
+    except Exception:
+        log.exception("deprecation watch: could not read the upstreams' models lists")
+
+
 def _ready(settings: Settings, loops: list[LoopConfig], now: float) -> list[LoopConfig]:
     """The due loops; none when the store cannot be read now (logged: the next poll
     tries again, so a database away for a moment does not end the scheduler)."""
     try:
         store = open_store(settings)
         try:
+            _watch_upstreams(store, settings, loops, now)
             return due(store, loops, now, settings)
         finally:
             store.close()

@@ -4,6 +4,7 @@ which sort and compare the same on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -691,3 +693,19 @@ class ReviewExample(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")
     reviewer: Mapped[str | None] = mapped_column(String(256), nullable=True)
     updated: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class UpstreamModel(Base):
+    """What the upstream of a proxied catalog model last said about it in its models list
+    (``loop/upstream_watch.py``): listed, deprecated, gone from the list, or unknown (never
+    read); its shutdown date. A failed read keeps the last good answer and notes the error."""
+
+    __tablename__ = "upstream_models"
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)  # the catalog name
+    upstream: Mapped[str] = mapped_column(Text)  # the base URL asked
+    upstream_model: Mapped[str] = mapped_column(String(256))  # the upstream's name for it
+    state: Mapped[str] = mapped_column(String(16))  # listed|deprecated|gone|unknown
+    shutdown: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    checked: Mapped[float] = mapped_column(Float)  # the last attempt
+    listed: Mapped[float | None] = mapped_column(Float, nullable=True)  # the last good read
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # of the last attempt

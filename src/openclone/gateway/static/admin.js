@@ -10,6 +10,7 @@ const state = {
   // page before), so the last page of 50K rows costs what the first does.
   review: { dataset: null, cursors: [], after: -1, next: null, selected: new Set(), row: null },
   audit: { cursors: [], after: null, lastId: null, hasMore: false },
+  loop: null, // the loop whose charts are open
 };
 
 // ---- talking to the server -------------------------------------------------------------
@@ -367,6 +368,167 @@ function wireDatasets() {
   });
 }
 
+// ---- loops -----------------------------------------------------------------------------
+
+const loopPath = (name) => `/api/admin/loops/${encodeURIComponent(name)}`;
+const usd = (v) => (v == null ? "-" : v >= 1e6 ? `$${+(v / 1e6).toPrecision(3)}M` : v >= 1e3 ? `$${+(v / 1e3).toPrecision(3)}k` : `$${+v.toPrecision(3)}`);
+const pct = (v) => (v == null ? "n/a" : `${Math.round(v * 100)}%`);
+const isoWhen = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+
+async function loadLoops() {
+  const page = await api("/api/admin/loops");
+  $("#loops-empty").hidden = page.data.length > 0;
+  fill("#loops", page.data.map((l) => {
+    const last = l.last_run, c = l.costs, dep = l.deprecation;
+    let next = l.paused ? "-" : l.next_due ? isoWhen(l.next_due) : l.every === "off" ? "on captures" : "now";
+    if (l.every_captures && !l.paused) next += ` (or ${l.new_captures}/${l.every_captures} captures)`;
+    return [
+      button(l.name, () => openLoop(l.name), "linkish"), l.model, l.champion || "-",
+      l.paused ? "paused" : "active", last ? `${last.number}: ${last.status}` : "-",
+      last ? last.decision || "-" : "-", next,
+      `${usd(c.serving_usd_per_1m)} vs ${usd(c.api_usd_per_1m)}`,
+      c.break_even_tokens_per_day == null ? "-" : Math.round(c.break_even_tokens_per_day).toLocaleString(),
+      dep ? `${dep.days_left} days left (${dep.model}), student ${pct(dep.student_win_rate)}` : "",
+      button(l.paused ? "Resume" : "Pause", async () => {
+        await api(`${loopPath(l.name)}/${l.paused ? "resume" : "pause"}`, { method: "POST", body: {} });
+        await loadLoops();
+      }),
+    ];
+  }));
+  if (state.loop && page.data.some((l) => l.name === state.loop)) await openLoop(state.loop);
+}
+
+async function openLoop(name) {
+  state.loop = name;
+  const runs = (await api(`${loopPath(name)}/runs`)).data;
+  $("#loop-detail").hidden = false;
+  $("#loop-name").textContent = `${name}: ${runs.length} run${runs.length === 1 ? "" : "s"}`;
+  const label = (r) => `#${r.number}`;
+  chart($("#chart-winrate"), {
+    title: "Win rate vs the incumbent (with its CI) and vs the teacher", runs, yLabel: "win rate",
+    yMax: 1, yTick: pct, xLabel: "run", xOf: (r, i) => i, xTick: label, line: 0.5,
+    none: "not evaluated yet (no run reached the evaluate step)",
+    series: [
+      { name: "vs incumbent", cls: "s1", value: (r) => r.vs_incumbent && r.vs_incumbent.win_rate,
+        band: (r) => r.vs_incumbent && [r.vs_incumbent.ci_low, r.vs_incumbent.ci_high],
+        text: (r) => (r.vs_incumbent ? `${pct(r.vs_incumbent.win_rate)} (${pct(r.vs_incumbent.ci_low)}–${pct(r.vs_incumbent.ci_high)}, n=${r.vs_incumbent.n})` : "n/a") },
+      { name: "vs teacher", cls: "s2", value: (r) => r.vs_teacher && r.vs_teacher.win_rate,
+        text: (r) => (r.vs_teacher ? `${pct(r.vs_teacher.win_rate)} (n=${r.vs_teacher.n})` : "n/a") },
+    ],
+  });
+  const dated = runs.filter((r) => r.ended);
+  chart($("#chart-cost"), {
+    title: "Cost per 1M tokens: serving vs the API", runs: dated, yLabel: "$ / 1M tokens",
+    yTick: usd, xLabel: "run end", xOf: (r) => Date.parse(r.ended), xTick: (r) => new Date(r.ended).toLocaleDateString(), lines: true,
+    none: "not measured: no tokens served, no serving_cost_per_hour or no [prices] for the API model",
+    series: [
+      { name: "serving", cls: "s1", value: (r) => r.serving_usd_per_1m, text: (r) => usd(r.serving_usd_per_1m) },
+      { name: "API", cls: "s2", value: (r) => r.api_usd_per_1m, text: (r) => usd(r.api_usd_per_1m) },
+    ],
+  });
+  chart($("#chart-spend"), {
+    title: "Spend per run: teacher and training", runs, yLabel: "US dollars", yTick: usd,
+    xLabel: "run", xOf: (r, i) => i, xTick: label, bars: true, none: "nothing spent yet",
+    series: [
+      { name: "teacher", cls: "s1", value: (r) => r.teacher_usd, text: (r) => usd(r.teacher_usd) },
+      { name: "training", cls: "s2", value: (r) => r.training_usd, text: (r) => usd(r.training_usd) },
+    ],
+  });
+}
+
+// A small hand-drawn SVG chart: y from 0 to a round maximum with five labelled ticks, x by
+// run (evenly) or by time, points (and lines) or grouped bars, an optional CI band per
+// point and a dashed reference line. The same numbers are in a table under it, for screen
+// readers and for copying.
+const SVGNS = "http://www.w3.org/2000/svg";
+const W = 420, H = 230, L = 60, R = 12, T = 26, B = 44;
+
+function el(tag, attrs = {}, text = null) {
+  const e = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text != null) e.textContent = text;
+  return e;
+}
+
+function roundUp(v) {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v);
+}
+
+function chart(figure, o) {
+  const caption = document.createElement("figcaption");
+  caption.textContent = o.title;
+  figure.replaceChildren(caption);
+  const values = o.runs.flatMap((r) => o.series.flatMap((s) => [s.value(r), ...((s.band && s.band(r)) || [])])).filter((v) => v != null);
+  if (!values.length) {
+    const p = document.createElement("p");
+    p.className = "hint empty";
+    p.textContent = o.runs.length ? o.none : "no runs yet";
+    figure.append(p);
+    return;
+  }
+  const yMax = o.yMax || roundUp(Math.max(0, ...values));
+  const xs = o.runs.map(o.xOf);
+  let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  if (x0 === x1) { x0 -= 1; x1 += 1; }
+  const pad = o.bars ? 0.5 : (x1 - x0) * 0.06;  // room for the first and last point or bar
+  const X = (x) => L + ((x - x0 + pad) / (x1 - x0 + 2 * pad)) * (W - L - R);
+  const Y = (v) => H - B - (v / yMax) * (H - T - B);
+  const id = figure.id;
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": `${id}-t ${id}-d` });
+  const desc = o.runs.map((r) => `${o.xTick(r)}: ${o.series.map((s) => `${s.name} ${s.text(r)}`).join(", ")}`).join("; ");
+  svg.append(el("title", { id: `${id}-t` }, o.title), el("desc", { id: `${id}-d` }, desc));
+  for (let i = 0; i <= 4; i++) {  // y grid and labels
+    const v = (yMax * i) / 4;
+    svg.append(el("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), class: "grid" }),
+      el("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end" }, o.yTick(v)));
+  }
+  const every = Math.ceil(o.runs.length / 6);  // at most about six x labels
+  o.runs.forEach((r, i) => {
+    if (i % every === 0 || i === o.runs.length - 1) svg.append(el("text", { x: X(xs[i]), y: H - B + 16, "text-anchor": "middle" }, o.xTick(r)));
+  });
+  svg.append(el("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", class: "axis" }, o.xLabel),
+    el("text", { x: 14, y: (T + H - B) / 2, "text-anchor": "middle", class: "axis", transform: `rotate(-90 14 ${(T + H - B) / 2})` }, o.yLabel),
+    el("line", { x1: L, x2: L, y1: T, y2: H - B, class: "frame" }), el("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "frame" }));
+  if (o.line != null) svg.append(el("line", { x1: L, x2: W - R, y1: Y(o.line), y2: Y(o.line), class: "ref" }));
+  const slot = (W - L - R) / (x1 - x0 + 2 * pad) * 0.8;  // a run's width, for its bars
+  o.series.forEach((s, k) => {
+    const g = el("g", { class: `series ${s.cls}` });
+    const shown = o.runs.map((r, i) => [r, xs[i], s.value(r)]).filter(([, , v]) => v != null);
+    if (o.lines && shown.length > 1) g.append(el("polyline", { points: shown.map(([, x, v]) => `${X(x)},${Y(v)}`).join(" "), fill: "none" }));
+    for (const [r, x, v] of shown) {
+      const tip = el("title", {}, `${o.xTick(r)} ${s.name}: ${s.text(r)}`);
+      if (o.bars) {
+        const w = slot / o.series.length;
+        const bar = el("rect", { x: X(x) - slot / 2 + k * w, y: Y(v), width: w, height: Y(0) - Y(v), class: "bar" });
+        bar.append(tip);
+        g.append(bar);
+        continue;
+      }
+      const band = s.band && s.band(r);
+      if (band && band[0] != null && band[1] != null) g.append(el("line", { x1: X(x), x2: X(x), y1: Y(band[0]), y2: Y(band[1]), class: "ci" }));
+      const dot = el("circle", { cx: X(x), cy: Y(v), r: 4, class: "point" });
+      dot.append(tip);
+      g.append(dot);
+    }
+    svg.append(g, el("text", { x: L + k * 120, y: 12, class: `legend ${s.cls}` }, `■ ${s.name}`));
+  });
+  const details = document.createElement("details");
+  const summary = document.createElement("summary");
+  summary.textContent = "the numbers";
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  for (const h of [o.xLabel, ...o.series.map((s) => s.name)]) head.append(Object.assign(document.createElement("th"), { textContent: h }));
+  const body = table.createTBody();
+  for (const r of o.runs) {
+    const tr = body.insertRow();
+    for (const c of [o.xTick(r), ...o.series.map((s) => s.text(r))]) tr.insertCell().textContent = c;
+  }
+  details.append(summary, table);
+  figure.append(svg, details);
+}
+
 // ---- retention, erasure, audit ---------------------------------------------------------
 
 async function loadRetention() {
@@ -443,6 +605,7 @@ const loaders = {
   retention: loadRetention,
   erasure: () => loadErasures(0),
   datasets: () => loadDatasets(state.offsets.datasets),
+  loops: loadLoops,
   audit: () => { Object.assign(state.audit, { cursors: [], after: null }); return loadAudit(); },
 };
 

@@ -1,0 +1,126 @@
+"""The admin page's Loops tab in a real browser (Debian's Chromium, headless) against a real
+server: the loops' table, each loop's charts, pause and resume."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from conftest import start_server, stop_server
+from loop.fabricate import finished_run, report
+from loop.helpers import MINIMAL, QUESTIONS
+from store.helpers import exchange, write
+from test_web_chat import OUT, PAGE_TIMEOUT, _chromium
+
+from openclone.config import load_settings
+from openclone.loop import get_loop
+from openclone.loop.state import is_paused
+from openclone.store import open_store
+from openclone.store.keys import create_key
+
+pytestmark = pytest.mark.slow
+
+# No model loads: the admin page never calls one.
+CONFIG = (
+    """
+[prices]
+"smollm2-135m-instruct" = { input = 2.5, output = 10 }
+
+[[models]]
+name = "m"
+engine = "openai"
+params = { base_url = "http://127.0.0.1:9/v1", connect_timeout = 1 }
+"""
+    + MINIMAL.replace('every = "1d"', 'every = "1d"\nserving_cost_per_hour = 1.0')
+    + MINIMAL.replace('name = "support"', 'name = "sales"').replace(
+        'model = "support"', 'model = "sales"'
+    )
+)
+
+
+def test_an_admin_watches_a_loop_in_charts_and_pauses_it(tmp_path: Path) -> None:
+    from playwright.sync_api import ConsoleMessage, sync_playwright
+
+    config = tmp_path / "loops.toml"
+    config.write_text(CONFIG)
+    loop = get_loop(load_settings(config), "support")
+    home = tmp_path / "home"
+    store = open_store(None, home)
+    try:
+        admin = create_key(store, "ops", admin=True)[1]
+        day_ago = time.time() - 86400
+        write(store, *(exchange(q, model="support", created=day_ago) for q in QUESTIONS))
+        for i, rate in enumerate((0.4, 0.55, 0.7)):
+            finished_run(store, loop, teacher_usd=0.1 * (i + 1), training_usd=1.0,
+                         reports={"incumbent": report(rate, rate - 0.2, rate + 0.2, 6),
+                                  "teacher": report(rate - 0.1, 0.0, 0.9, 6)})  # fmt: skip
+    finally:
+        store.close()
+    server = start_server(CONFIG, tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=_chromium(), headless=True, args=["--no-sandbox"]
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(PAGE_TIMEOUT)
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+
+            # A chart that broke the Content Security Policy would show only here.
+            def console(m: ConsoleMessage) -> None:
+                if m.type == "error" and not m.location["url"].endswith("/favicon.ico"):
+                    problems.append(m.text)
+
+            page.on("console", console)
+            page.goto(server.url + "/admin")
+            page.fill("#key-input", admin)
+            page.click("#signin-form button[type=submit]")
+            page.click(".tabs button >> text=Loops")
+            row = page.locator("#loops tbody tr", has_text="support")
+            row.wait_for()
+            cells = row.locator("td").all_inner_texts()
+            assert cells[:6] == [
+                "support", "support", "-", "active", "3: finished", "promoted: support@4 judged"
+            ]  # fmt: skip
+
+            row.get_by_role("button", name="support", exact=True).click()
+            page.wait_for_selector("#loop-name >> text=support: 3 runs")
+            winrate = page.locator("#chart-winrate")
+            assert winrate.locator(".series.s1 circle.point").count() == 3  # one per run
+            assert winrate.locator(".series.s1 line.ci").count() == 3
+            assert winrate.locator("line.ref").count() == 1  # the 50% line
+            # Its accessible name: the title, then every run's numbers.
+            named = re.compile(r"^Win rate vs the incumbent .* #3: vs incumbent 70% ")
+            assert winrate.get_by_role("img", name=named).count() == 1
+            numbers = winrate.locator("details table").text_content() or ""
+            assert "70% (50%\u201390%, n=6)" in numbers
+            assert page.locator("#chart-spend .series.s1 rect.bar").count() == 3
+            assert page.locator("#chart-cost polyline").count() == 2  # serving, API
+            assert "$0.3" in (page.locator("#chart-spend details table").text_content() or "")
+            OUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(OUT / "admin-loops.png"), full_page=True)
+
+            page.locator("#loops tbody tr", has_text="sales").get_by_role(
+                "button", name="sales"
+            ).click()
+            page.wait_for_selector("#loop-name >> text=sales: 0 runs")
+            assert page.locator("#loop-detail .empty").all_inner_texts() == ["no runs yet"] * 3
+
+            row.get_by_role("button", name="Pause").click()
+            row.get_by_role("button", name="Resume").wait_for()
+            assert row.locator("td").nth(3).inner_text() == "paused"
+            store = open_store(None, home)
+            try:
+                assert is_paused(store, "support") and not is_paused(store, "sales")
+            finally:
+                store.close()
+            row.get_by_role("button", name="Resume").click()
+            row.get_by_role("button", name="Pause").wait_for()
+            assert row.locator("td").nth(3).inner_text() == "active"
+            browser.close()
+        assert not problems, problems
+    finally:
+        stop_server(server)
