@@ -74,12 +74,16 @@ class StandIn:
 
     url: str
     asked: list[str] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
 
 
 @contextmanager
-def standin_teacher() -> Iterator[StandIn]:
+def standin_teacher(hold_after: int | None = None) -> Iterator[StandIn]:
+    """``hold_after``: answer that many chats, then hold each next one until ``release``
+    is set (a teacher busy mid-step, for a test to stop the run there)."""
     asked: list[str] = []
     lock = threading.Lock()
+    release = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -90,6 +94,9 @@ def standin_teacher() -> Iterator[StandIn]:
             users = [m for m in body["messages"] if m["role"] == "user"]
             with lock:
                 asked.append(str(users[-1]["content"]) if users else "")
+                held = hold_after is not None and len(asked) > hold_after
+            if held:
+                release.wait(60)  # bounded: a test that never releases must still end
             text = "Thanks for asking. Open Settings, choose Account, and follow the steps shown."
             self._send({
                 "id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
@@ -113,7 +120,8 @@ def standin_teacher() -> Iterator[StandIn]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield StandIn(f"http://127.0.0.1:{server.server_address[1]}/v1", asked)
+        yield StandIn(f"http://127.0.0.1:{server.server_address[1]}/v1", asked, release)
     finally:
+        release.set()  # no held request keeps the server from shutting down
         server.shutdown()
         server.server_close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +19,17 @@ import pytest
 from store.helpers import exchange, write
 from typer.testing import CliRunner
 
-from loop.helpers import add_captures, standin_teacher, write_config
+from loop.helpers import QUESTIONS, StandIn, add_captures, standin_teacher, write_config
+from loop.quick_steps import use_quick_steps
 from openclone.cli import app
 from openclone.config import load_settings
 from openclone.errors import ModelNotFound
-from openclone.files import file_sha256
 from openclone.loop import runner as loop_runner
 from openclone.loop import schedule
 from openclone.loop.config import get_loop
-from openclone.loop.context import StepContext, StepResult
 from openclone.loop.runner import LoopRunner
 from openclone.loop.state import list_runs
-from openclone.registry.versions import get_version, list_versions, register, set_alias
+from openclone.registry.versions import get_version, list_versions
 from openclone.store import Store, open_store
 from openclone.store.accounts import set_tenant_policy
 from openclone.store.privacy import apply_retention
@@ -40,6 +39,9 @@ cli = CliRunner()
 EVE_SECRET = "EVE-canary-4410 when does my parole hearing start"
 
 CONFIG = """
+[prices]
+"standin" = {{ input = 1000, output = 1000 }}  # $0.024 an answer (10 + 14 tokens)
+
 [[models]]
 name = "standin"
 engine = "openai"
@@ -60,49 +62,23 @@ eval_prompts = 2
 """
 
 
-def fake_train(ctx: StepContext) -> StepResult:
-    """A version of the loop's model registered from the distilled set, as train does."""
-    dataset = ctx.output("distill", "dataset")
-    lineage = {"run": f"support-r{ctx.run.number}", "dataset": dataset,
-               "dataset_sha256": file_sha256(Path(dataset))}  # fmt: skip
-    own = register(ctx.store, f"support-r{ctx.run.number}", "standin", lineage=lineage)
-    set_alias(ctx.store, own.name, own.version)  # the run's own name, as training names it
-    v = register(ctx.store, ctx.config.model, "standin", lineage=lineage)
-    return StepResult(outputs={"candidate": v.pinned, "version": v.version}, candidate=v.pinned)
-
-
-def passing_evaluate(ctx: StepContext) -> StepResult:
-    """Reports naming this candidate that pass the gate, as evaluate writes them."""
-    candidate = ctx.output("train", "candidate")
-    try:
-        incumbent: str | None = get_version(ctx.store, ctx.config.model).pinned
-    except ModelNotFound:
-        incumbent = None
-    refs = {"teacher": ctx.config.teacher, **({"incumbent": incumbent} if incumbent else {})}
-    reports = {}
-    for key, ref in refs.items():
-        path = ctx.run_dir / f"eval-vs-{key}" / "report.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"candidate": candidate, "reference": ref, "n": 2,
-                                    "win_rate": 0.6, "ci_low": 0.3, "ci_high": 0.9}))  # fmt: skip
-        reports[key] = {"report": str(path)}
-    return StepResult(outputs={"reports": reports, "incumbent": incumbent})
+@pytest.fixture
+def teacher() -> Iterator[StandIn]:
+    with standin_teacher() as standin:
+        yield standin
 
 
 @pytest.fixture
-def loop_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    steps = dict(loop_runner.STEPS)
-    steps.update(train=fake_train, evaluate=passing_evaluate)
-    monkeypatch.setattr(loop_runner, "STEPS", list(steps.items()))
-    with standin_teacher() as teacher:
-        config = write_config(tmp_path / "openclone.toml", CONFIG.format(url=teacher.url))
-        add_captures(config, 5)
-        yield config
+def loop_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, teacher: StandIn) -> Path:
+    monkeypatch.setattr(loop_runner, "STEPS", use_quick_steps())
+    config = write_config(tmp_path / "openclone.toml", CONFIG.format(url=teacher.url))
+    add_captures(config, 5)
+    return config
 
 
-def _run(config: Path) -> Any:
+def _run(config: Path, say: Callable[[str], None] | None = None) -> Any:
     settings = load_settings(config)
-    return LoopRunner(get_loop(settings, "support"), settings).run()
+    return LoopRunner(get_loop(settings, "support"), settings, say).run()
 
 
 def _holding(folder: Path, text: str) -> list[str]:
@@ -214,5 +190,121 @@ def test_retention_expiring_a_loops_captures_taints_nothing(loop_config: Path) -
         assert _states(store) == {}
         config = get_loop(settings, "support")
         assert schedule.due(store, [config], time.time(), settings) == []
+    finally:
+        store.close()
+
+
+NEW_QUESTION = "Can I pause my plan for a month?"
+
+
+def _erase_eve(config: Path) -> None:
+    erased = cli.invoke(app, ["erase", "--tenant", "acme", "--user", "eve", "--yes",
+                              "--config", str(config)])  # fmt: skip
+    assert erased.exit_code == 0, erased.output
+
+
+def _distill_step(store: Store) -> Any:
+    step = list_runs(store, "support")[0].step("distill")
+    assert step is not None and step.state == "done"
+    return step
+
+
+def _questions(path: Path) -> list[str]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [next(m["content"] for m in row["messages"] if m["role"] == "user") for row in rows]
+
+
+def test_a_retrain_asks_the_teacher_only_for_what_it_had_not_answered(
+    loop_config: Path, teacher: StandIn
+) -> None:
+    settings = load_settings(loop_config)
+    store = open_store(settings)
+    try:
+        write(store, exchange(EVE_SECRET, tenant="acme", user="eve"))
+        assert _run(loop_config).action == "promote"
+        assert sorted(teacher.asked) == sorted([*QUESTIONS[:5], EVE_SECRET])
+        first = _distill_step(store)
+        assert (first.counts["reused"], first.counts["asked"]) == (0, 6)
+        write(store, exchange(NEW_QUESTION, tenant="acme"))  # arrives before the retrain
+        _erase_eve(loop_config)
+        before = len(teacher.asked)
+
+        said: list[str] = []
+        second = _run(loop_config, said.append)
+
+        assert second.action == "promote" and second.candidate == "support@2"
+        # The teacher was asked for the one prompt it had never answered, nothing else.
+        assert teacher.asked[before:] == [NEW_QUESTION]
+        step = _distill_step(store)
+        assert step.counts["rows"] == 6
+        assert (step.counts["reused"], step.counts["asked"]) == (5, 1)
+        assert (step.outputs["reused"], step.outputs["asked"]) == (5, 1)
+        assert step.cost_usd == pytest.approx(0.024) == first.cost_usd / 6  # only the asked
+        assert any("5 reused from earlier runs, 1 asked of the teacher" in m for m in said)
+        # What the candidate learned from: the old answers and the new one, never eve's.
+        trained = Path(get_version(store, "support", 2).lineage["dataset"])
+        assert trained == Path(step.outputs["dataset"])
+        assert sorted(_questions(trained)) == sorted([*QUESTIONS[:5], NEW_QUESTION])
+        assert _holding(trained.parent, EVE_SECRET) == []
+        # The reused rows keep their capture ids: erasing who asked reaches the new copy.
+        erased = cli.invoke(app, ["erase", "--tenant", "acme", "--user", "ana", "--yes",
+                                  "--config", str(loop_config)])  # fmt: skip
+        assert erased.exit_code == 0, erased.output
+        assert _questions(trained) == []
+    finally:
+        store.close()
+
+
+def test_a_retrain_with_another_teacher_setting_asks_again(
+    loop_config: Path, teacher: StandIn
+) -> None:
+    settings = load_settings(loop_config)
+    store = open_store(settings)
+    try:
+        write(store, exchange(EVE_SECRET, tenant="acme", user="eve"))
+        assert _run(loop_config).action == "promote"
+        _erase_eve(loop_config)
+        # The answers were sampled for another length: none of them is this teacher's now.
+        text = loop_config.read_text().replace("holdout = 0", "holdout = 0\nanswer_max_tokens = 99")
+        loop_config.write_text(text)
+        before = len(teacher.asked)
+
+        assert _run(loop_config).action == "promote"
+
+        assert sorted(teacher.asked[before:]) == sorted(QUESTIONS[:5])
+        step = _distill_step(store)
+        assert (step.counts["reused"], step.counts["asked"]) == (0, 5)
+    finally:
+        store.close()
+
+
+def test_a_retrain_stopped_mid_distill_continues_without_asking_again(
+    loop_config: Path, teacher: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openclone.distill import recipe
+
+    settings = load_settings(loop_config)
+    store = open_store(settings)
+    try:
+        write(store, exchange(EVE_SECRET, tenant="acme", user="eve"))
+        assert _run(loop_config).action == "promote"
+        write(store, exchange(NEW_QUESTION, tenant="acme"))
+        _erase_eve(loop_config)
+        before = len(teacher.asked)
+        real = recipe.run_plan
+
+        async def stopped(*args: Any, **kwargs: Any) -> Any:
+            raise KeyboardInterrupt  # the process stopped once the old answers were copied
+
+        monkeypatch.setattr(recipe, "run_plan", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            _run(loop_config)
+        monkeypatch.setattr(recipe, "run_plan", real)
+
+        assert _run(loop_config).action == "promote"
+
+        assert teacher.asked[before:] == [NEW_QUESTION]
+        step = _distill_step(store)
+        assert (step.counts["rows"], step.counts["reused"], step.counts["asked"]) == (6, 5, 1)
     finally:
         store.close()

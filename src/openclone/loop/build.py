@@ -3,7 +3,9 @@
 Both continue rather than repeat: distill appends rows as it goes and skips prompts it
 already answered (so a crash mid-distill pays only for what was not yet bought), and
 training resumes from its newest checkpoint. Once a step is recorded done the runner
-never calls it again, so a finished distill is never paid for twice.
+never calls it again, so a finished distill is never paid for twice. Nor is an answer an
+earlier run of the loop already bought: distill starts from those (loop/reuse.py), so a
+retrain after an erasure asks the teacher only for what it had not answered.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from openclone.errors import ConfigError
 from openclone.files import file_sha256
 from openclone.loop.config import LoopConfig, LoopError
 from openclone.loop.context import StepContext, StepResult
+from openclone.loop.reuse import reused_rows, seed, teacher_key
 from openclone.loop.taint import register_file
 
 if TYPE_CHECKING:
@@ -50,22 +53,24 @@ def _teacher_cost(cfg: LoopConfig, result: DistillResult) -> float:
     return result.account.cost_usd + cfg.teacher_cost_per_hour * result.wall_seconds / 3600
 
 
-def _next_count(cfg: LoopConfig, result: DistillResult | None) -> int:
+def _next_count(cfg: LoopConfig, result: DistillResult | None, reused: int = 0) -> int:
     """Rows the next distill session may aim for: all of the budget without a dollar
     limit; with one, a batch of ``concurrency`` at most, fewer when the mean cost of a row so
     far says more would cross the limit (0: stop). The overshoot is at most what the rows in
-    flight cost above that mean."""
+    flight cost above that mean. ``reused`` rows came free from earlier runs: the mean is
+    over the rows bought."""
     wanted = cfg.budget.examples
     limit = cfg.budget.teacher_usd
     if limit is None:
         return wanted
-    kept = result.kept if result is not None else 0
+    kept = result.kept if result is not None else reused
     spent = _teacher_cost(cfg, result) if result is not None else 0.0
     if spent >= limit:
         return kept
-    if kept == 0:
-        return min(wanted, cfg.concurrency)  # a first batch, to learn what a row costs
-    per_row = spent / kept
+    bought = kept - reused
+    if bought <= 0:  # a first batch, to learn what a row costs
+        return min(wanted, kept + cfg.concurrency)
+    per_row = spent / bought
     if per_row == 0:
         return wanted  # a free teacher cannot cross the limit
     return min(wanted, kept + min(cfg.concurrency, int((limit - spent) // per_row)))
@@ -79,22 +84,27 @@ def distill(ctx: StepContext) -> StepResult:
     ctx.say(f"distilling up to {cfg.budget.examples} answers from {cfg.teacher}"
             + (f" for at most ${limit:.4f}" if limit is not None else ""))  # fmt: skip
     result: DistillResult | None = None
+    request = DistillRequest(
+        out=str(ctx.run_dir / "distilled.jsonl"),
+        count=cfg.budget.examples,
+        teacher=cfg.teacher,
+        prompts=ctx.output("curate", "prompts"),
+        answer_max_tokens=cfg.answer_max_tokens,
+        concurrency=cfg.concurrency,
+        config=str(settings.config_file) if settings.config_file else None,
+    )
+    key = teacher_key(ctx, request)
+    out, prompts = Path(request.out), Path(str(request.prompts))
+    seed(ctx, out, prompts, key, cfg.budget.examples)  # answers earlier runs already bought
+    reused = reused_rows(out)  # those of a resumed step's first session too
     # With a dollar budget, distill in batches and look at the bill between them; the rows
     # and the bill carry over from batch to batch (and across a crash) in the dataset's
     # state file, so each batch only adds rows.
     while True:
-        target = _next_count(cfg, result)
+        target = _next_count(cfg, result, reused)
         if result is not None and target <= result.kept:
             break
-        request = DistillRequest(
-            out=str(ctx.run_dir / "distilled.jsonl"),
-            count=target,
-            teacher=cfg.teacher,
-            prompts=ctx.output("curate", "prompts"),
-            answer_max_tokens=cfg.answer_max_tokens,
-            concurrency=cfg.concurrency,
-            config=str(settings.config_file) if settings.config_file else None,
-        )
+        request.count = target
         before = result.kept if result is not None else -1
         result = asyncio.run(run_plan(plan(request)))
         if result.status != "complete" or result.kept == before or limit is None:
@@ -106,8 +116,12 @@ def distill(ctx: StepContext) -> StepResult:
     stopped = (
         limit is not None and result.status == "complete" and result.kept < cfg.budget.examples
     )
+    reused = reused_rows(result.out)  # an erasure meanwhile may have removed some
+    asked = account.requests.get("answer", 0)
     counts = {
         "rows": result.kept,
+        "reused": reused,
+        "asked": asked,
         "dropped": sum(result.dropped.values()),
         "requests": sum(account.requests.values()),
         "prompt_tokens": account.prompt_tokens,
@@ -122,7 +136,10 @@ def distill(ctx: StepContext) -> StepResult:
     outputs = {"dataset": str(result.out), "sha256": file_sha256(result.out),
                "card": str(result.card_md), "status": result.status,
                "teacher_usd": round(cost, 6), "teacher_budget_usd": limit,
+               "reused": reused, "asked": asked, "teacher_key": key,
                "budget_stop": None}  # fmt: skip
+    ctx.say(f"distilled {result.kept} answers: {reused} reused from earlier runs, {asked} "
+            f"asked of the teacher (${cost:.4f})")  # fmt: skip
     if stopped:
         outputs["budget_stop"] = (
             f"teacher budget: stopped at {result.kept} of {cfg.budget.examples} answers, "

@@ -7,7 +7,8 @@ on them as tainted (:mod:`openclone.store.taint`). Here the loop answers it:
   = "now"``, the default) or on its next turn (``"next"``);
 * **retrain without the erased rows** — that run collects again from where the tainted
   version's own run began (the erased captures are gone from the store, so they cannot
-  come back), not only what arrived since the last run;
+  come back), not only what arrived since the last run; its distill step pays only for
+  prompts no earlier run answered with the same teacher (:mod:`openclone.loop.reuse`);
 * **promote through the same gate, then archive** — once the run's candidate is promoted
   (the gate is :func:`openclone.registry.versions.promote`, unchanged), the tainted
   versions of the loop's model are archived and the loop's tainted files marked retrained,
