@@ -94,14 +94,31 @@ def test_status_shows_the_cost_crossover(tmp_path: Path) -> None:
     assert costs["cheaper"] == "api"  # 70 tokens a day are far below it
 
 
-def test_the_hours_budget_ends_training_at_the_step_that_crosses_it() -> None:
+def test_the_hours_budget_ends_training_at_the_step_that_crosses_it(tmp_path: Path) -> None:
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
     args = TrainingArguments(output_dir="unused", report_to=[])
-    within, over = build._HoursBudget(1.0), build._HoursBudget(1e-9)
+    within = build._HoursBudget(1.0, tmp_path / "a.json")
+    over = build._HoursBudget(1e-9, tmp_path / "b.json")
     controls = [TrainerControl(), TrainerControl()]
     for budget, control in zip((within, over), controls, strict=True):
         budget.callback.on_step_end(args, TrainerState(), control)
 
     assert [c.should_training_stop for c in controls] == [False, True]
     assert (within.hit, over.hit) == (False, True)
+
+
+def test_a_resumed_training_attempt_gets_the_hours_left_not_afresh(tmp_path: Path) -> None:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    args = TrainingArguments(output_dir="unused", report_to=[])
+    ledger = tmp_path / "train-hours.json"
+    first = build._HoursBudget(1.0, ledger)
+    first.callback.on_step_end(args, TrainerState(), TrainerControl())
+    assert not first.hit
+    # The attempt was stopped having used all but a moment of its hour.
+    ledger.write_text('{"seconds": 3599.9999}')
+    resumed, control = build._HoursBudget(1.0, ledger), TrainerControl()
+    time.sleep(0.001)
+    resumed.callback.on_step_end(args, TrainerState(), control)
+    assert resumed.hit and control.should_training_stop

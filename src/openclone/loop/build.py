@@ -11,6 +11,7 @@ retrain after an erasure asks the teacher only for what it had not answered.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -151,19 +152,29 @@ def distill(ctx: StepContext) -> StepResult:
 
 class _HoursBudget:
     """A ``TrainerCallback`` (made on use: transformers loads slowly) that ends training at
-    the end of the step that crosses ``hours`` of this attempt's time; the model is saved
-    and registered as trained so far. A resumed attempt gets the hours afresh."""
+    the end of the step that crosses ``hours`` of training time; the model is saved and
+    registered as trained so far. The time spent is kept in ``ledger`` at each step, so a
+    resumed attempt (after a crash or a stop) gets what is left, not the hours afresh."""
 
-    def __init__(self, hours: float) -> None:
+    def __init__(self, hours: float, ledger: Path) -> None:
         from transformers import TrainerCallback
 
         self.hit = False
-        deadline = time.monotonic() + hours * 3600
+        try:
+            before = float(json.loads(ledger.read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            before = 0.0  # a first attempt, or a ledger cut short by a crash
+        started = time.monotonic()
         outer = self
 
         class Callback(TrainerCallback):
             def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                if time.monotonic() >= deadline:
+                spent = before + time.monotonic() - started
+                ledger.parent.mkdir(parents=True, exist_ok=True)
+                tmp = ledger.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"seconds": spent}))
+                tmp.replace(ledger)  # whole or not at all: a crash mid-write keeps the last
+                if spent >= hours * 3600:
                     outer.hit = True
                     control.should_training_stop = True
 
@@ -200,7 +211,9 @@ def train(ctx: StepContext) -> StepResult:
         )
         ctx.say(f"training {name} on {base_name} for {cfg.budget.train_steps} steps")
         hours = cfg.budget.gpu_hours
-        budget = _HoursBudget(hours) if hours is not None else None
+        budget = (
+            _HoursBudget(hours, ctx.run_dir / "train-hours.json") if hours is not None else None
+        )
         result = SFTRunner(config, callbacks=[budget.callback] if budget else None).run()
         if budget is not None and budget.hit:
             stop = f"training budget: stopped at step {result.final_step} after {hours} h"
