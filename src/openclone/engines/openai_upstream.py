@@ -69,8 +69,9 @@ class OpenAIConfig(BaseModel):
 class OpenAIEngine:
     def __init__(self, model_name: str, config: OpenAIConfig) -> None:
         self.model_name = model_name
-        self.config = config
         self.upstream_model = config.model or model_name
+        self.listed_as = config.listed_as or self.upstream_model  # its id in the models list
+        self.watch_lifecycle = config.watch_lifecycle
         self.cache_salt = config.cache_salt
         self.base_url = config.base_url.rstrip("/")
         key = config.api_key or (os.environ.get(config.api_key_env) if config.api_key_env else None)

@@ -118,10 +118,9 @@ def proxied(settings: Settings, name: str | None) -> Proxied | None:
                 client = OpenAIEngine.from_config(entry.name, params)
             except ConfigError:  # serving it fails with this error; the watch has no upstream
                 return None
-            if not client.config.watch_lifecycle:
+            if not client.watch_lifecycle:
                 return None
-            listed = client.config.listed_as or client.upstream_model
-            return Proxied(entry.name, params, client.base_url, listed)
+            return Proxied(entry.name, params, client.base_url, client.listed_as)
     return None
 
 
