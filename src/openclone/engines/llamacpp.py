@@ -184,9 +184,6 @@ class LlamaCppEngine(LocalEngine):
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._applied: str | None = None
         self._broken: dict[str, str] = {}  # adapters llama.cpp refused: name -> why
-        # Removed adapters, freed by the scheduler once no slot decodes with them.
-        self._retired: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._retiring: set[str] = set()  # scheduler thread only
         self._loads = 0  # adapters loaded since start (each reload after eviction counts)
         for name, adapter_path in config.adapters.items():
             try:
@@ -289,31 +286,24 @@ class LlamaCppEngine(LocalEngine):
         paths = dict(self._adapter_paths)
         del paths[name]
         self._adapter_paths = paths  # one swap: new requests for it are refused from now
-        self._removed.add(name)
         self._broken.pop(name, None)
-        self._retired.put(name)
-        self._wake()  # an idle scheduler frees it now, not at the next request
+        self._retire_adapter(name)
+
+    def _adapters_in_use(self) -> set[str | None]:
+        """Adapters of the slots decoding now (scheduler thread)."""
+        return {s.adapter for s in self._slots if s.job is not None}
 
     def _tidy_adapters(self) -> None:
         """Between steps (scheduler thread): free removed adapters, and the least recently
         used ones over ``max_adapters`` (loaded while every other one was decoding), once
         no slot decodes with them."""
-        while True:
-            try:
-                self._retiring.add(self._retired.get_nowait())
-            except queue.Empty:
-                break
-        if not self._retiring and len(self._loaded) <= self.config.max_adapters:
+        self._retired.drain(self._adapters_in_use, self._adapter_paths, self._free)
+        excess = len(self._loaded) - self.config.max_adapters
+        if excess <= 0:
             return
-        busy = {s.adapter for s in self._slots if s.job is not None}
-        for name in list(self._retiring):
-            if name in busy:
-                continue  # a request is decoding with it: never pulled from under it
-            self._retiring.discard(name)
-            if name not in self._adapter_paths:  # not added again meanwhile
-                self._free(name)
+        busy = self._adapters_in_use()
         idle = [n for n in self._loaded if n not in busy]  # least recently used first
-        for name in idle[: max(0, len(self._loaded) - self.config.max_adapters)]:
+        for name in idle[:excess]:
             self._free(name)
 
     def _free(self, name: str) -> None:
@@ -364,7 +354,7 @@ class LlamaCppEngine(LocalEngine):
                 f"serves adapter {name!r}",
                 param="model",
             )
-        busy = {s.adapter for s in self._slots if s.job is not None}
+        busy = self._adapters_in_use()
         while len(self._loaded) >= self.config.max_adapters:
             victim = next((n for n in self._loaded if n not in busy), None)
             if victim is None:
@@ -581,8 +571,10 @@ class LlamaCppEngine(LocalEngine):
                 self._finish(slot, "stop")
                 continue
             groups.setdefault(slot.adapter, []).append(slot)
-        # The adapter applied now goes first: one switch fewer per step.
-        for adapter in sorted(groups, key=lambda a: a != self._applied):
+        # The adapter applied now goes first: one switch fewer per step (and a switch costs
+        # llama.cpp a new compute graph). One group, the usual case, has nothing to order.
+        order = sorted(groups, key=lambda a: a != self._applied) if len(groups) > 1 else groups
+        for adapter in order:
             self._decode(groups[adapter], adapter)
 
     def _decode(self, slots: list[_Slot], adapter: str | None) -> None:

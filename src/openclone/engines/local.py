@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from openclone.engines.adapter_pool import RetiredAdapters
 from openclone.engines.base import Capabilities
 from openclone.engines.tooling import (
     active_tools,
@@ -111,15 +112,17 @@ class LocalEngine(ABC):
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=self.max_queue)
-        self._worker = threading.Thread(
-            target=self._work, name=f"engine-{self.model_name}", daemon=True
-        )
-        self._worker.start()
         self._closed = False
         self._busy = False
         # Adapters removed while serving: a request naming one is refused, never answered
         # by the base (an unknown plain name would otherwise mean "the base").
         self._removed: set[str] = set()
+        # The same adapters, for the scheduler to free once no running sequence uses them.
+        self._retired = RetiredAdapters()
+        self._worker = threading.Thread(
+            target=self._work, name=f"engine-{self.model_name}", daemon=True
+        )
+        self._worker.start()
 
     # ---- what a backend implements -----------------------------------------------------
 
@@ -147,6 +150,13 @@ class LocalEngine(ABC):
 
     def close_sync(self) -> None:  # noqa: B027 - optional hook, most backends free on GC
         """Release the model (worker thread, after the last job)."""
+
+    def _retire_adapter(self, name: str) -> None:
+        """After ``name`` stops being offered (any thread): refuse requests naming it, and
+        have the scheduler free it once no running sequence uses it (``self._retired``)."""
+        self._removed.add(name)
+        self._retired.put(name)
+        self._wake()  # an idle scheduler frees it now, not at the next request
 
     # ---- worker ------------------------------------------------------------------------
 

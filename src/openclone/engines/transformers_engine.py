@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import queue
 import re
 import threading
 from pathlib import Path
@@ -123,9 +122,6 @@ class TransformersEngine(LocalEngine):
         self._byte_chars = _byte_chars() if "Ġ" in vocab and "Ċ" in vocab else None
         self._adapters: dict[str, str] = {}  # offered to requests: name -> directory
         self._peft: set[str] = set()  # loaded in the PEFT model (model lock held)
-        # Removed adapters, deleted from the model by the scheduler once no row uses them.
-        self._retired: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._retiring: set[str] = set()  # scheduler thread only
         self._mode = _UNKNOWN  # which kind of pass the PEFT model is set up for
         # The scheduler holds _model_lock for one forward pass; a waiting loader clears
         # _no_loader so the scheduler yields the lock instead of taking it again at once.
@@ -201,30 +197,17 @@ class TransformersEngine(LocalEngine):
         sequence in the batch uses it."""
         if self._adapters.pop(name, None) is None:
             return
-        self._removed.add(name)
-        self._retired.put(name)
-        self._wake()
+        self._retire_adapter(name)
 
     def _delete_retired(self) -> None:
         """Delete removed adapters no sequence decodes with (scheduler thread, between steps)."""
-        while True:
-            try:
-                self._retiring.add(self._retired.get_nowait())
-            except queue.Empty:
-                break
-        if not self._retiring:
-            return
-        busy = self._batcher.adapters_in_use()
-        for name in list(self._retiring):
-            if name in busy:
-                continue  # never pulled from under a running request
-            self._retiring.discard(name)
-            if name in self._adapters:  # added again meanwhile: keep it
-                continue
-            with self._model_lock:
-                self._model.delete_adapter(name)
-                self._peft.discard(name)
-                self._mode = _UNKNOWN
+        self._retired.drain(self._batcher.adapters_in_use, self._adapters, self._delete)
+
+    def _delete(self, name: str) -> None:
+        with self._model_lock:
+            self._model.delete_adapter(name)
+            self._peft.discard(name)
+            self._mode = _UNKNOWN
 
     def _attach(self, name: str, path: str) -> None:
         from peft import PeftModel
