@@ -56,6 +56,8 @@ def render_markdown(run: RunInfo, costs: Crossover | None = None) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for step in run.steps:
+        if step.name == "report":
+            continue  # this report is that step: it is written before the step ends
         info = step.to_dict()
         seconds = "-" if info["seconds"] is None else f"{info['seconds']:.1f}"
         lines.append(
