@@ -7,9 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Detector", "RedactionResult", "Redactor", "Span"]
+__all__ = ["Detector", "Gate", "RedactionResult", "Redactor", "Span"]
 
 Span = tuple[int, int]
+Gate = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,12 @@ class Detector:
     character after the candidate's start, so ``pattern`` must not match inside a token.
     A pattern that opens with a character (not a lookbehind or ``\\b``) lets ``re`` skip
     ahead to it, several times faster, hence the ``\\d(?<!…\\d)`` idiom of the default
-    detectors. ``gate`` is a cheap test without which the pattern cannot match; the pass is
-    skipped when it fails.
+    detectors. ``gate`` is a cheap test (or a tuple of them, tried in order) without which
+    the detector cannot replace anything; the pass is skipped when one fails. A gate may be
+    stricter than the pattern when the check (``find``) turns away what it lets through.
     """
 
     kind: str  # the placeholder is f"[{kind}]"
     pattern: re.Pattern[str]
     find: Callable[[re.Match[str]], Span | None] = _whole
-    gate: Callable[[str], bool] | None = None
+    gate: Gate | tuple[Gate, ...] | None = None

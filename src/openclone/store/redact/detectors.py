@@ -79,11 +79,24 @@ def _contains(*needles: str) -> Callable[[str], bool]:
     return gate
 
 
-_DIGIT = re.compile(r"\d")
+def _finds(pattern: str) -> Callable[[str], bool]:
+    compiled = re.compile(pattern)
+
+    def gate(text: str) -> bool:
+        return compiled.search(text) is not None
+
+    return gate
 
 
-def _has_digit(text: str) -> bool:
-    return _DIGIT.search(text) is not None
+# Every digit detector replaces only what holds two digits side by side: its pattern asks
+# for them, or its check turns the rest away (a dotted quad of single digits is kept, and a
+# phone number may hold at most three one-digit groups, of its seven digits or more). Most
+# prompts hold no such pair, and this one search, shared, skips eight passes.
+_two_digits = _finds(r"\d\d")
+# The IBAN and UK NI patterns open on a capital letter, found in most prompts; these look
+# for their digits instead (a country code and check digits; a prefix and two digits).
+_iban_hint = _finds(r"[0-9](?<=[A-Z][A-Z][0-9])[0-9]")
+_nino_hint = _finds(r"[0-9](?:(?<=[A-Z][0-9])|(?<=[A-Z] [0-9]))[0-9]")
 
 
 def _start(first: str, blocked: str) -> str:
@@ -152,6 +165,7 @@ _VENDOR_PREFIXES = ("sk-", "k_live_", "k_test_", "AKIA", "ASIA", "github_pat_", 
 # ghp_ and kin by their tails: "gh" alone is in too many words to be a useful gate
 _GITHUB_PREFIXES = tuple(f"h{c}_" for c in "pousr")
 _KEYWORDS = ("pass", "pwd", "secret", "token", "key", "authorization")
+_PEM = _contains("-----BEGIN ")  # one gate object: its answer is shared by both PEM passes
 
 DEFAULT_DETECTORS: tuple[Detector, ...] = (
     Detector(
@@ -159,7 +173,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         # The body may hold single dashes (PEM headers) but not "-----": each attempt stops
         # at the next marker, so unterminated blocks cannot make this quadratic.
         re.compile(rf"-----BEGIN {_PEM_NAME}-----(?:[^-]|-(?!----))*?-----END {_PEM_NAME}-----"),
-        gate=_contains("-----BEGIN "),
+        gate=_PEM,
     ),
     Detector(
         "SECRET",  # a pasted key cut short: the header and the base64 lines that follow
@@ -169,7 +183,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             # the last line is short; take it only when it is a whole line
             rf"(?:{_NEWLINE}+[A-Za-z0-9+/]{{1,15}}={{0,2}}(?=[ \t]*(?:\r?\n|\\[rn]|$)))?"
         ),
-        gate=_contains("-----BEGIN "),
+        gate=_PEM,
     ),
     Detector(
         "SECRET",  # JWT: header and payload are base64url JSON objects, so both start eyJ
@@ -220,8 +234,10 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         find_assignment,
         # The keyword in lower, Capitalized or UPPER case; a search for the keyword under
         # IGNORECASE costs a step per character of every prompt.
-        gate=_contains(
-            *_KEYWORDS, *(k.capitalize() for k in _KEYWORDS), *map(str.upper, _KEYWORDS)
+        # Two cheap scans first: no assignment without its ":" or "=".
+        gate=(
+            _contains(":", "="),
+            _contains(*_KEYWORDS, *(k.capitalize() for k in _KEYWORDS), *map(str.upper, _KEYWORDS)),
         ),
     ),
     Detector(
@@ -240,12 +256,12 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         find_email,
         gate=_contains("@"),
     ),
-    Detector("IBAN", _iban_pattern(), find_iban, gate=_has_digit),
+    Detector("IBAN", _iban_pattern(), find_iban, gate=(_two_digits, _iban_hint)),
     Detector(
         "NATIONAL_ID",  # US Social Security number
         re.compile("(" + _start(r"\d", _NOT_IN_TOKEN) + r"\d\d)-(\d\d)-(\d{4})" + _E),
         find_ssn,
-        gate=_has_digit,
+        gate=_two_digits,
     ),
     Detector(
         "NATIONAL_ID",  # UK National Insurance number
@@ -254,7 +270,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             r" ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?![\w\[])"
         ),
         find_nino,
-        gate=_has_digit,
+        gate=(_two_digits, _nino_hint),
     ),
     Detector(
         "NATIONAL_ID",  # French NIR ("numéro de sécurité sociale"), key = 97 - n mod 97
@@ -263,7 +279,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             rf" ?([0-9]{{3}}) ?([0-9]{{3}}) ?([0-9]{{2}}){_E}"
         ),
         find_nir,
-        gate=_has_digit,
+        gate=_two_digits,
     ),
     Detector(
         "NATIONAL_ID",  # Spanish DNI (8 digits) and NIE (X/Y/Z + 7 digits), check letter
@@ -273,7 +289,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             r"[- ]?(?P<letter>[A-Z])(?![\w\[])"
         ),
         find_dni,
-        gate=_has_digit,
+        gate=_two_digits,
     ),
     Detector(
         "CARD",
@@ -284,7 +300,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             rf"\d{{0,18}}(?:[ -]\d{{1,19}}){{0,7}}{_E}"
         ),
         find_card,
-        gate=_has_digit,
+        gate=_two_digits,
     ),
     Detector(
         "IP",  # IPv6, from its first colon
@@ -302,7 +318,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             + r"[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?![\w\[]|\.[0-9])"
         ),
         find_ip,
-        gate=_has_digit,
+        gate=_two_digits,
     ),
     Detector(
         "PHONE",
@@ -319,6 +335,6 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             + r")(?:[ .-]\d{1,15}){0,7}(?![\w@\[]|[.-]\d)"
         ),
         find_phone,
-        gate=_has_digit,
+        gate=_two_digits,
     ),
 )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from openclone.store.redact.base import Detector, RedactionResult
+from openclone.store.redact.base import Detector, Gate, RedactionResult
 from openclone.store.redact.detectors import DEFAULT_DETECTORS
 
 __all__ = ["RegexRedactor", "default_redactor", "redact"]
@@ -43,24 +43,28 @@ class RegexRedactor:
 
     def __init__(self, detectors: Iterable[Detector] = DEFAULT_DETECTORS) -> None:
         self.detectors = tuple(detectors)
+        self._gated = tuple(
+            (det, det.gate if isinstance(det.gate, tuple) else (det.gate,) if det.gate else ())
+            for det in self.detectors
+        )
 
     def __call__(self, text: str) -> RedactionResult:
         counts: dict[str, int] = {}
-        # A gate's answer holds until a detector changes the text; most texts have no digit,
-        # and one search tells the eight detectors that need one.
-        answers: dict[Callable[[str], bool], bool] = {}
-        for det in self.detectors:
-            gate = det.gate
-            if gate is not None:
+        # A gate's answer holds until a detector changes the text; most texts have no two
+        # digits together, and one search tells the eight detectors that need them.
+        answers: dict[Gate, bool] = {}
+        for det, gates in self._gated:
+            for gate in gates:
                 ok = answers.get(gate)
                 if ok is None:
                     ok = answers[gate] = gate(text)
                 if not ok:
-                    continue
-            out = _apply(det, text, counts)
-            if out is not text:
-                text = out
-                answers.clear()
+                    break
+            else:
+                out = _apply(det, text, counts)
+                if out is not text:
+                    text = out
+                    answers.clear()
         return RedactionResult(text, counts)
 
 
