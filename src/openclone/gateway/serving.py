@@ -26,7 +26,7 @@ from openclone.gateway.capture import (
 )
 from openclone.gateway.ratelimit import Ticket
 from openclone.gateway.splits import Arm, canary_arm, count_arm
-from openclone.gateway.sse import EventStream
+from openclone.gateway.sse import Closing, EventStream
 from openclone.gateway.state import Gateway
 from openclone.gateway.stored_completions_wire import for_engine, keep_options
 from openclone.routing.router import Replica
@@ -46,7 +46,7 @@ log = logging.getLogger("openclone.gateway")
 T = TypeVar("T")
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_DONE = b"data: [DONE]\n\n"
+_DONE = Closing(b"data: [DONE]\n\n")
 
 
 class ClientGone(Exception):
@@ -241,7 +241,8 @@ async def _sse(
                 first = False
             if renamed:
                 chunk.model = shown
-            yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
+            # model_dump_json's bytes before it decodes them to str (then encoded again).
+            yield b"data: %b\n\n" % chunk.__pydantic_serializer__.to_json(chunk, exclude_none=True)
         if exchange is not None and assembler is not None and exchange.store:
             # Before [DONE]: a client may close the stream as soon as it has it, and can list
             # the completion at once.
@@ -252,7 +253,7 @@ async def _sse(
     except APIError as exc:
         # Headers are gone already: report the failure in-stream, as OpenAI does.
         status = str(exc.status_code)
-        yield b"data: " + json.dumps(exc.to_dict()).encode() + b"\n\n"
+        yield _closing_error(exc)
     except asyncio.CancelledError:
         status = "499"
         m.disconnects.labels(label).inc()
@@ -260,8 +261,7 @@ async def _sse(
     except Exception as exc:
         log.exception("stream failed")
         status = "500"
-        err = EngineError(f"the stream failed: {type(exc).__name__}")
-        yield b"data: " + json.dumps(err.to_dict()).encode() + b"\n\n"
+        yield _closing_error(EngineError(f"the stream failed: {type(exc).__name__}"))
     finally:
         _settle(ticket, used)
         await it.aclose()
@@ -276,6 +276,10 @@ async def _sse(
                 submit_safely(gw.capture, exchange)
             if shadow is not None and gw.shadow is not None:
                 gw.shadow.offer(shadow[0], shadow[1], exchange)  # after the last chunk
+
+
+def _closing_error(exc: APIError) -> Closing:
+    return Closing(b"data: " + json.dumps(exc.to_dict()).encode() + b"\n\n")
 
 
 def _answered(

@@ -8,6 +8,11 @@ about a tenth of a millisecond of the gateway's event loop, as much as the rest 
 SSE framing. Here the body runs in the request's own task and one waiter on ``receive()``
 cancels that task when the client disconnects: the same behaviour (generation stops at
 once, the body's ``finally`` runs), without the group.
+
+A body's last event (``data: [DONE]``, or an error after the headers went) is marked
+:class:`Closing`: it is held until the body has finished (its cleanup has run: the request
+is counted and its capture queued) and then goes out with the response's end, one write
+and one ``send`` instead of two. The client sees the same bytes.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ import asyncio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["EventStream"]
+__all__ = ["Closing", "EventStream"]
 
 
 async def _disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class Closing(bytes):
+    """An event after which the body yields nothing more."""
 
 
 class EventStream(StreamingResponse):
@@ -58,3 +67,19 @@ class EventStream(StreamingResponse):
             watcher.cancel()
         if self.background is not None and not gone:
             await self.background()
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        last = b""
+        async for event in self.body_iterator:
+            if last:  # a body that yields past its Closing event: each goes, in order
+                await send({"type": "http.response.body", "body": last, "more_body": True})
+                last = b""
+            if isinstance(event, Closing):
+                last = event
+                continue
+            body = event if isinstance(event, bytes | memoryview) else event.encode(self.charset)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": last, "more_body": False})
