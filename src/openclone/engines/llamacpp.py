@@ -104,6 +104,12 @@ class LlamaCppConfig(BaseModel):
     max_adapters: int = Field(
         default=32, ge=1, description="adapters kept loaded; the least recently used go first"
     )
+    adapter_turn: int = Field(
+        default=8,
+        ge=1,
+        description="steps the sequences of one adapter decode before the next adapter's turn "
+        "(llama.cpp applies adapters per context: each switch costs a new compute graph)",
+    )
 
 
 @dataclass
@@ -183,6 +189,7 @@ class LlamaCppEngine(LocalEngine):
         self._adapter_paths: dict[str, str] = {}
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._applied: str | None = None
+        self._turn: tuple[str | None, int] = (None, 0)  # the adapter decoding, its steps so far
         self._broken: dict[str, str] = {}  # adapters llama.cpp refused: name -> why
         self._loads = 0  # adapters loaded since start (each reload after eviction counts)
         for name, adapter_path in config.adapters.items():
@@ -571,11 +578,22 @@ class LlamaCppEngine(LocalEngine):
                 self._finish(slot, "stop")
                 continue
             groups.setdefault(slot.adapter, []).append(slot)
-        # The adapter applied now goes first: one switch fewer per step (and a switch costs
-        # llama.cpp a new compute graph). One group, the usual case, has nothing to order.
-        order = sorted(groups, key=lambda a: a != self._applied) if len(groups) > 1 else groups
-        for adapter in order:
-            self._decode(groups[adapter], adapter)
+        if len(groups) <= 1:  # the usual case: one adapter (or none) in use
+            for adapter, group in groups.items():
+                self._decode(group, adapter)
+            return
+        # Adapters take turns of ``adapter_turn`` steps: a switch costs llama.cpp a new
+        # compute graph, so switching every step (one decode per adapter per step) cost
+        # more than the decoding; the others' sequences wait their turn, in name order.
+        current, steps = self._turn
+        if current not in groups or steps >= self.config.adapter_turn:
+            names = sorted(groups, key=lambda a: (a is not None, a or ""))
+            later = [
+                a for a in names if (a is not None, a or "") > (current is not None, current or "")
+            ]
+            current, steps = (later or names)[0], 0
+        self._turn = (current, steps + 1)
+        self._decode(groups[current], current)
 
     def _decode(self, slots: list[_Slot], adapter: str | None) -> None:
         c, batch = self._c, self._batch
