@@ -60,6 +60,8 @@ def test_each_upstreams_spelling_is_read(entry: dict[str, Any], expected: Lifecy
         (None, None),
         ([2026, 6, 30], None),
         (10**30, None),  # beyond any calendar
+        (0, None),  # placeholders, not announced shutdowns
+        ("1970-01-01", None),
     ],
 )
 def test_only_real_dates_are_read(value: Any, expected: dt.date | None) -> None:

@@ -1,7 +1,7 @@
 """The deprecation watch reads what upstreams' models lists report (Azure's and
 OpenRouter's shapes, from a real HTTP server on loopback): a reported date raises the
-loop's cadence and shows in `loop status`, a model missing from its list is gone (its
-loop is due now), and an upstream that cannot be read changes nothing and fails nothing."""
+loop's cadence and shows in `loop status`, a model missing from its list is gone (0 days
+left: its loop on the deprecation cadence), and an upstream that cannot be read changes nothing and fails nothing."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ LISTS: dict[str, dict[str, Any]] = {
         {"id": "anthropic/claude-3-opus", "name": "Claude 3 Opus", "expiration_date": str(IN_45)},
         {"id": "openai/gpt-4o", "name": "GPT-4o", "expiration_date": None},
     ]},
+    # A list in pages (Anthropic-style cursor): the first page says nothing of the rest.
+    "/paged/v1/models": {"data": [{"id": "claude-3-5-haiku"}], "has_more": True,
+                         "last_id": "claude-3-5-haiku"},
 }  # fmt: skip
 
 
@@ -277,3 +280,30 @@ def test_a_model_can_be_left_unwatched(tmp_path: Path) -> None:
     assert proxied(settings, "claude") is None
     azure = proxied(settings, "azure-4o")
     assert azure is not None and azure.upstream_model == "gpt-4o-2024-05-13"
+
+
+def test_a_model_missing_from_the_first_page_of_a_paged_list_is_not_gone(tmp_path: Path) -> None:
+    with upstreams() as up:
+        config = write_config(
+            tmp_path / "openclone.toml",
+            f"""
+[[models]]
+name = "sonnet"
+engine = "openai"
+params = {{ base_url = "{up.url}/paged/v1", model = "claude-sonnet-4" }}
+
+[[loops]]
+name = "support"
+model = "support"
+tenant = "acme"
+teacher = "sonnet"
+every = "4d"
+""",
+        )
+        row = _watch(config, "--refresh")["sonnet"]
+    assert up.asked == ["/paged/v1/models"]
+    assert (row["upstream"]["state"], row["effective"], row["days_left"]) == (
+        "unlisted",
+        None,
+        None,
+    )

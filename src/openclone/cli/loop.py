@@ -350,13 +350,13 @@ def deprecations_command(
         if up.get("error"):
             said += " (last read failed)"
         checked = up.get("checked") or ("never" if row["proxied"] else "not proxied")
-        table.add_row(row["model"], row["configured"] or "-", escape(said), checked,
+        table.add_row(escape(row["model"]), row["configured"] or "-", escape(said), checked,
                       row["effective"] or "-",
                       "-" if row["days_left"] is None else str(row["days_left"]))  # fmt: skip
     console.print(table)
     for row in [] if refresh else rows:  # a read that failed just now was logged already
         error = (row["upstream"] or {}).get("error")
         if error:
-            err.print(f"{row['model']}: {escape(error)}", highlight=False)
+            err.print(f"{escape(row['model'])}: {escape(error)}", highlight=False)
     if not rows:
         err.print("no closed model is watched: add [deprecations] or a loop with a proxied teacher")

@@ -26,6 +26,7 @@ __all__ = ["Lifecycle", "lifecycle", "read_date"]
 _DATE_FIELDS = ("shutdown_date", "expiration_date", "deprecation_date", "retirement_date")
 _DEPRECATED_STATES = {"deprecating", "deprecated", "retiring", "retired"}
 _MS_EPOCH = 1e11  # a timestamp above this is in milliseconds (1e11 s is the year 5138)
+_EARLIEST = dt.date(2020, 1, 1)  # before any model an upstream lists today was announced
 
 
 @dataclass(frozen=True)
@@ -35,22 +36,23 @@ class Lifecycle:
 
 
 def read_date(value: Any) -> dt.date | None:
-    """A date from "YYYY-MM-DD", an ISO timestamp, or epoch seconds or milliseconds."""
+    """A date from "YYYY-MM-DD", an ISO timestamp, or epoch seconds or milliseconds; a date
+    before 2020 is a placeholder (0, "1970-01-01"), not an announced shutdown."""
+    day: dt.date | None = None
     if isinstance(value, bool):  # a bool is an int to Python, never a date
         return None
     if isinstance(value, int | float):
         seconds = value / 1000 if value > _MS_EPOCH else value
         try:
-            return dt.datetime.fromtimestamp(seconds, dt.UTC).date()
+            day = dt.datetime.fromtimestamp(seconds, dt.UTC).date()
         except (OverflowError, OSError, ValueError):
             return None
-    if isinstance(value, str) and value.strip():
-        text = value.strip()
+    elif isinstance(value, str) and value.strip():
         try:
-            return dt.date.fromisoformat(text[:10])
+            day = dt.date.fromisoformat(value.strip()[:10])
         except ValueError:
             return None
-    return None
+    return day if day is not None and day >= _EARLIEST else None
 
 
 def lifecycle(entry: Mapping[str, Any]) -> Lifecycle:

@@ -187,9 +187,11 @@ class OpenAIEngine:
             return False
         return resp.status < 500
 
-    async def list_models(self, time_limit: float = 10.0) -> list[dict[str, Any]]:
+    async def list_models(self, time_limit: float = 10.0) -> tuple[list[dict[str, Any]], bool]:
         """The entries of the upstream's ``GET /models`` (raw: each upstream adds its own
-        fields, such as shutdown dates); raises EngineError when it cannot be read."""
+        fields, such as shutdown dates), and whether that was the whole list (False: the
+        upstream pages it, ``has_more`` or a next-page token); raises EngineError when it
+        cannot be read."""
         try:
             resp = await self._http.get("/models", time_limit=time_limit)
         except TRANSPORT_ERRORS as exc:
@@ -197,12 +199,16 @@ class OpenAIEngine:
         if resp.status != 200:
             raise _status_error(resp.status, resp.content)
         try:
-            data = json.loads(resp.content)["data"]
+            body = json.loads(resp.content)
+            data = body["data"]
         except (ValueError, KeyError, TypeError) as exc:
             raise EngineError(f"upstream {self.base_url} sent a malformed models list") from exc
         if not isinstance(data, list):
             raise EngineError(f"upstream {self.base_url} sent a malformed models list")
-        return [entry for entry in data if isinstance(entry, dict)]
+        paged = bool(
+            body.get("has_more") or body.get("next_page_token") or body.get("nextPageToken")
+        )
+        return [entry for entry in data if isinstance(entry, dict)], not paged
 
     def describe(self) -> dict[str, Any]:
         return {

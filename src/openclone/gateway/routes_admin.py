@@ -46,7 +46,6 @@ from openclone.gateway.auth import AdminDep, admin, audit_actor
 from openclone.gateway.routes_ui import PAGE_HEADERS, STATIC
 from openclone.gateway.security import same_origin
 from openclone.gateway.state import Gateway, GatewayDep
-from openclone.store import Store
 from openclone.store.accounts import (
     Principal,
     create_tenant,
@@ -78,12 +77,6 @@ Offset = Annotated[int, Query(ge=0)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
 
-def _store(gw: Gateway) -> Store:
-    if gw.store is None:
-        raise InvalidRequestError("this server runs without a store")
-    return gw.store
-
-
 def _listing(rows: list[T], limit: int, out: Callable[[T], object]) -> dict[str, object]:
     """A page of ``limit`` from ``limit + 1`` rows read: the extra one says there is more."""
     return {"data": [out(r) for r in rows[:limit]], "has_more": len(rows) > limit}
@@ -109,13 +102,13 @@ async def admin_page() -> FileResponse:
 
 @router.get("/tenants")
 async def tenants(gw: GatewayDep, offset: Offset = 0, limit: Limit = 50) -> Listing[TenantOut]:
-    rows = await asyncio.to_thread(list_tenants, _store(gw), offset=offset, limit=limit + 1)
+    rows = await asyncio.to_thread(list_tenants, gw.need_store(), offset=offset, limit=limit + 1)
     return Listing[TenantOut].model_validate(_listing(rows, limit, TenantOut.of))
 
 
 @router.post("/tenants", status_code=201)
 async def new_tenant(body: NewTenant, who: AdminDep, gw: GatewayDep) -> TenantDetailOut:
-    store = _store(gw)
+    store = gw.need_store()
 
     def create() -> TenantDetailOut:
         create_tenant(store, body.name, actor=audit_actor(who), consent=body.consent_default,
@@ -127,14 +120,14 @@ async def new_tenant(body: NewTenant, who: AdminDep, gw: GatewayDep) -> TenantDe
 
 @router.get("/tenants/{tenant}")
 async def tenant(tenant: str, gw: GatewayDep) -> TenantDetailOut:
-    return TenantDetailOut.of(await asyncio.to_thread(tenant_detail, _store(gw), tenant))
+    return TenantDetailOut.of(await asyncio.to_thread(tenant_detail, gw.need_store(), tenant))
 
 
 @router.patch("/tenants/{tenant}")
 async def patch_tenant(
     tenant: str, body: TenantPatch, who: AdminDep, gw: GatewayDep
 ) -> TenantDetailOut:
-    store = _store(gw)
+    store = gw.need_store()
     given = body.model_fields_set
 
     def change() -> TenantDetailOut:
@@ -161,7 +154,9 @@ async def erase_tenant(tenant: str, body: Confirm, who: AdminDep, gw: GatewayDep
 async def users(
     tenant: str, gw: GatewayDep, offset: Offset = 0, limit: Limit = 50
 ) -> Listing[UserOut]:
-    rows = await asyncio.to_thread(list_users, _store(gw), tenant, offset=offset, limit=limit + 1)
+    rows = await asyncio.to_thread(
+        list_users, gw.need_store(), tenant, offset=offset, limit=limit + 1
+    )
     return Listing[UserOut].model_validate(_listing(rows, limit, UserOut.of))
 
 
@@ -181,13 +176,15 @@ async def erase_user(
 async def keys(
     tenant: str, gw: GatewayDep, offset: Offset = 0, limit: Limit = 100
 ) -> Listing[KeyOut]:
-    rows = await asyncio.to_thread(list_keys, _store(gw), tenant, offset=offset, limit=limit + 1)
+    rows = await asyncio.to_thread(
+        list_keys, gw.need_store(), tenant, offset=offset, limit=limit + 1
+    )
     return Listing[KeyOut].model_validate(_listing(rows, limit, KeyOut.of))
 
 
 @router.post("/tenants/{tenant}/keys", status_code=201)
 async def new_key(tenant: str, body: NewKey, who: AdminDep, gw: GatewayDep) -> NewKeyOut:
-    store = _store(gw)
+    store = gw.need_store()
 
     def create() -> NewKeyOut:
         get_tenant(store, tenant)  # a key does not create its tenant here: POST /tenants does
@@ -200,7 +197,7 @@ async def new_key(tenant: str, body: NewKey, who: AdminDep, gw: GatewayDep) -> N
 @router.patch("/keys/{key}")
 async def patch_key(key: str, body: KeyPatch, who: AdminDep, gw: GatewayDep) -> KeyOut:
     info = await asyncio.to_thread(
-        set_key_scope, _store(gw), key, body.admin, actor=audit_actor(who)
+        set_key_scope, gw.need_store(), key, body.admin, actor=audit_actor(who)
     )
     return KeyOut.of(info)
 
@@ -208,7 +205,9 @@ async def patch_key(key: str, body: KeyPatch, who: AdminDep, gw: GatewayDep) -> 
 @router.post("/keys/{key}/revoke")
 async def revoke(key: str, who: AdminDep, gw: GatewayDep) -> KeyOut:
     """Every gateway refuses the key from its next request on (see ``store.keys``)."""
-    return KeyOut.of(await asyncio.to_thread(revoke_key, _store(gw), key, actor=audit_actor(who)))
+    return KeyOut.of(
+        await asyncio.to_thread(revoke_key, gw.need_store(), key, actor=audit_actor(who))
+    )
 
 
 # ---- erasure ---------------------------------------------------------------------------
@@ -216,7 +215,7 @@ async def revoke(key: str, who: AdminDep, gw: GatewayDep) -> KeyOut:
 
 async def _erase(gw: Gateway, who: Principal, **target: str | None) -> ErasureOut:
     result: ErasureResult = await asyncio.to_thread(
-        lambda: erase(_store(gw), actor=audit_actor(who), **target)
+        lambda: erase(gw.need_store(), actor=audit_actor(who), **target)
     )
     return ErasureOut.of(result)
 
@@ -236,7 +235,7 @@ async def erasures(
     limit: Limit = 50,
 ) -> ErasureListing:
     """Erasures, newest first, with what their data had become (``audit erasures``)."""
-    store, home = _store(gw), gw.settings.home
+    store, home = gw.need_store(), gw.settings.home
 
     def read() -> ErasureListing:
         rows = erasures_since(store, since, offset=offset, limit=limit + 1)
@@ -257,7 +256,7 @@ async def erasures(
 @router.get("/retention")
 async def retention(gw: GatewayDep) -> RetentionOut:
     """The schedule and each tenant's retention; set a tenant's with ``PATCH /tenants/T``."""
-    rows = await asyncio.to_thread(list_tenants, _store(gw))
+    rows = await asyncio.to_thread(list_tenants, gw.need_store())
     sched = gw.retention
     return RetentionOut(
         interval=gw.settings.retention_interval,
@@ -272,7 +271,7 @@ async def retention(gw: GatewayDep) -> RetentionOut:
 @router.post("/retention/run")
 async def run_retention_now(who: AdminDep, gw: GatewayDep) -> RetentionRun:
     """Apply every tenant's retention now (audited as ``retention.run``)."""
-    results = await asyncio.to_thread(run_retention, _store(gw), actor=audit_actor(who))
+    results = await asyncio.to_thread(run_retention, gw.need_store(), actor=audit_actor(who))
     return RetentionRun(data=[ErasureOut.of(r) for r in results])
 
 
@@ -290,7 +289,7 @@ async def audit_log(
 ) -> AuditListing:
     def read() -> list[AuditEntry]:
         return list_audit(
-            _store(gw), limit + 1, action=action, actor=actor, since=since, after=after
+            gw.need_store(), limit + 1, action=action, actor=actor, since=since, after=after
         )
 
     rows = await asyncio.to_thread(read)

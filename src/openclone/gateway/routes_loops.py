@@ -15,24 +15,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from openclone.errors import APIError, ConfigError, InvalidRequestError
+from openclone.errors import APIError, ConfigError
 from openclone.gateway.auth import AdminDep, admin, audit_actor
 from openclone.gateway.security import same_origin
 from openclone.gateway.state import GatewayDep
 from openclone.loop.config import load_loops
 from openclone.loop.state import set_paused
 from openclone.loop.status import SERIES_RUNS, find_loop, loop_status, run_series
-from openclone.store import Store
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/admin/loops", dependencies=[Depends(same_origin), Depends(admin)])
-
-
-def _store(store: Store | None) -> Store:
-    if store is None:
-        raise InvalidRequestError("this server runs without a store")
-    return store
 
 
 @contextmanager
@@ -48,7 +41,7 @@ def _configured() -> Iterator[None]:
 @router.get("")
 async def loops(gw: GatewayDep) -> dict[str, Any]:
     """Every configured loop's status: the rows of ``openclone loop status --json``."""
-    store, settings = _store(gw.store), gw.settings
+    store, settings = gw.need_store(), gw.settings
 
     def read() -> list[dict[str, Any]]:
         with _configured():
@@ -63,7 +56,7 @@ async def runs(
     name: str, gw: GatewayDep, limit: Annotated[int, Query(ge=1, le=500)] = SERIES_RUNS
 ) -> dict[str, Any]:
     """The newest ``limit`` runs, oldest first: win rates, spend and $/1M at each run's end."""
-    store, settings = _store(gw.store), gw.settings
+    store, settings = gw.need_store(), gw.settings
 
     def read() -> list[dict[str, Any]]:
         with _configured():
@@ -74,7 +67,7 @@ async def runs(
 
 
 async def _switch(name: str, paused: bool, who: AdminDep, gw: GatewayDep) -> dict[str, Any]:
-    store, settings = _store(gw.store), gw.settings
+    store, settings = gw.need_store(), gw.settings
 
     def switch() -> dict[str, Any]:
         with _configured():

@@ -38,7 +38,6 @@ from openclone.gateway.review_wire import (
 )
 from openclone.gateway.security import same_origin
 from openclone.gateway.state import Gateway, GatewayDep
-from openclone.store import Store
 from openclone.store.review import (
     edit_answer,
     export_approved,
@@ -76,17 +75,11 @@ def _confined(gw: Gateway, raw: str, folders: tuple[str, ...], param: str) -> Pa
     return path
 
 
-def _store(gw: Gateway) -> Store:
-    if gw.store is None:
-        raise InvalidRequestError("this server runs without a store")
-    return gw.store
-
-
 @router.get("")
 async def datasets(
     gw: GatewayDep, offset: Annotated[int, Query(ge=0)] = 0, limit: Limit = 50
 ) -> DatasetListing:
-    rows = await asyncio.to_thread(list_datasets, _store(gw), limit + 1, offset)
+    rows = await asyncio.to_thread(list_datasets, gw.need_store(), limit + 1, offset)
     return DatasetListing(data=[DatasetOut.of(d) for d in rows[:limit]], has_more=len(rows) > limit)
 
 
@@ -96,7 +89,7 @@ async def add_dataset(body: NewDataset, who: AdminDep, gw: GatewayDep) -> Datase
     path, cap = _confined(gw, body.path, READABLE, "path"), gw.settings.max_file_bytes
     info = await asyncio.to_thread(
         lambda: register(
-            _store(gw), path, actor=audit_actor(who), tenant=body.tenant, max_bytes=cap
+            gw.need_store(), path, actor=audit_actor(who), tenant=body.tenant, max_bytes=cap
         )
     )
     return DatasetOut.of(info)
@@ -104,7 +97,7 @@ async def add_dataset(body: NewDataset, who: AdminDep, gw: GatewayDep) -> Datase
 
 @router.get("/{dataset}")
 async def dataset(dataset: str, gw: GatewayDep) -> DatasetOut:
-    return DatasetOut.of(await asyncio.to_thread(get_dataset, _store(gw), dataset))
+    return DatasetOut.of(await asyncio.to_thread(get_dataset, gw.need_store(), dataset))
 
 
 @router.get("/{dataset}/examples")
@@ -116,7 +109,7 @@ async def examples(
     after: Annotated[int, Query(ge=-1, description="the next_after of the page before")] = -1,
     limit: Limit = 50,
 ) -> ExampleListing:
-    store = _store(gw)
+    store = gw.need_store()
     page = await asyncio.to_thread(
         lambda: list_examples(store, dataset, state=state, search=search, after=after, limit=limit)
     )
@@ -125,7 +118,7 @@ async def examples(
 
 @router.get("/{dataset}/examples/{row}")
 async def example(dataset: str, row: int, gw: GatewayDep) -> ExampleOut:
-    return ExampleOut.of(await asyncio.to_thread(get_example, _store(gw), dataset, row))
+    return ExampleOut.of(await asyncio.to_thread(get_example, gw.need_store(), dataset, row))
 
 
 @router.patch("/{dataset}/examples/{row}")
@@ -134,7 +127,7 @@ async def edit(
 ) -> ExampleOut:
     """Edit the answer training gets (``review.edit`` in the audit log)."""
     info = await asyncio.to_thread(
-        lambda: edit_answer(_store(gw), dataset, row, body.answer, actor=audit_actor(who))
+        lambda: edit_answer(gw.need_store(), dataset, row, body.answer, actor=audit_actor(who))
     )
     return ExampleOut.of(info)
 
@@ -146,7 +139,7 @@ async def review(dataset: str, body: ReviewBody, who: AdminDep, gw: GatewayDep) 
         raise InvalidRequestError("give either rows or all_matching: true", param="rows")
     if body.rows is not None and (body.where_state or body.search):
         raise InvalidRequestError("where_state and search go with all_matching", param="rows")
-    store = _store(gw)
+    store = gw.need_store()
 
     def run() -> ReviewOut:
         n = set_state(store, dataset, body.state, actor=audit_actor(who), rows=body.rows,
@@ -160,7 +153,7 @@ async def review(dataset: str, body: ReviewBody, who: AdminDep, gw: GatewayDep) 
 async def export(dataset: str, body: ExportBody, who: AdminDep, gw: GatewayDep) -> ExportOut:
     """Write the approved examples, edits applied, to a JSONL file under the home's
     ``datasets/`` (a new file, or an earlier export of this dataset)."""
-    store, actor = _store(gw), audit_actor(who)
+    store, actor = gw.need_store(), audit_actor(who)
     out = _confined(gw, body.out, WRITABLE, "out")
 
     def run() -> ExportOut:

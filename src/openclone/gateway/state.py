@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from openclone.config import Settings
+from openclone.errors import InvalidRequestError
 from openclone.gateway.capture import CaptureSink
 from openclone.gateway.metrics import Metrics
 from openclone.gateway.model_access import ModelOwners
@@ -37,6 +38,12 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.router.hintable = lambda name: not self.models.owned(name)
+
+    def need_store(self) -> Store:
+        """The store, for routes that read or write it (a storeless gateway: a 400)."""
+        if self.store is None:
+            raise InvalidRequestError("this server runs without a store")
+        return self.store
 
 
 # async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop per request.

@@ -50,10 +50,9 @@ def teacher_key(ctx: StepContext, request: DistillRequest) -> str:
     credentials) and the sampling of answers. Equal keys: an answer may be reused."""
     entry = ctx.settings.model(request.teacher or "")
     specs = [
-        (engine, {k: v for k, v in sorted(params.items())
-                  if not any(s in k.lower() for s in _SECRET)})
+        (engine, _public(params))
         for engine, params in (entry.replica_specs() if entry is not None else [])
-    ]  # fmt: skip
+    ]
     what = {
         "teacher": request.teacher,
         "entry": specs,
@@ -67,25 +66,45 @@ def teacher_key(ctx: StepContext, request: DistillRequest) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _secret(name: str) -> bool:
+    name = name.lower()
+    return any(s in name for s in _SECRET) or "auth" in name
+
+
+def _public(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without credentials, in headers too (Azure's ``api-key``, ``Authorization``)."""
+    out: dict[str, Any] = {}
+    for k, v in sorted(params.items()):
+        if _secret(k):
+            continue
+        if k == "headers" and isinstance(v, dict):
+            v = {h: x for h, x in sorted(v.items()) if not _secret(str(h))}
+        out[k] = v
+    return out
+
+
 def _rows(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        f = path.open(encoding="utf-8")
     except OSError:  # gone (the run's files removed): nothing to reuse from it
         return
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("metadata"), dict):
-            yield row
+    with f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("metadata"), dict):
+                yield row
 
 
-def _earlier(ctx: StepContext, key: str) -> dict[Key, tuple[dict[str, Any], int]]:
-    """The answers of this loop's earlier finished distills made with ``key``, newest
-    first, by (capture id, prompt id)."""
+def _earlier(ctx: StepContext, key: str, wanted: set[Key]) -> dict[Key, tuple[dict[str, Any], int]]:
+    """The answers to ``wanted`` in this loop's earlier finished distills made with
+    ``key``, newest first, by (capture id, prompt id); only those are held in memory."""
     found: dict[Key, tuple[dict[str, Any], int]] = {}
     for run in list_runs(ctx.store, ctx.config.name):
+        if len(found) == len(wanted):
+            break  # every prompt has its answer: older runs need not be read
         step = run.step("distill")
         if run.id == ctx.run.id or step is None or step.state != "done":
             continue
@@ -97,6 +116,7 @@ def _earlier(ctx: StepContext, key: str) -> dict[Key, tuple[dict[str, Any], int]
             if (
                 isinstance(cid, str)
                 and isinstance(pid, str)
+                and (cid, pid) in wanted
                 and meta.get("teacher") == ctx.config.teacher
             ):
                 found.setdefault((cid, pid), (row, run.number))
@@ -121,15 +141,18 @@ def seed(ctx: StepContext, out: Path, prompts: Path, key: str, limit: int) -> in
     the rows written. A dataset already begun (a resumed step) is left as it is."""
     if out.exists():
         return 0
-    earlier = _earlier(ctx, key)
+    asked: list[Key] = []  # this run's prompts, in order
+    for row in _rows(prompts):
+        cid = row["metadata"].get("capture_id")
+        if isinstance(cid, str):
+            asked.append((cid, prompt_id(prompt_of(row.get("messages") or []))))
+    earlier = _earlier(ctx, key, set(asked)) if asked else {}
     if not earlier:
         return 0
     chosen: list[tuple[dict[str, Any], int]] = []
     seen: set[str] = set()
-    for row in _rows(prompts):
-        cid = row["metadata"].get("capture_id")
-        pid = prompt_id(prompt_of(row.get("messages") or []))
-        match = earlier.get((cid, pid)) if isinstance(cid, str) else None
+    for cid, pid in asked:
+        match = earlier.get((cid, pid))
         if match is not None and pid not in seen:
             seen.add(pid)
             chosen.append(match)

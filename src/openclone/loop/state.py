@@ -39,6 +39,7 @@ __all__ = [
     "end_run",
     "get_run",
     "is_paused",
+    "iso_utc",
     "last_decided",
     "last_ended",
     "last_used_until",
@@ -76,8 +77,8 @@ class StepInfo:
             "state": self.state,
             "counts": self.counts,
             "cost_usd": round(self.cost_usd, 6),
-            "started": _iso(self.started),
-            "finished": _iso(self.finished),
+            "started": iso_utc(self.started),
+            "finished": iso_utc(self.finished),
             "seconds": _seconds(self.started, self.finished),
             "error": self.error,
         }
@@ -123,15 +124,16 @@ class RunInfo:
             "action": self.action,
             "candidate": self.candidate,
             "cost_usd": round(self.cost_usd, 6),
-            "created": _iso(self.created),
-            "finished": _iso(self.finished),
+            "created": iso_utc(self.created),
+            "finished": iso_utc(self.finished),
             "seconds": _seconds(self.created, self.finished),
             "error": self.error,
             "steps": [s.to_dict() for s in self.steps],
         }
 
 
-def _iso(t: float | None) -> str | None:
+def iso_utc(t: float | None) -> str | None:
+    """Epoch seconds as an ISO 8601 UTC time to the second (None stays None)."""
     return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
 
 
@@ -144,10 +146,15 @@ def _step(s: LoopStep) -> StepInfo:
                     s.started, s.finished)  # fmt: skip
 
 
-def _run(s: Any, r: LoopRun) -> RunInfo:
-    steps = s.scalars(select(LoopStep).where(LoopStep.run_id == r.id).order_by(LoopStep.position))
+def _run(s: Any, r: LoopRun, steps: list[StepInfo] | None = None) -> RunInfo:
+    """``r`` as a RunInfo, with ``steps`` (read here when not given)."""
+    if steps is None:
+        rows = s.scalars(
+            select(LoopStep).where(LoopStep.run_id == r.id).order_by(LoopStep.position)
+        )
+        steps = [_step(x) for x in rows]
     return RunInfo(r.id, r.loop, r.number, r.status, r.action, r.reason, r.candidate, r.error,
-                   r.created, r.finished, r.ended, [_step(x) for x in steps])  # fmt: skip
+                   r.created, r.finished, r.ended, steps)  # fmt: skip
 
 
 def _held(r: LoopRun, now: float) -> bool:
@@ -329,16 +336,19 @@ def list_runs(store: Store, loop: str, limit: int | None = None) -> list[RunInfo
             q = q.limit(limit)
         runs = list(s.scalars(q))
         steps: dict[str, list[StepInfo]] = {r.id: [] for r in runs}
-        if runs:  # the same runs, as a subquery: no parameter per run, however many
-            ids = select(q.with_only_columns(LoopRun.id).subquery().c.id)
-            for x in s.scalars(
-                select(LoopStep).where(LoopStep.run_id.in_(ids)).order_by(LoopStep.position)
-            ):
+        if runs:
+            # By number, not by the limited query again: a run claimed between the two reads
+            # would shift that window and leave the oldest listed run without its steps.
+            rows = s.scalars(
+                select(LoopStep)
+                .join(LoopRun, LoopStep.run_id == LoopRun.id)
+                .where(LoopRun.loop == loop, LoopRun.number >= runs[-1].number)
+                .order_by(LoopStep.position)
+            )
+            for x in rows:
                 if x.run_id in steps:  # a run started between the two reads is not listed
                     steps[x.run_id].append(_step(x))
-        return [RunInfo(r.id, r.loop, r.number, r.status, r.action, r.reason, r.candidate,
-                        r.error, r.created, r.finished, r.ended, steps[r.id])
-                for r in runs]  # fmt: skip
+        return [_run(s, r, steps[r.id]) for r in runs]
 
 
 def is_paused(store: Store, loop: str) -> bool:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from openclone.errors import APIError, ModelNotFound
 from openclone.loop.cadence import deprecation, new_captures, next_due
 from openclone.loop.config import LoopConfig, load_loops
 from openclone.loop.costs import crossover, run_spend
-from openclone.loop.state import RunInfo, is_paused, last_ended, list_runs
+from openclone.loop.state import RunInfo, is_paused, iso_utc, last_ended, list_runs
 from openclone.registry.versions import get_version
 from openclone.store.db import Store
 
@@ -51,10 +50,6 @@ def find_loop(settings: Settings, name: str) -> LoopConfig:
             return loop
     known = ", ".join(loop.name for loop in loops) or "none configured"
     raise LoopNotFound(f"no loop named {name!r} (loops: {known})", param="name")
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
 
 
 def _reports(run: RunInfo) -> dict[str, Any]:
@@ -115,7 +110,7 @@ def loop_status(
         "new_captures": new_captures(store, loop),
         "paused": paused,
         "champion": champion,
-        "next_due": None if paused or due == float("inf") else _iso(max(due, 0.0) or None),
+        "next_due": None if paused or due == float("inf") else iso_utc(max(due, 0.0) or None),
         "last_run": runs[0].to_dict() if runs else None,
         "deprecation": deprecation_status(settings, loop, runs, now, store),
         "costs": crossover(store, settings, loop, runs, now).to_dict(),
@@ -139,7 +134,7 @@ def run_series(
         # The crossover as it stood when the run ended (the last 30 days up to then), so a
         # chart shows how serving and API $/1M moved; a run still going: as of its last step.
         ended = run.finished if run.finished is not None else last_ended(run)
-        costs = crossover(store, settings, loop, [run], ended)
+        costs = crossover(store, settings, loop, [run], ended).to_dict()
         reports = _reports(run)
         series.append({
             "number": run.number,
@@ -147,13 +142,13 @@ def run_series(
             "action": run.action,
             "decision": run.decision,
             "candidate": run.candidate,
-            "started": _iso(run.created),
-            "finished": _iso(run.finished),
-            "ended": _iso(ended),
+            "started": iso_utc(run.created),
+            "finished": iso_utc(run.finished),
+            "ended": iso_utc(ended),
             "vs_incumbent": _result(reports.get("incumbent")),
             "vs_teacher": _result(reports.get("teacher")),
             **run_spend(run),
-            "serving_usd_per_1m": costs.to_dict()["serving_usd_per_1m"],
-            "api_usd_per_1m": costs.to_dict()["api_usd_per_1m"],
+            "serving_usd_per_1m": costs["serving_usd_per_1m"],
+            "api_usd_per_1m": costs["api_usd_per_1m"],
         })  # fmt: skip
     return series

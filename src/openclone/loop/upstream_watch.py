@@ -6,8 +6,8 @@ learns from) served through the ``openai`` engine. Once a day the scheduler asks
 model's upstream for its models list and records, per catalog model, what the entry says
 (:mod:`openclone.engines.model_lifecycle`): its shutdown date and whether it is
 deprecated. A model missing from a list that was read is "gone": the upstream no longer
-offers it, it may already be failing, and its loop should distil now (its effective
-shutdown date is today). A list that cannot be read (the upstream away, a bad key) is
+offers it, it may already be failing, and its loop should distil on its deprecation cadence
+(its effective shutdown date is today). A list that cannot be read (the upstream away, a bad key) is
 logged, recorded as the error, and changes nothing: the last good answer, or the
 configured ``[deprecations]`` date, stays in force. A failed read is tried again after an
 hour, a good one after a day.
@@ -30,6 +30,7 @@ from openclone.engines.model_lifecycle import lifecycle
 from openclone.engines.openai_upstream import OpenAIEngine
 from openclone.errors import ConfigError
 from openclone.loop.config import LoopConfig
+from openclone.loop.state import iso_utc
 from openclone.store.db import Store
 from openclone.store.tables import UpstreamModel
 from openclone.store.upsert import dialect_insert
@@ -78,7 +79,7 @@ class UpstreamReport:
     model: str
     upstream: str
     upstream_model: str
-    state: str  # listed | deprecated | gone | unknown (never read)
+    state: str  # listed | deprecated | gone | unlisted (not on the first page read) | unknown
     shutdown: dt.date | None
     checked: float  # the last attempt (epoch seconds)
     listed: float | None  # the last good read
@@ -96,14 +97,10 @@ class UpstreamReport:
             "upstream_model": self.upstream_model,
             "state": self.state,
             "shutdown": None if self.shutdown is None else self.shutdown.isoformat(),
-            "checked": _iso(self.checked),
-            "listed": _iso(self.listed),
+            "checked": iso_utc(self.checked),
+            "listed": iso_utc(self.listed),
             "error": self.error,
         }
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
 
 
 def proxied(settings: Settings, name: str | None) -> Proxied | None:
@@ -170,25 +167,30 @@ def _is_due(found: UpstreamReport | None, model: Proxied, now: float) -> bool:
     return now - found.checked >= wait
 
 
-async def _read(models: list[Proxied], time_limit: float) -> dict[str, Any] | str:
-    """One upstream's list as {id: entry}, or the error that stopped its reading."""
+@dataclass(frozen=True)
+class _Listing:
+    entries: dict[str, Any]  # by id
+    complete: bool  # False: the upstream pages its list and this is its first page
+
+
+async def _read(models: list[Proxied], time_limit: float) -> _Listing | str:
+    """One upstream's list, or the error that stopped its reading."""
     engine = models[0].engine()
     try:
-        entries = await engine.list_models(time_limit)
+        entries, complete = await engine.list_models(time_limit)
     except Exception as exc:  # whatever it is, the watch must not stop the scheduler
         return f"{type(exc).__name__}: {exc}"
     finally:
         await engine.close()
-    return {str(e.get("id")): e for e in entries if e.get("id") is not None}
+    by_id = {str(e.get("id")): e for e in entries if e.get("id") is not None}
+    return _Listing(by_id, complete)
 
 
-async def _read_all(groups: list[list[Proxied]], time_limit: float) -> list[dict[str, Any] | str]:
+async def _read_all(groups: list[list[Proxied]], time_limit: float) -> list[_Listing | str]:
     return list(await asyncio.gather(*(_read(g, time_limit) for g in groups)))
 
 
-def _record(
-    store: Store, model: Proxied, listing: dict[str, Any] | str, now: float, known: bool
-) -> None:
+def _record(store: Store, model: Proxied, listing: _Listing | str, now: float, known: bool) -> None:
     """Write what ``listing`` says of ``model``; ``known``: its row holds a good answer
     about the same upstream, which a failed read leaves standing."""
     key = {"model": model.model}
@@ -199,9 +201,10 @@ def _record(
         fresh = {**where, "error": listing, "state": "unknown", "shutdown": None, "listed": None}
         values: dict[str, Any] = {**where, "error": listing} if known else fresh
     else:
-        entry = listing.get(model.upstream_model)
+        entry = listing.entries.get(model.upstream_model)
         if entry is None:
-            state, shutdown = "gone", None
+            # Only a whole list says a model is gone; a first page says nothing of the rest.
+            state, shutdown = ("gone" if listing.complete else "unlisted"), None
         else:
             life = lifecycle(entry)
             state, shutdown = ("deprecated" if life.deprecated else "listed"), life.shutdown
