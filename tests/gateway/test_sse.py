@@ -27,6 +27,7 @@ class App:
             routes=[
                 Route("/slow-cleanup", self.slow_cleanup),
                 Route("/mixed", self.mixed),
+                Route("/failing-cleanup", self.failing_cleanup),
                 Route("/cleaned", self.count),
             ]
         )
@@ -47,6 +48,16 @@ class App:
             yield Closing(b"a")  # not last after all: it still goes, in order
             yield "b"
             yield Closing(b"c")
+
+        return EventStream(body())
+
+    async def failing_cleanup(self, _: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield b"data: 1\n\n"
+                yield Closing(b'data: {"error": "upstream failed"}\n\n')
+            finally:
+                raise RuntimeError("cleanup failed too")
 
         return EventStream(body())
 
@@ -88,3 +99,15 @@ def test_every_event_is_sent_in_order(served: tuple[App, str]) -> None:
     _, url = served
     r = httpx.get(url + "/mixed", timeout=10)
     assert r.status_code == 200 and r.content == b"abc"
+
+
+def test_the_last_event_is_sent_even_when_the_cleanup_fails(served: tuple[App, str]) -> None:
+    _, url = served
+    seen = b""
+    with httpx.stream("GET", url + "/failing-cleanup", timeout=10) as r:
+        try:
+            for piece in r.iter_raw():
+                seen += piece
+        except httpx.RemoteProtocolError:
+            pass  # the server ends the response abruptly after the error: it failed
+    assert seen == b'data: 1\n\ndata: {"error": "upstream failed"}\n\n'

@@ -34,7 +34,8 @@ _OLD_GATES: dict[int, Callable[[str], bool]] = {
         *(f"h{c}_" for c in "pousr"),
     ),
     4: _contains("://"),
-    5: _contains(*_KEYWORDS, *(k.capitalize() for k in _KEYWORDS), *map(str.upper, _KEYWORDS)),
+    # Fixed in both since (it missed "pAssword=" and a Kelvin-sign "toKen"): any case.
+    5: lambda text: any(k in text.lower() for k in _KEYWORDS),
     6: _contains("Bearer"),
     7: _contains("@"),
     **dict.fromkeys(range(8, 14), _has_digit),  # IBAN, four national ids, card

@@ -30,6 +30,8 @@ FOUND = [
     ("AWS AKIAIOSFODNN7EXAMPLE here", {"SECRET": 1}),
     ("postgresql://admin:hunter2pass@db.internal:5432/app", {"SECRET": 1}),
     ('config = {"password": "correct horse battery"}', {"SECRET": 1}),
+    ("pAssword=hunter22xyz", {"SECRET": 1}),  # the keyword in any case
+    ("to\u212aen: abc123xyz", {"SECRET": 1}),  # a Kelvin sign folds to "k" under IGNORECASE
     ("Authorization: Bearer abcdefghijklmnop1234567890", {"SECRET": 1}),
 ]
 

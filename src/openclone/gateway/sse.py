@@ -73,13 +73,20 @@ class EventStream(StreamingResponse):
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         last = b""
-        async for event in self.body_iterator:
-            if last:  # a body that yields past its Closing event: each goes, in order
+        try:
+            async for event in self.body_iterator:
+                if last:  # a body that yields past its Closing event: each goes, in order
+                    await send({"type": "http.response.body", "body": last, "more_body": True})
+                    last = b""
+                if isinstance(event, Closing):
+                    last = event
+                    continue
+                body = (
+                    event if isinstance(event, bytes | memoryview) else event.encode(self.charset)
+                )
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        except Exception:
+            if last:  # the body's cleanup failed after its last event: the client still gets it
                 await send({"type": "http.response.body", "body": last, "more_body": True})
-                last = b""
-            if isinstance(event, Closing):
-                last = event
-                continue
-            body = event if isinstance(event, bytes | memoryview) else event.encode(self.charset)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            raise
         await send({"type": "http.response.body", "body": last, "more_body": False})

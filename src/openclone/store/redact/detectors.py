@@ -79,6 +79,17 @@ def _contains(*needles: str) -> Callable[[str], bool]:
     return gate
 
 
+def _contains_folded(*needles: str) -> Callable[[str], bool]:
+    """Any of the lower-case ``needles`` in ``text`` whatever its case (one C-speed lowering,
+    cheaper than searching under IGNORECASE)."""
+
+    def gate(text: str) -> bool:
+        lowered = text.lower()
+        return any(n in lowered for n in needles)
+
+    return gate
+
+
 def _finds(pattern: str) -> Callable[[str], bool]:
     compiled = re.compile(pattern)
 
@@ -232,13 +243,9 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             r"|(?:(?:bearer|basic|token)[ \t]+)?(?P<bare>[^\s\"',;<>(){}\[\]&\\]{3,}))"
         ),
         find_assignment,
-        # The keyword in lower, Capitalized or UPPER case; a search for the keyword under
-        # IGNORECASE costs a step per character of every prompt.
-        # Two cheap scans first: no assignment without its ":" or "=".
-        gate=(
-            _contains(":", "="),
-            _contains(*_KEYWORDS, *(k.capitalize() for k in _KEYWORDS), *map(str.upper, _KEYWORDS)),
-        ),
+        # Two cheap scans first: no assignment without its ":" or "=", nor without a keyword
+        # in any case (the pattern is IGNORECASE: "pAssword=" and a Kelvin-sign "toKen" count).
+        gate=(_contains(":", "="), _contains_folded(*_KEYWORDS)),
     ),
     Detector(
         "SECRET",
