@@ -26,6 +26,7 @@ import queue
 import random
 import re
 from collections import OrderedDict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ from openclone.schema import (
     TopLogprob,
 )
 
-__all__ = ["LlamaCppConfig", "LlamaCppEngine", "cpu_has_amx", "use_extra_buffers"]
+__all__ = ["LlamaCppConfig", "LlamaCppEngine", "cpu_has_amx", "next_turn", "use_extra_buffers"]
 
 log = logging.getLogger("openclone.engines.llamacpp")
 _ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -110,6 +111,28 @@ class LlamaCppConfig(BaseModel):
         description="steps the sequences of one adapter decode before the next adapter's turn "
         "(llama.cpp applies adapters per context: each switch costs a new compute graph)",
     )
+
+
+def next_turn(
+    in_use: Iterable[str | None], turn: tuple[str | None, int], steps: int
+) -> tuple[str | None, int]:
+    """Whose turn it is to decode, and for how many steps so far, counting this one.
+
+    Adapters take turns of ``steps`` steps: llama.cpp applies one adapter set per context and
+    a switch costs it a new compute graph, so switching every step (one decode per adapter
+    per step) cost more than the decoding. The others' sequences wait their turn; turns go
+    in name order (the base, ``None``, first), so every adapter in use gets one.
+    """
+    current, done = turn
+    names = sorted(in_use, key=_turn_order)
+    if current in names and done < steps:
+        return current, done + 1
+    later = [a for a in names if _turn_order(a) > _turn_order(current)]
+    return (later or names)[0], 1
+
+
+def _turn_order(adapter: str | None) -> tuple[bool, str]:
+    return (adapter is not None, adapter or "")
 
 
 @dataclass
@@ -567,8 +590,7 @@ class LlamaCppEngine(LocalEngine):
         return smpl
 
     def _step(self) -> None:
-        # One llama_decode per adapter in use: sequences with the same adapter (or none)
-        # decode together; different adapters share the weights and the step, not the call.
+        # Sequences with the same adapter (or none) decode together, in one llama_decode.
         groups: dict[str | None, list[_Slot]] = {}
         for slot in self._slots:
             job = slot.job
@@ -582,18 +604,8 @@ class LlamaCppEngine(LocalEngine):
             for adapter, group in groups.items():
                 self._decode(group, adapter)
             return
-        # Adapters take turns of ``adapter_turn`` steps: a switch costs llama.cpp a new
-        # compute graph, so switching every step (one decode per adapter per step) cost
-        # more than the decoding; the others' sequences wait their turn, in name order.
-        current, steps = self._turn
-        if current not in groups or steps >= self.config.adapter_turn:
-            names = sorted(groups, key=lambda a: (a is not None, a or ""))
-            later = [
-                a for a in names if (a is not None, a or "") > (current is not None, current or "")
-            ]
-            current, steps = (later or names)[0], 0
-        self._turn = (current, steps + 1)
-        self._decode(groups[current], current)
+        self._turn = next_turn(groups, self._turn, self.config.adapter_turn)
+        self._decode(groups[self._turn[0]], self._turn[0])
 
     def _decode(self, slots: list[_Slot], adapter: str | None) -> None:
         c, batch = self._c, self._batch
