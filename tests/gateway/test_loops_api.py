@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from conftest import start_server, stop_server
-from loop.fabricate import finished_run, report
-from loop.helpers import MINIMAL, QUESTIONS
+from loop.fabricate import TWO_LOOPS, finished_run, report
+from loop.helpers import QUESTIONS
 from store.helpers import exchange, write
 
 from openclone.config import load_settings
@@ -23,23 +23,7 @@ from openclone.store.keys import create_key
 
 pytestmark = pytest.mark.slow
 
-DEAD_UPSTREAM = """
-[prices]
-"smollm2-135m-instruct" = { input = 2.5, output = 10 }
-
-[[models]]
-name = "m"
-engine = "openai"
-params = { base_url = "http://127.0.0.1:9/v1", connect_timeout = 1 }
-"""
-# Two loops: "support" (a machine at $1/hour, priced against its teacher) and "sales",
-# which has never run.
-LOOPS = MINIMAL.replace('every = "1d"', 'every = "1d"\nserving_cost_per_hour = 1.0') + (
-    MINIMAL.replace('name = "support"', 'name = "sales"').replace(
-        'model = "support"', 'model = "sales"'
-    )
-)
-CONFIG = DEAD_UPSTREAM + LOOPS
+CONFIG = TWO_LOOPS
 API_PER_1M = (5 * 2.5 + 2 * 10) / 7  # each capture: 5 prompt and 2 completion tokens
 
 

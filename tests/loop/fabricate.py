@@ -5,9 +5,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from loop.helpers import MINIMAL
 from openclone.loop import LoopConfig
 from openclone.loop.state import RunInfo, claim_run, end_run, record_step
 from openclone.store import Store
+
+# Two loops and no model to load (a status or a chart never calls one): "support", on a
+# machine at $1/hour priced against its teacher, and "sales", which has never run.
+TWO_LOOPS = (
+    """
+[prices]
+"smollm2-135m-instruct" = { input = 2.5, output = 10 }
+
+[[models]]
+name = "m"
+engine = "openai"
+params = { base_url = "http://127.0.0.1:9/v1", connect_timeout = 1 }
+"""
+    + MINIMAL.replace('every = "1d"', 'every = "1d"\nserving_cost_per_hour = 1.0')
+    + MINIMAL.replace('name = "support"', 'name = "sales"').replace(
+        'model = "support"', 'model = "sales"'
+    )
+)
 
 
 def report(win_rate: float, ci_low: float, ci_high: float, n: int) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import start_server, stop_server
-from loop.fabricate import finished_run, report
-from loop.helpers import MINIMAL, QUESTIONS
+from loop.fabricate import TWO_LOOPS, finished_run, report
+from loop.helpers import QUESTIONS
 from store.helpers import exchange, write
 from test_web_chat import OUT, PAGE_TIMEOUT, _chromium
 
@@ -22,22 +22,7 @@ from openclone.store.keys import create_key
 
 pytestmark = pytest.mark.slow
 
-# No model loads: the admin page never calls one.
-CONFIG = (
-    """
-[prices]
-"smollm2-135m-instruct" = { input = 2.5, output = 10 }
-
-[[models]]
-name = "m"
-engine = "openai"
-params = { base_url = "http://127.0.0.1:9/v1", connect_timeout = 1 }
-"""
-    + MINIMAL.replace('every = "1d"', 'every = "1d"\nserving_cost_per_hour = 1.0')
-    + MINIMAL.replace('name = "support"', 'name = "sales"').replace(
-        'model = "support"', 'model = "sales"'
-    )
-)
+CONFIG = TWO_LOOPS
 
 
 def test_an_admin_watches_a_loop_in_charts_and_pauses_it(tmp_path: Path) -> None:
