@@ -78,6 +78,19 @@ class StandIn:
 
 
 @contextmanager
+def loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on a free loopback port, in a thread; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
 def standin_teacher(hold_after: int | None = None) -> Iterator[StandIn]:
     """``hold_after``: answer that many chats, then hold each next one until ``release``
     is set (a teacher busy mid-step, for a test to stop the run there)."""
@@ -116,12 +129,8 @@ def standin_teacher(hold_after: int | None = None) -> Iterator[StandIn]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield StandIn(f"http://127.0.0.1:{server.server_address[1]}/v1", asked, release)
-    finally:
-        release.set()  # no held request keeps the server from shutting down
-        server.shutdown()
-        server.server_close()
+    with loopback(Handler) as url:
+        try:
+            yield StandIn(f"{url}/v1", asked, release)
+        finally:
+            release.set()  # no held request keeps the server from shutting down

@@ -8,19 +8,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from loop.helpers import write_config
+from loop.helpers import loopback, write_config
 from openclone.cli import app
 from openclone.config import load_settings
 from openclone.loop import get_loop
@@ -84,14 +83,8 @@ def upstreams() -> Iterator[Upstreams]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Upstreams(f"http://127.0.0.1:{server.server_address[1]}", asked)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback(Handler) as url:
+        yield Upstreams(url, asked)
 
 
 def _config(path: Path, url: str, extra: str = "") -> Path:
