@@ -59,10 +59,13 @@ def test_no_request_the_schema_allows_gets_a_server_error(
     st = Path(sys.executable).parent / "st"
     command = [
         str(st), "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
-        "--max-examples", str(_EXAMPLES), "--seed", "19", "--workers", "2",
+        "--max-examples", str(_EXAMPLES), "--seed", "19", "--workers", "1",
         "--request-timeout", "60", "--header", f"Authorization: Bearer {key}",
         "--header", f"Origin: {server.url}",  # same-origin, as the web UI sends it
     ]  # fmt: skip
+    # One worker: Hypothesis parses lambdas' source with ``ast`` while it describes them, and
+    # CPython 3.11.7's AST builder miscounts its depth when two threads parse at once
+    # (cpython#106905: "SystemError: AST constructor recursion depth mismatch").
     run = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]

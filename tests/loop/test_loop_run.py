@@ -35,16 +35,18 @@ def _history(config: Path) -> dict[str, Any]:
 
 
 def test_a_loop_run_goes_through_every_step_and_records_its_decision(tmp_path: Path) -> None:
-    # The minimal loop, its budgets cut further and answers and verdicts kept short:
-    # 20 steps, and verdicts written through a JSON grammar, take minutes on 2 busy cores.
+    # The minimal loop, its budgets cut further and verdicts kept short: 20 steps,
+    # and verdicts written through a JSON grammar, take minutes on 2 busy cores. Answers
+    # get room (the 135M teacher's run long, and a cut answer is dropped: at 96 tokens
+    # all ten could be) and every question is captured.
     small = MINIMAL.replace("examples = 8", "examples = 4").replace(
         "train_steps = 20", "train_steps = 2"
     )
     small = small.replace("eval_prompts = 6", "eval_prompts = 2").replace(
-        'every = "1d"', 'every = "1d"\neval_max_tokens = 48\nanswer_max_tokens = 96'
+        'every = "1d"', 'every = "1d"\neval_max_tokens = 48\nanswer_max_tokens = 256'
     )
     config = write_config(tmp_path / "openclone.toml", small)
-    add_captures(config, 12)
+    add_captures(config, len(QUESTIONS))
 
     result = runner.invoke(app, ["loop", "run", "support", "--config", str(config)])
 
@@ -57,7 +59,7 @@ def test_a_loop_run_goes_through_every_step_and_records_its_decision(tmp_path: P
     ]  # fmt: skip
     assert {s["state"] for s in run["steps"]} == {"done"}
     steps = {s["name"]: s for s in run["steps"]}
-    assert steps["collect"]["counts"]["captures"] == 12
+    assert steps["collect"]["counts"]["captures"] == len(QUESTIONS)
     assert 1 <= steps["distill"]["counts"]["rows"] <= 4
     assert steps["evaluate"]["counts"]["prompts"] == 2
     assert run["candidate"] == "support@1"
