@@ -1,7 +1,8 @@
 """The deprecation watch reads what upstreams' models lists report (Azure's and
 OpenRouter's shapes, from a real HTTP server on loopback): a reported date raises the
 loop's cadence and shows in `loop status`, a model missing from its list is gone (0 days
-left: its loop on the deprecation cadence), and an upstream that cannot be read changes nothing and fails nothing."""
+left: its loop on the deprecation cadence), one it lists as deprecated with no date raises
+the cadence too, and an upstream that cannot be read changes nothing and fails nothing."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ LISTS: dict[str, dict[str, Any]] = {
         {"id": "gpt-4o-2024-05-13", "object": "model", "status": "succeeded",
          "lifecycle_status": "deprecating",
          "deprecation": {"fine_tune": _at_noon(TODAY), "inference": _at_noon(IN_20)}},
+        {"id": "gpt-35-turbo-0613", "object": "model", "lifecycle_status": "deprecated"},
         {"id": "gpt-4.1", "object": "model", "lifecycle_status": "generally-available",
          "deprecation": {"inference": _at_noon(TODAY + dt.timedelta(days=400))}},
     ]},
@@ -300,3 +302,45 @@ every = "4d"
         None,
         None,
     )
+
+
+def test_a_model_deprecated_without_a_date_raises_the_cadence(tmp_path: Path) -> None:
+    with upstreams() as up:
+        config = write_config(
+            tmp_path / "openclone.toml",
+            f"""
+[[models]]
+name = "azure-35"
+engine = "openai"
+params = {{ base_url = "{up.url}/azure/v1", model = "gpt-35-turbo-0613", api_key = "k" }}
+
+[[loops]]
+name = "support"
+model = "support"
+tenant = "acme"
+teacher = "azure-35"
+every = "4d"
+deprecation_every = "1d"
+""",
+        )
+        row = _watch(config, "--refresh")["azure-35"]
+    assert (row["upstream"]["state"], row["effective"], row["days_left"]) == (
+        "deprecated", None, None)  # fmt: skip
+    # No date to count down to: it may stop any day, so the loop distils on its
+    # deprecation cadence, and the status says why.
+    watch = _status(config)["support"]["deprecation"]
+    assert (watch["shutdown"], watch["days_left"], watch["near"]) == (None, None, True)
+    settings = load_settings(config)
+    store = open_store(settings)
+    try:
+        run = claim_run(store, get_loop(settings, "support"))
+        end_run(store, run.id, "finished")
+        ended = time.time() - 2 * 86400
+        with store.session() as s:
+            s.execute(update(LoopRun).values(ended=ended, finished=ended))
+        assert next_due(store, get_loop(settings, "support"), settings) == ended + 86400
+    finally:
+        store.close()
+    result = runner.invoke(app, ["loop", "status", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "azure-35 is deprecated, no shutdown date announced" in result.stdout

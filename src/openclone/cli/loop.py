@@ -181,9 +181,13 @@ def status_command(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
         )
         if dep is not None:
             rate = dep["student_win_rate"]
+            when = (
+                f"shuts down {dep['shutdown']}: {dep['days_left']} days left"
+                if dep["shutdown"] is not None
+                else "is deprecated, no shutdown date announced"
+            )
             console.print(
-                f"{row['name']}: {dep['model']} shuts down {dep['shutdown']}: "
-                f"{dep['days_left']} days left, student win rate vs it "
+                f"{row['name']}: {dep['model']} {when}, student win rate vs it "
                 f"{'n/a' if rate is None else f'{rate:.0%}'}"
                 + (" (cadence raised)" if dep["near"] else ""),
                 highlight=False,

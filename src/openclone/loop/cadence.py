@@ -32,8 +32,10 @@ class Deprecation:
     """An announced shutdown of the closed model a loop distils."""
 
     model: str
-    date: dt.date  # the effective date: the earlier of the configured and reported ones
-    days_left: int  # negative once the date has passed
+    # The effective date: the earlier of the configured and reported ones; None for a model
+    # its upstream lists as deprecated without a date (it may stop any day: "near").
+    date: dt.date | None
+    days_left: int | None  # negative once the date has passed
     near: bool  # within the loop's ``deprecation_days``: its cadence is raised
     configured: dt.date | None = None  # ``[deprecations]`` in openclone.toml
     upstream: UpstreamReport | None = None  # what the upstream's models list said
@@ -44,7 +46,8 @@ def deprecation(
 ) -> Deprecation | None:
     """The shutdown date of the loop's teacher or captured model: the configured one, or
     (with ``store``) the one its upstream's models list reports, whichever is earlier; a
-    model gone from that list shuts down today."""
+    model gone from that list shuts down today, and one it lists as deprecated with no date
+    is near however far away the loop's ``deprecation_days`` reach."""
     today = dt.datetime.fromtimestamp(now, dt.UTC).date()
     for model in (config.teacher, config.capture_model):
         if not model:
@@ -56,6 +59,8 @@ def deprecation(
             left = (date - today).days
             near = left <= config.deprecation_days
             return Deprecation(model, date, left, near, configured, reported)
+        if reported is not None and reported.state == "deprecated":
+            return Deprecation(model, None, None, True, configured, reported)
     return None
 
 

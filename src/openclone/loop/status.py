@@ -79,7 +79,7 @@ def deprecation_status(
             break
     return {
         "model": watch.model,
-        "shutdown": watch.date.isoformat(),
+        "shutdown": None if watch.date is None else watch.date.isoformat(),
         "days_left": watch.days_left,
         "near": watch.near,
         "student_win_rate": win_rate,

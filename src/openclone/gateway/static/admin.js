@@ -388,7 +388,7 @@ async function loadLoops() {
       last ? last.decision || "-" : "-", next,
       `${usd(c.serving_usd_per_1m)} vs ${usd(c.api_usd_per_1m)}`,
       c.break_even_tokens_per_day == null ? "-" : Math.round(c.break_even_tokens_per_day).toLocaleString(),
-      dep ? `${dep.days_left} days left (${dep.model}), student ${pct(dep.student_win_rate)}` : "",
+      dep ? `${dep.shutdown ? `${dep.days_left} days left` : "deprecated, no date"} (${dep.model}), student ${pct(dep.student_win_rate)}` : "",
       button(l.paused ? "Resume" : "Pause", async () => {
         await api(`${loopPath(l.name)}/${l.paused ? "resume" : "pause"}`, { method: "POST", body: {} });
         await loadLoops();
