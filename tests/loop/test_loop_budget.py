@@ -16,7 +16,7 @@ from loop.helpers import MINIMAL, QUESTIONS, standin_teacher, write_config
 from openclone.cli import app
 from openclone.config import load_settings
 from openclone.loop import build, get_loop
-from openclone.loop.context import StepContext
+from openclone.loop.context import StepContext, StepResult
 from openclone.loop.state import claim_run
 from openclone.store import open_store
 
@@ -42,7 +42,8 @@ teacher_usd = 0.05
 """
 
 
-def test_distilling_stops_at_the_teacher_budget(tmp_path: Path) -> None:
+def _distill(tmp_path: Path, config_text: str) -> tuple[StepResult, list[str]]:
+    """The loop's distill step over every question; its result and what the teacher was asked."""
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(
         "".join(
@@ -50,7 +51,7 @@ def test_distilling_stops_at_the_teacher_budget(tmp_path: Path) -> None:
         )
     )
     with standin_teacher() as teacher:
-        config = write_config(tmp_path / "openclone.toml", PRICED.format(url=teacher.url))
+        config = write_config(tmp_path / "openclone.toml", config_text.format(url=teacher.url))
         settings = load_settings(config)
         loop = get_loop(settings, "support")
         store = open_store(settings)
@@ -59,14 +60,30 @@ def test_distilling_stops_at_the_teacher_budget(tmp_path: Path) -> None:
             (tmp_path / "run").mkdir()
             ctx = StepContext(loop, settings, store, run, tmp_path / "run",
                               outputs={"curate": {"prompts": str(prompts)}})  # fmt: skip
-            result = build.distill(ctx)
+            return build.distill(ctx), teacher.asked
         finally:
             store.close()
 
-    assert (result.counts["rows"], len(teacher.asked)) == (2, 2)  # a third would cross $0.05
+
+def test_distilling_stops_at_the_teacher_budget(tmp_path: Path) -> None:
+    result, asked = _distill(tmp_path, PRICED)
+
+    assert (result.counts["rows"], len(asked)) == (2, 2)  # a third would cross $0.05
     assert result.cost_usd == pytest.approx(0.048)
     assert result.outputs["budget_stop"] == (
         "teacher budget: stopped at 2 of 8 answers, $0.0480 of $0.0500"
+    )
+
+
+def test_a_first_batch_cannot_spend_the_budget_several_times_over(tmp_path: Path) -> None:
+    # Four answers at once would cost $0.096 against a $0.03 limit; nothing says what an
+    # answer costs before the first one is paid for, so it is asked alone.
+    text = PRICED.replace("concurrency = 1", "concurrency = 4")
+    result, asked = _distill(tmp_path, text.replace("teacher_usd = 0.05", "teacher_usd = 0.03"))
+
+    assert (result.counts["rows"], len(asked)) == (1, 1)
+    assert result.outputs["budget_stop"] == (
+        "teacher budget: stopped at 1 of 8 answers, $0.0240 of $0.0300"
     )
 
 

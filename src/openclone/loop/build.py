@@ -56,10 +56,11 @@ def _teacher_cost(cfg: LoopConfig, result: DistillResult) -> float:
 
 def _next_count(cfg: LoopConfig, result: DistillResult | None, reused: int = 0) -> int:
     """Rows the next distill session may aim for: all of the budget without a dollar
-    limit; with one, a batch of ``concurrency`` at most, fewer when the mean cost of a row so
-    far says more would cross the limit (0: stop). The overshoot is at most what the rows in
-    flight cost above that mean. ``reused`` rows came free from earlier runs: the mean is
-    over the rows bought."""
+    limit; with one, a first row alone (nothing says yet what a row costs: a batch could
+    spend the limit several times over), then a batch of ``concurrency`` at most, fewer when
+    the mean cost of a row so far says more would cross the limit (0: stop). The overshoot
+    is at most what the rows in flight cost above that mean. ``reused`` rows came free from
+    earlier runs: the mean is over the rows bought."""
     wanted = cfg.budget.examples
     limit = cfg.budget.teacher_usd
     if limit is None:
@@ -69,8 +70,8 @@ def _next_count(cfg: LoopConfig, result: DistillResult | None, reused: int = 0) 
     if spent >= limit:
         return kept
     bought = kept - reused
-    if bought <= 0:  # a first batch, to learn what a row costs
-        return min(wanted, kept + cfg.concurrency)
+    if bought <= 0:
+        return min(wanted, kept + 1)
     per_row = spent / bought
     if per_row == 0:
         return wanted  # a free teacher cannot cross the limit
