@@ -11,13 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from openclone.engines.base import Capabilities
-from openclone.engines.upstream_http import RETRYABLE, TRANSPORT_ERRORS, UpstreamHTTP
+from openclone.engines.upstream_http import (
+    RETRYABLE,
+    TRANSPORT_ERRORS,
+    UpstreamHTTP,
+    UpstreamResponse,
+)
 from openclone.errors import (
     APIError,
     AuthenticationError,
@@ -124,13 +129,18 @@ class OpenAIEngine:
             .encode()
         )
 
-    async def _post(self, path: str, req: BaseModel, cls: type[T]) -> T:
+    async def _ok(self, call: Awaitable[UpstreamResponse]) -> UpstreamResponse:
+        """The upstream's 200 reply; a lost connection or another status as our error."""
         try:
-            resp = await self._http.post(path, self._body(req))
+            resp = await call
         except TRANSPORT_ERRORS as exc:
             raise _transport_error(self.base_url, exc) from exc
         if resp.status != 200:
             raise _status_error(resp.status, resp.content)
+        return resp
+
+    async def _post(self, path: str, req: BaseModel, cls: type[T]) -> T:
+        resp = await self._ok(self._http.post(path, self._body(req)))
         try:
             out = cls.model_validate_json(resp.content)
         except ValidationError as exc:
@@ -192,12 +202,7 @@ class OpenAIEngine:
         fields, such as shutdown dates), and whether that was the whole list (False: the
         upstream pages it, ``has_more`` or a next-page token); raises EngineError when it
         cannot be read."""
-        try:
-            resp = await self._http.get("/models", time_limit=time_limit)
-        except TRANSPORT_ERRORS as exc:
-            raise _transport_error(self.base_url, exc) from exc
-        if resp.status != 200:
-            raise _status_error(resp.status, resp.content)
+        resp = await self._ok(self._http.get("/models", time_limit=time_limit))
         try:
             body = json.loads(resp.content)
             data = body["data"]
