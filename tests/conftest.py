@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets its own OPENCLONE_HOME; a real server on a loopback port."""
+"""Shared fixtures: every test gets its own OPENCLONE_HOME; a real server on a loopback port;
+Debian's Chromium for the browser tests."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -159,3 +161,41 @@ params = {{ base_url = "http://127.0.0.1:{{PORT}}/v1", model = "{BUNDLED}" }}
     srv = start_server(config, tmp_path_factory.mktemp("server"))
     yield srv
     stop_server(srv)
+
+
+CHROMIUM = "/usr/bin/chromium"
+UI_OUT = Path(__file__).resolve().parents[1] / "test-output" / "ui"  # screenshots
+PAGE_TIMEOUT = 60_000  # ms: a page or a quick API call on a busy 2-core machine
+
+
+def chromium() -> str:
+    """Debian's Chromium, installed on first use (CI machines start without it)."""
+    if not Path(CHROMIUM).exists():
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium, headless, driven by Playwright: one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium(), headless=True,
+                                     args=["--no-sandbox"])  # fmt: skip
+        yield launched
+        launched.close()
+
+
+def open_page(browser: Any, width: int = 1200, height: int = 900) -> tuple[Any, list[str]]:
+    """A new page that waits up to PAGE_TIMEOUT, and the list its uncaught script errors
+    go to (a test asserts it empty)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(PAGE_TIMEOUT)
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    return page, problems

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import start_server, stop_server
-from test_web_chat import OUT, PAGE_TIMEOUT, _chromium
+from conftest import UI_OUT, open_page, start_server, stop_server
 
 from openclone.store import open_store
 from openclone.store.keys import create_key, list_keys
@@ -22,9 +22,7 @@ params = { base_url = "http://127.0.0.1:9/v1", connect_timeout = 1 }
 """
 
 
-def test_an_admin_sees_the_tenants_and_creates_a_key(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
+def test_an_admin_sees_the_tenants_and_creates_a_key(tmp_path: Path, browser: Any) -> None:
     home = tmp_path / "home"
     store = open_store(None, home)
     admin = create_key(store, "ops", admin=True)[1]
@@ -32,35 +30,25 @@ def test_an_admin_sees_the_tenants_and_creates_a_key(tmp_path: Path) -> None:
     store.close()
     server = start_server(DEAD_UPSTREAM, tmp_path)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=_chromium(), headless=True, args=["--no-sandbox"]
-            )
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.set_default_timeout(PAGE_TIMEOUT)
-            problems: list[str] = []
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            failed = lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")  # noqa: E731
-            page.on(
-                "response", lambda r: problems.append(f"{r.status} {r.url}") if failed(r) else None
-            )
+        page, problems = open_page(browser, 1200, 900)
+        failed = lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")  # noqa: E731
+        page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if failed(r) else None)
 
-            page.goto(server.url + "/admin")
-            page.fill("#key-input", admin)
-            page.click("#signin-form button[type=submit]")
-            page.wait_for_selector("#tenants tbody tr >> text=acme")
-            assert "ops" in page.inner_text("#tenants")
+        page.goto(server.url + "/admin")
+        page.fill("#key-input", admin)
+        page.click("#signin-form button[type=submit]")
+        page.wait_for_selector("#tenants tbody tr >> text=acme")
+        assert "ops" in page.inner_text("#tenants")
 
-            page.click("#tenants tbody button >> text=acme")
-            page.wait_for_selector("#keys tbody tr >> text=ana")
-            page.fill("#new-key-form input[name=user]", "zoe")
-            page.click("#new-key-form button[type=submit]")
-            page.wait_for_selector("#new-key:not([hidden])")
-            secret = page.inner_text("#new-key-secret").strip()
-            page.wait_for_selector("#keys tbody tr >> text=zoe")
-            OUT.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(OUT / "admin.png"), full_page=True)
-            browser.close()
+        page.click("#tenants tbody button >> text=acme")
+        page.wait_for_selector("#keys tbody tr >> text=ana")
+        page.fill("#new-key-form input[name=user]", "zoe")
+        page.click("#new-key-form button[type=submit]")
+        page.wait_for_selector("#new-key:not([hidden])")
+        secret = page.inner_text("#new-key-secret").strip()
+        page.wait_for_selector("#keys tbody tr >> text=zoe")
+        UI_OUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(UI_OUT / "admin.png"), full_page=True)
         assert not problems, problems
         assert secret.startswith("oc-")
         store = open_store(None, home)
@@ -73,10 +61,8 @@ def test_an_admin_sees_the_tenants_and_creates_a_key(tmp_path: Path) -> None:
         stop_server(server)
 
 
-def test_an_admin_reviews_a_dataset_page_by_page(tmp_path: Path) -> None:
+def test_an_admin_reviews_a_dataset_page_by_page(tmp_path: Path, browser: Any) -> None:
     import json
-
-    from playwright.sync_api import sync_playwright
 
     from openclone.store.review import get_dataset, get_example, register
 
@@ -96,49 +82,41 @@ def test_an_admin_reviews_a_dataset_page_by_page(tmp_path: Path) -> None:
     store.close()
     server = start_server(DEAD_UPSTREAM, tmp_path)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=_chromium(), headless=True, args=["--no-sandbox"]
-            )
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.set_default_timeout(PAGE_TIMEOUT)
-            problems: list[str] = []
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.on("dialog", lambda d: d.accept())  # "approve every matching row?"
-            page.goto(server.url + "/admin")
-            page.fill("#key-input", admin)
-            page.click("#signin-form button[type=submit]")
-            page.click(".tabs button >> text=Datasets")
-            page.click("#datasets tbody button >> text=distilled.jsonl")
-            page.wait_for_selector("#examples tbody tr >> text=Question 19 on shipping")
-            assert xss in page.inner_text("#examples")  # shown as text, never as markup
-            page.click(".pager[data-for=examples] .next")
-            page.wait_for_selector("#examples tbody tr >> text=Question 29 on shipping")
-            assert "Question 0 on" not in page.inner_text("#examples")
+        page, problems = open_page(browser, 1200, 900)
+        page.on("dialog", lambda d: d.accept())  # "approve every matching row?"
+        page.goto(server.url + "/admin")
+        page.fill("#key-input", admin)
+        page.click("#signin-form button[type=submit]")
+        page.click(".tabs button >> text=Datasets")
+        page.click("#datasets tbody button >> text=distilled.jsonl")
+        page.wait_for_selector("#examples tbody tr >> text=Question 19 on shipping")
+        assert xss in page.inner_text("#examples")  # shown as text, never as markup
+        page.click(".pager[data-for=examples] .next")
+        page.wait_for_selector("#examples tbody tr >> text=Question 29 on shipping")
+        assert "Question 0 on" not in page.inner_text("#examples")
 
-            page.fill("#examples-form input[name=search]", "refund")
-            page.click("#examples-form button[type=submit]")
-            page.wait_for_selector(".pager[data-for=examples] .where >> text=6 matching")
-            page.click("#approve-matching")
-            page.wait_for_selector("#review-result >> text=6 examples approved")
+        page.fill("#examples-form input[name=search]", "refund")
+        page.click("#examples-form button[type=submit]")
+        page.wait_for_selector(".pager[data-for=examples] .where >> text=6 matching")
+        page.click("#approve-matching")
+        page.wait_for_selector("#review-result >> text=6 examples approved")
 
-            page.fill("#examples-form input[name=search]", "")
-            page.select_option("#examples-form select[name=state]", "pending")
-            page.click("#examples-form button[type=submit]")
-            page.wait_for_selector(".pager[data-for=examples] .where >> text=24 matching")
-            page.check("#examples tbody tr:nth-child(1) .pick")
-            page.check("#examples tbody tr:nth-child(2) .pick")
-            page.click("#reject-selected")
-            page.wait_for_selector("#review-result >> text=2 examples rejected")
+        page.fill("#examples-form input[name=search]", "")
+        page.select_option("#examples-form select[name=state]", "pending")
+        page.click("#examples-form button[type=submit]")
+        page.wait_for_selector(".pager[data-for=examples] .where >> text=24 matching")
+        page.check("#examples tbody tr:nth-child(1) .pick")
+        page.check("#examples tbody tr:nth-child(2) .pick")
+        page.click("#reject-selected")
+        page.wait_for_selector("#review-result >> text=2 examples rejected")
 
-            page.click('#examples tbody button >> text="3"')
-            page.wait_for_selector("#example-title >> text=Row 3")
-            page.fill("#example-answer", "A reviewed answer.")
-            page.click("#save-answer")
-            page.wait_for_selector("#example-original >> text=Original answer: Answer 3.")
-            page.screenshot(path=str(OUT / "admin-datasets.png"), full_page=True)
-            injected = page.evaluate("window.__xss")
-            browser.close()
+        page.click('#examples tbody button >> text="3"')
+        page.wait_for_selector("#example-title >> text=Row 3")
+        page.fill("#example-answer", "A reviewed answer.")
+        page.click("#save-answer")
+        page.wait_for_selector("#example-original >> text=Original answer: Answer 3.")
+        page.screenshot(path=str(UI_OUT / "admin-datasets.png"), full_page=True)
+        injected = page.evaluate("window.__xss")
         assert not problems, problems
         assert injected is None
         store = open_store(None, home)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BUNDLED, Server, start_server, stop_server
+from conftest import BUNDLED, PAGE_TIMEOUT, UI_OUT, Server, start_server, stop_server
 from sqlalchemy import select
 
 from openclone.gateway.capture import new_capture_id
@@ -21,22 +21,8 @@ from openclone.store.writer import CaptureWriter
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-OUT = Path(__file__).resolve().parents[2] / "test-output" / "ui"
-# Milliseconds. The bundled model on a busy 2-core machine can take minutes to answer; every
-# other step waits on the page or a quick API call.
+# Milliseconds. The bundled model on a busy 2-core machine can take minutes to answer.
 REPLY_TIMEOUT = 180_000
-PAGE_TIMEOUT = 60_000
-
-
-def _chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env
-        )
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +46,6 @@ params = {{ n_ctx = 2048, n_parallel = 2 }}
     server = start_server(config, workdir)
     yield server, key, home
     stop_server(server)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def _plant_script_answer(home: Path) -> str:
@@ -111,7 +87,7 @@ def test_chat_history_feedback_safety_and_arena(
     site: tuple[Server, str, Path], browser: object
 ) -> None:
     server, key, home = site
-    OUT.mkdir(parents=True, exist_ok=True)
+    UI_OUT.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1200, "height": 800})  # type: ignore[attr-defined]
     page.set_default_timeout(PAGE_TIMEOUT)
     dialogs: list[str] = []
@@ -147,7 +123,7 @@ def test_chat_history_feedback_safety_and_arena(
         timeout=REPLY_TIMEOUT,
     )
     assert page.is_hidden("#banner"), page.inner_text("#banner")
-    page.screenshot(path=str(OUT / "chat.png"))
+    page.screenshot(path=str(UI_OUT / "chat.png"))
 
     # Thumbs down with a comment is stored with the capture.
     page.click(".msg.assistant .down")
@@ -186,7 +162,7 @@ def test_chat_history_feedback_safety_and_arena(
     )
     assert page.is_hidden("#banner"), page.inner_text("#banner")
     assert page.inner_text("#arena-a").strip() and page.inner_text("#arena-b").strip()
-    page.screenshot(path=str(OUT / "arena.png"))
+    page.screenshot(path=str(UI_OUT / "arena.png"))
     page.click("#arena-vote button[data-winner=a]")
     page.wait_for_function(
         "() => document.querySelector('#arena-reveal').textContent.includes('Model A was')"
@@ -195,7 +171,7 @@ def test_chat_history_feedback_safety_and_arena(
     page.wait_for_selector("#leaderboard tbody tr:nth-child(2)")
     board = page.inner_text("#leaderboard")
     assert BUNDLED in board and "smollm2-twin" in board
-    page.screenshot(path=str(OUT / "leaderboard.png"))
+    page.screenshot(path=str(UI_OUT / "leaderboard.png"))
 
     # At phone width the page still works (the sidebar opens from the menu button).
     page.set_viewport_size({"width": 390, "height": 800})
@@ -207,10 +183,10 @@ def test_chat_history_feedback_safety_and_arena(
     page.click("#open-sidebar")
     page.wait_for_function(at_rest)
     assert page.evaluate(f"() => {right}") > 0
-    page.screenshot(path=str(OUT / "phone-menu.png"))
+    page.screenshot(path=str(UI_OUT / "phone-menu.png"))
     page.click("#close-sidebar")
     page.wait_for_function(at_rest)
-    page.screenshot(path=str(OUT / "phone.png"))
+    page.screenshot(path=str(UI_OUT / "phone.png"))
     page.close()
 
     store = open_store(None, home)
