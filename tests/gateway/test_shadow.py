@@ -8,14 +8,17 @@ on loopback. Generations are a few tokens; the judge is the same model, over HTT
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from conftest import BUNDLED, Server, free_port, start_server, stop_server
+from loop.helpers import STANDIN_ANSWER, loopback, standin_teacher
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -24,7 +27,7 @@ from openclone.config import load_settings
 from openclone.loop.config import LoopConfig
 from openclone.loop.context import StepContext
 from openclone.loop.judge import decide
-from openclone.loop.shadow import shadow
+from openclone.loop.shadow import canary, shadow
 from openclone.loop.state import claim_run
 from openclone.registry.splits import start_canary
 from openclone.registry.versions import decisions, get_version, promote, register
@@ -40,20 +43,30 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
     """A server whose store has ``shadowbot``, ``quietbot`` and ``canarybot`` (version 1
-    serving, version 2 a candidate; canarybot@3 an upstream nobody listens on)."""
+    serving, version 2 a candidate; canarybot@3 an upstream nobody listens on), and
+    ``qualitybot`` (version 1 the bundled model, version 2 a stand-in that answers every
+    question with the same sentence)."""
     workdir = tmp_path_factory.mktemp("shadow")
     home = workdir / "home"
-    store = open_store(None, home)
-    try:
-        for name in ("shadowbot", "quietbot", "canarybot"):
-            register(store, name, BUNDLED)
-            register(store, name, BUNDLED)
-            promote(store, name, 1)
-        dead = {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": BUNDLED,
-                "connect_timeout": 2}  # fmt: skip
-        register(store, "canarybot", engine={"engine": "openai", "params": dead})
-    finally:
-        store.close()
+    with standin_teacher() as standin:
+        store = open_store(None, home)
+        try:
+            for name in ("shadowbot", "quietbot", "canarybot", "qualitybot"):
+                register(store, name, BUNDLED)
+                if name != "qualitybot":
+                    register(store, name, BUNDLED)
+                promote(store, name, 1)
+            dead = {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": BUNDLED,
+                    "connect_timeout": 2}  # fmt: skip
+            register(store, "canarybot", engine={"engine": "openai", "params": dead})
+            same = {"base_url": standin.url, "model": "standin"}
+            register(store, "qualitybot", engine={"engine": "openai", "params": same})
+        finally:
+            store.close()
+        yield from _serve(workdir, home)
+
+
+def _serve(workdir: Path, home: Path) -> Iterator[tuple[Server, Path]]:
     config = f"""
 default_model = "{BUNDLED}"
 health_interval = 0.5
@@ -66,8 +79,10 @@ engine = "llamacpp"
 params = {{ n_ctx = 2048 }}
 """
     server = start_server(config, workdir)
-    yield server, home
-    stop_server(server)
+    try:
+        yield server, home
+    finally:
+        stop_server(server)
 
 
 @pytest.fixture
@@ -315,3 +330,84 @@ def test_a_failing_canary_is_rolled_back_by_the_gateway(
             return False
 
     _until(incumbent, every=0.3)
+
+
+class _PickyJudge(BaseHTTPRequestHandler):
+    """A stand-in judge (NOT a model): the answer that is not the stand-in's stock sentence
+    wins, in either order."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        asked = body["messages"][-1]["content"]
+        first = asked.split("<answer_a>", 1)[1].split("</answer_a>", 1)[0]
+        verdict = "B" if STANDIN_ANSWER in first else "A"
+        reply = {"id": "j", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                     "role": "assistant", "content": json.dumps({"verdict": verdict})}}],
+                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}  # fmt: skip
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_canary_judged_worse_than_the_incumbent_is_rolled_back_by_the_loop(
+    live: tuple[Server, Path], store: Store, tmp_path: Path
+) -> None:
+    server, _ = live
+    with loopback(_PickyJudge) as judge:
+        config = tmp_path / "openclone.toml"
+        config.write_text(
+            f'[[models]]\nname = "judge"\nengine = "openai"\n'
+            f'params = {{ base_url = "{judge}/v1", model = "picky" }}\n'
+        )
+        loop = LoopConfig(name="qualityloop", model="qualitybot", tenant="default",
+                          teacher="judge", judge="judge", canary_share=1.0, canary_requests=500,
+                          canary_wait=300, canary_pairs=6, concurrency=2)  # fmt: skip
+        ctx = _context(loop, load_settings(config), store, tmp_path, "qualitybot")
+        even = {"candidate": "qualitybot@2", "win_rate": 0.5, "ci_low": 0.3, "ci_high": 0.7}
+        report = tmp_path / "report.json"
+        report.write_text(json.dumps(even))  # the offline evaluation let it through
+        ctx.outputs["evaluate"]["reports"] = {"incumbent": {**even, "report": str(report)}}
+        done: dict[str, Any] = {}
+        step = threading.Thread(target=lambda: done.update(result=canary(ctx)))
+        step.start()
+        client = _client(server, **{"X-OpenClone-Train": "true"})
+        answers: dict[str, str] = {}
+        for i in range(300):  # bounded: the step ends long before
+            if not step.is_alive():
+                break
+            raw = client.chat.completions.with_raw_response.create(
+                model="qualitybot", messages=[{"role": "user", "content": f"Say hi, number {i}."}],
+                max_tokens=6, temperature=0, extra_headers={"X-OpenClone-Conversation": f"c{i}"},
+            )  # fmt: skip
+            answers[raw.headers["x-openclone-model-version"]] = (
+                raw.parse().choices[0].message.content or ""
+            )
+            time.sleep(0.05)
+        step.join(timeout=120)
+    assert not step.is_alive()
+
+    # Once the gateway read the canary (within a second) callers got the canary's answer;
+    # the incumbent answered the same requests in the background only, and the judge
+    # preferred it every time.
+    assert answers.get("qualitybot@2") == STANDIN_ANSWER
+    result = done["result"]
+    out = result.outputs
+    assert out["state"] == "rolled_back" and out["status"].startswith("rolled back: judged quality")
+    assert out["quality"]["n"] >= 5 and out["quality"]["win_rate"] == 0.0
+    assert out["quality"]["ci_high"] < 0.5
+    split = get_split(store, out["split"])
+    assert split is not None and split.kind == "canary" and split.state == "rolled_back"
+    pairs = read_pairs(store, split.id)
+    assert 5 <= len(pairs) <= 6
+    assert {(p.live_model, p.shadow_model) for p in pairs} == {("qualitybot@2", "qualitybot@1")}
+    assert all(p.shadow_error is None and p.shadow_response is not None for p in pairs)
+    (rollback,) = [d for d in decisions(store, "qualitybot") if d["action"] == "canary-rollback"]
+    assert rollback["actor"] == "loop:qualityloop" and rollback["version"] == 2
+    assert get_version(store, "qualitybot").version == 1  # the alias never moved

@@ -67,6 +67,9 @@ def add_captures(config: Path, n: int, tenant: str = "acme") -> None:
         store.close()
 
 
+STANDIN_ANSWER = "Thanks for asking. Open Settings, choose Account, and follow the steps shown."
+
+
 @dataclass
 class StandIn:
     """A stand-in teacher (NOT a model): an OpenAI-compatible server that answers every
@@ -110,7 +113,7 @@ def standin_teacher(hold_after: int | None = None) -> Iterator[StandIn]:
                 held = hold_after is not None and len(asked) > hold_after
             if held:
                 release.wait(60)  # bounded: a test that never releases must still end
-            text = "Thanks for asking. Open Settings, choose Account, and follow the steps shown."
+            text = STANDIN_ANSWER
             self._send({
                 "id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
                 "choices": [{"index": 0, "finish_reason": "stop",

@@ -7,7 +7,9 @@ failed with a 5xx; client errors and disconnects are not counted. A failed canar
 reaches its caller as the error it is; the rollback after ``min_requests`` bounds how many.
 
 **Shadow.** A sampled share of an alias's live chat requests is answered again by a
-candidate in the background — never returned to the caller, never delaying the answer.
+candidate in the background — never returned to the caller, never delaying the answer. A
+canary with a pair budget is shadowed the other way round: the incumbent answers the
+canary's requests again, so a judge can compare the two on the canary's own traffic.
 
 The gateway offers each answered chat request for a name in shadow (``openclone registry
 shadow``, or a loop's shadow step) after its answer is produced: for a stream, after the
@@ -116,9 +118,12 @@ class ShadowDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def split_for(self, name: str, endpoint: str, arm: Arm | None) -> SplitInfo | None:
-        """The shadow split of a chat request for ``name`` (not one a canary answers)."""
-        if endpoint != "chat" or (arm is not None and arm.name == "canary"):
+        """The split whose pairs a chat request for ``name`` may join: its canary's, when
+        the canary answers it and keeps pairs, else the name's shadow (if any)."""
+        if endpoint != "chat":
             return None
+        if arm is not None and arm.name == "canary":
+            return arm.split if arm.split.budget else None
         return self.router.splits.shadows.get(name)
 
     def offer(
@@ -151,7 +156,10 @@ class ShadowDispatcher:
 
     async def _shadow(self, split: SplitInfo, req: ChatCompletionRequest, live: Exchange) -> None:
         try:
-            shown, target = self.router.pin(split.candidate)
+            # A canary's second answer is the incumbent's (the alias), a shadow's the candidate's.
+            shown, target = self.router.pin(
+                split.name if split.kind == "canary" else split.candidate
+            )
             ask = for_engine(req).model_copy(
                 update={"model": target, "stream": False, "stream_options": None}
             )

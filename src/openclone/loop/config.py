@@ -182,6 +182,11 @@ class LoopConfig:
     canary_wait: float = 3600.0
     """Seconds to wait for them; with no canary traffic by then the step records "skipped:
     no traffic", with some the canary passes on what it served."""
+    canary_pairs: int = 20
+    """Canary chat requests the incumbent also answers in the background (never returned,
+    as a shadow's), for the judge to compare while the canary runs: once at least 5 are
+    judged and the canary's win rate is significantly below 50%, the loop rolls it back
+    (0: quality is not judged during the canary, only errors and latency)."""
     retrain_on_erasure: str = "now"
     """When an erasure taints the version the loop keeps promoted (it was trained on erased
     data): ``"now"`` runs the loop at once, ``"next"`` on its next turn; either way the run
@@ -236,6 +241,7 @@ class LoopConfig:
             (0 <= self.canary_share <= 1, "canary_share: in [0, 1]"),
             (self.canary_requests >= 1, "canary_requests: at least 1"),
             (self.canary_wait >= 0, "canary_wait: seconds, 0 or more"),
+            (self.canary_pairs >= 0, "canary_pairs: 0 or more"),
             (_policy_ok(self.canary_policy), "canary_policy: " + ", ".join(DEFAULT_POLICY)),
             (isinstance(self.review, bool), "review: true or false"),
             (self.retrain_on_erasure in ("now", "next"), 'retrain_on_erasure: "now" or "next"'),

@@ -172,7 +172,7 @@ def gate_evidence(ctx: StepContext) -> dict[str, Any]:
         "teacher_margin": cfg.teacher_margin,
         "vs_live": shadow if shadow.get("status") == "judged" else None,
         "min_live_win_rate": cfg.min_shadow_win_rate,
-        "canary": {k: canary.get(k) for k in ("state", "reason", "arms", "split")}
+        "canary": {k: canary.get(k) for k in ("state", "reason", "arms", "split", "quality")}
         if canary.get("split")
         else None,
     }

@@ -11,7 +11,10 @@ model answered is a loss. No pair by the deadline: "skipped: no traffic".
 **canary** (with ``canary_share``) runs when the gate agrees with the evidence so far: the
 candidate serves a sticky share of the model's real requests until it has answered
 ``canary_requests`` (or ``canary_wait`` is over), while the gateways roll it back if its
-error rate or latency regress. The decision step promotes (or refuses) and ends it.
+error rate or latency regress. With ``canary_pairs`` the incumbent also answers that many
+of the canary's chat requests in the background, the step judges each pair as it arrives,
+and rolls the canary back once its judged win rate is significantly below 50%. The
+decision step promotes (or refuses) and ends it.
 
 Both steps remember their split in the run's directory, so a run continued after a crash
 keeps the shadow or canary it started instead of starting another.
@@ -24,6 +27,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,15 @@ from openclone.loop.judge import gate_evidence
 from openclone.loop.state import get_run, is_paused
 from openclone.registry.gate import check
 from openclone.registry.splits import ensure_split, start_canary, start_shadow
-from openclone.store.splits import PairInfo, SplitInfo, arm_totals, end_split, get_split, read_pairs
+from openclone.store.splits import (
+    PairInfo,
+    SplitInfo,
+    arm_totals,
+    end_split,
+    get_split,
+    read_pairs,
+    roll_back,
+)
 
 __all__ = ["canary", "shadow"]
 
@@ -165,24 +177,35 @@ def _read_report(path: Path, split_id: str, pairs: list[PairInfo]) -> dict[str, 
     return report if report.get("split") == split_id and same else None
 
 
-async def _judge_pairs(
-    ctx: StepContext, split: SplitInfo, pairs: list[PairInfo], incumbent: str
-) -> dict[str, Any]:
+async def _judge_rows(
+    ctx: StepContext, pairs: list[PairInfo], candidate_live: bool = False
+) -> list[dict[str, Any]]:
+    """Each pair judged in both orders; ``candidate_live``: the candidate gave the live
+    answer (a canary's pairs), else the shadow one."""
     from openclone.routing.client import open_client
 
     client = await open_client(ctx.settings)
     gate = asyncio.Semaphore(ctx.config.concurrency)
     try:
-        rows = await asyncio.gather(*(_judge_one(ctx, client, gate, p) for p in pairs))
+        return list(
+            await asyncio.gather(*(_judge_one(ctx, client, gate, p, candidate_live) for p in pairs))
+        )
     finally:
         await client.aclose()
+
+
+def _summary(
+    ctx: StepContext, split: SplitInfo, pairs: list[PairInfo], rows: list[dict[str, Any]],
+    reference: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The win rate of the split's candidate over judged ``rows`` of ``pairs``, with its 95%
+    bootstrap interval, against ``reference``."""
     scores = [r["score"] for r in rows if r["score"] is not None]
     ci = bootstrap_ci(scores)
-    live = sorted({p.live_model for p in pairs})
     return {
         "split": split.id,
         "candidate": split.candidate,
-        "reference": live[0] if len(live) == 1 else ", ".join(live) or incumbent,
+        "reference": reference,
         "judge": ctx.config.judge_model,
         "n": len(scores),
         "wins": scores.count(1.0),
@@ -192,7 +215,7 @@ async def _judge_pairs(
         "ci_low": ci[0] if ci else None,
         "ci_high": ci[1] if ci else None,
         "unparsed": sum(1 for r in rows for v in r["verdicts"] if v is None),
-        "shadow_errors": sum(1 for p in pairs if p.shadow_error),
+        "shadow_errors": sum(1 for p in pairs if p.shadow_error),  # the background answers
         "judge_errors": sum(1 for r in rows if r.get("judge_error")),
         "judge_cost": sum(r["judge_cost"] for r in rows),
         "live_latency_ms": _mean([p.live_latency_ms for p in pairs]),
@@ -201,27 +224,42 @@ async def _judge_pairs(
     }
 
 
+async def _judge_pairs(
+    ctx: StepContext, split: SplitInfo, pairs: list[PairInfo], incumbent: str
+) -> dict[str, Any]:
+    rows = await _judge_rows(ctx, pairs)
+    live = sorted({p.live_model for p in pairs})
+    reference = live[0] if len(live) == 1 else ", ".join(live) or incumbent
+    return _summary(ctx, split, pairs, rows, reference)
+
+
 def _mean(xs: list[float | None]) -> float | None:
     values = [x for x in xs if x is not None]
     return sum(values) / len(values) if values else None
 
 
 async def _judge_one(
-    ctx: StepContext, client: Any, gate: asyncio.Semaphore, pair: PairInfo
+    ctx: StepContext,
+    client: Any,
+    gate: asyncio.Semaphore,
+    pair: PairInfo,
+    candidate_live: bool = False,
 ) -> dict[str, Any]:
-    """One pair judged in both orders (the shadow first as A, then as B)."""
+    """One pair judged in both orders (the candidate first as A, then as B)."""
     row: dict[str, Any] = {"pair": pair.id, "capture": pair.capture_id, "score": None,
                            "verdicts": [], "judge_cost": 0.0}  # fmt: skip
     live, other = _text(pair.live_response), _text(pair.shadow_response)
     if pair.shadow_error or other is None:
-        row["score"] = 0.0  # the candidate failed where the live model answered
         row["shadow_error"] = pair.shadow_error or "no answer"
-        return row
+        if not candidate_live:
+            row["score"] = 0.0  # the candidate failed where the live model answered
+        return row  # (the incumbent failed in the background: nothing to compare)
+    candidate, reference = (live or "", other) if candidate_live else (other, live or "")
     prompt = _prompt(pair.request)
     try:
         first, swapped = await asyncio.gather(
-            _verdict(ctx, client, gate, prompt, other, live or "", row),
-            _verdict(ctx, client, gate, prompt, live or "", other, row),
+            _verdict(ctx, client, gate, prompt, candidate, reference, row),
+            _verdict(ctx, client, gate, prompt, reference, candidate, row),
         )
     except ModelNotFound:
         raise  # no pair would fare better: the step fails, and a later run continues it
@@ -277,6 +315,9 @@ async def _verdict(
 # ---- canary ----------------------------------------------------------------------------
 
 
+_MIN_JUDGED = 5  # canary pairs judged before their win rate may roll the canary back
+
+
 def canary(ctx: StepContext) -> StepResult:
     cfg, store = ctx.config, ctx.store
     if cfg.canary_share == 0:
@@ -297,19 +338,21 @@ def canary(ctx: StepContext) -> StepResult:
             ensure_split(
                 store, "canary", cfg.model, candidate,
                 lambda: start_canary(store, cfg.model, candidate, cfg.canary_share,
-                                     cfg.canary_policy, actor=actor),
+                                     cfg.canary_policy, judge_pairs=cfg.canary_pairs,
+                                     actor=actor),
             ),
         )  # fmt: skip
     ctx.say(
         f"canary: {candidate} serves {cfg.canary_share:.0%} of {cfg.model}'s requests "
-        f"(until {cfg.canary_requests} answered, {cfg.canary_wait:.0f} s at most)"
+        f"(until {cfg.canary_requests} answered, {cfg.canary_wait:.0f} s at most"
+        + (f"; up to {split.budget} judged against {incumbent})" if split.budget else ")")
     )
 
     def served(s: SplitInfo) -> bool:
         arms = arm_totals(store, [s.id]).get(s.id, {})
         return "canary" in arms and arms["canary"].requests >= cfg.canary_requests
 
-    _wait(ctx, split.id, served, split.created + cfg.canary_wait)
+    quality = _judge_canary(ctx, split, served)
     now = get_split(store, split.id) or split
     arms = arm_totals(store, [split.id]).get(split.id, {})
     counts: dict[str, Any] = {}
@@ -319,6 +362,10 @@ def canary(ctx: StepContext) -> StepResult:
                        f"{arm}_latency_ms": None if mean is None else round(mean, 1)})  # fmt: skip
     outputs: dict[str, Any] = {"split": split.id, "state": now.state, "reason": now.reason,
                                "arms": {arm: asdict(c) for arm, c in arms.items()}}  # fmt: skip
+    if quality is not None:
+        keys = ("n", "win_rate", "ci_low", "ci_high", "unparsed", "shadow_errors", "report")
+        outputs["quality"] = {k: quality[k] for k in keys}
+        counts.update({"judged": quality["n"], "win_rate": _round(quality["win_rate"])})
     if now.state == "rolled_back":
         outputs["status"] = f"rolled back: {now.reason}"
     elif now.state != "active":
@@ -329,4 +376,58 @@ def canary(ctx: StepContext) -> StepResult:
     else:
         outputs["status"] = "passed"  # still serving: the decision ends it
     ctx.say(f"canary {outputs['status']}")
-    return StepResult(counts, outputs)
+    cost = quality["judge_cost"] if quality is not None else 0.0
+    return StepResult(counts, outputs, cost_usd=cost)
+
+
+def _moved(served: Callable[[SplitInfo], bool], seen: int, split: SplitInfo) -> bool:
+    return served(split) or split.pairs != seen
+
+
+def _judge_canary(
+    ctx: StepContext, split: SplitInfo, served: Callable[[SplitInfo], bool]
+) -> dict[str, Any] | None:
+    """Wait for the canary to serve its requests, judging its pairs (the incumbent's answer
+    to the same request) as they arrive; roll it back once at least ``_MIN_JUDGED`` are
+    judged and its win rate is significantly below 50%. The judged rows are kept in the
+    run's directory, so a continued run does not judge them again. Returns the summary of
+    what was judged (None: nothing)."""
+    cfg, store = ctx.config, ctx.store
+    path = ctx.run_dir / "canary" / "judged.json"
+    kept = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+    rows: list[dict[str, Any]] = kept.get("rows", []) if kept.get("split") == split.id else []
+    until, seen, summary = split.created + cfg.canary_wait, -1, None
+    while True:
+        _wait(ctx, split.id, partial(_moved, served, seen), until)
+        now = get_split(store, split.id) or split
+        seen = now.pairs
+        pairs = read_pairs(store, split.id) if split.budget else []
+        judged = {r["pair"] for r in rows}
+        new = [p for p in pairs if p.id not in judged]
+        if new:
+            ctx.say(f"judging {len(new)} canary answer(s) against {split.name}'s incumbent")
+            rows += asyncio.run(_judge_rows(ctx, new, candidate_live=True))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"split": split.id, "rows": rows}, indent=2) + "\n")
+        if rows:
+            reference = sorted({p.shadow_model for p in pairs}) or [split.name]
+            summary = _summary(ctx, split, pairs, rows, ", ".join(reference))
+            summary["report"] = str(path)
+            high = summary["ci_high"]
+            if (
+                new
+                and now.state == "active"
+                and summary["n"] >= min(_MIN_JUDGED, split.budget or _MIN_JUDGED)
+                and high is not None
+                and high < 0.5
+            ):
+                reason = (
+                    f"judged quality: the canary won {summary['win_rate']:.0%} against the "
+                    f"incumbent on its own requests (95% CI up to {high:.0%}, n={summary['n']})"
+                )
+                evidence = {k: summary[k] for k in ("judge", "n", "win_rate", "ci_low",
+                                                    "ci_high", "report")}  # fmt: skip
+                roll_back(store, now, reason, evidence, actor=f"loop:{cfg.name}")
+                return summary
+        if now.state != "active" or served(now) or time.time() >= until:
+            return summary

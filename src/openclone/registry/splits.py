@@ -5,7 +5,10 @@ with the candidate, in the background, and keep up to ``budget`` (request, live 
 shadow answer) pairs for the judge. ``canary``: the candidate answers a sticky ``share``
 of the alias's requests, and is rolled back by the gateways when its error rate or
 latency regress against the incumbent's (``policy``, see
-:data:`openclone.store.splits.DEFAULT_POLICY`). Neither moves the alias: promotion does.
+:data:`openclone.store.splits.DEFAULT_POLICY`); with a ``budget`` the incumbent also
+answers that many of the canary's chat requests in the background, so a judge can roll it
+back when its quality regresses (the loop's canary step does). Neither moves the alias:
+promotion does.
 The checks live here; the rows and the counting in :mod:`openclone.store.splits`, the
 routing in :mod:`openclone.routing.splits`.
 """
@@ -89,13 +92,19 @@ def start_canary(
     share: float,
     policy: Mapping[str, Any] | None = None,
     *,
+    judge_pairs: int = 0,
     actor: str = "cli",
 ) -> SplitInfo:
     """Serve ``share`` of ``name``'s requests from ``candidate`` (sticky per conversation or
-    person) until it is stopped, rolled back or promoted; replaces an active canary."""
+    person) until it is stopped, rolled back or promoted; replaces an active canary. With
+    ``judge_pairs``, gateways have the incumbent answer up to that many of the canary's chat
+    requests again in the background and keep the pairs, for a judge to compare."""
+    if judge_pairs < 0:
+        raise InvalidRequestError("judge_pairs must be 0 or more", param="judge_pairs")
     pinned = _candidate(store, name, candidate)
     rule = check_policy(policy)
-    return start_split(store, name, "canary", pinned, _share(share), policy=rule, actor=actor)
+    return start_split(store, name, "canary", pinned, _share(share), budget=judge_pairs or None,
+                       policy=rule, actor=actor)  # fmt: skip
 
 
 def ensure_split(store: Store, kind: str, name: str, candidate: str, start: Any) -> SplitInfo:

@@ -213,9 +213,17 @@ def end_split(
         return bool(done)
 
 
-def roll_back(store: Store, split: SplitInfo, reason: str, evidence: dict[str, Any]) -> bool:
+def roll_back(
+    store: Store,
+    split: SplitInfo,
+    reason: str,
+    evidence: dict[str, Any],
+    *,
+    actor: str = "gateway",
+) -> bool:
     """End a canary as ``rolled_back`` and record the decision; only the first of several
-    gateways that see the regression records it (False for the others)."""
+    gateways (or a loop judging the canary's answers) that see a regression records it
+    (False for the others)."""
     with store.session() as s:
         done = s.execute(
             update(TrafficSplit)
@@ -226,8 +234,8 @@ def roll_back(store: Store, split: SplitInfo, reason: str, evidence: dict[str, A
             return False
         version = parse_model_name(split.candidate).version or 0
         s.add(Decision(name=split.name, version=version, action="canary-rollback",
-                       reason=reason, evidence=evidence, actor="gateway"))  # fmt: skip
-        audit(s, "gateway", "registry.canary_rollback", model=split.name,
+                       reason=reason, evidence=evidence, actor=actor))  # fmt: skip
+        audit(s, actor, "registry.canary_rollback", model=split.name,
               candidate=split.candidate, split=split.id, reason=reason)  # fmt: skip
         return True
 
