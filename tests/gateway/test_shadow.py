@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -367,7 +368,7 @@ def test_a_canary_judged_worse_than_the_incumbent_is_rolled_back_by_the_loop(
             f'params = {{ base_url = "{judge}/v1", model = "picky" }}\n'
         )
         loop = LoopConfig(name="qualityloop", model="qualitybot", tenant="default",
-                          teacher="judge", judge="judge", canary_share=1.0, canary_requests=500,
+                          teacher="judge", judge="judge", canary_share=0.2, canary_requests=500,
                           canary_wait=300, canary_pairs=6, concurrency=2)  # fmt: skip
         ctx = _context(loop, load_settings(config), store, tmp_path, "qualitybot")
         even = {"candidate": "qualitybot@2", "win_rate": 0.5, "ci_low": 0.3, "ci_high": 0.7}
@@ -377,19 +378,35 @@ def test_a_canary_judged_worse_than_the_incumbent_is_rolled_back_by_the_loop(
         done: dict[str, Any] = {}
         step = threading.Thread(target=lambda: done.update(result=canary(ctx)))
         step.start()
+        split = _until(lambda: find_active(store, "qualitybot", "canary"))
+        # Conversations the canary's 20% takes; one request at a time, each waiting for its
+        # pair, so none is turned away as busy: every canary request is paired (not 20% of
+        # them again) until the budget or the rollback.
+        convs = [f"c{i}" for i in range(400) if sticky_fraction(split.id, f"default/c{i}") < 0.2]
         client = _client(server, **{"X-OpenClone-Train": "true"})
         answers: dict[str, str] = {}
-        for i in range(300):  # bounded: the step ends long before
-            if not step.is_alive():
-                break
+
+        def ask(conv: str) -> str:
             raw = client.chat.completions.with_raw_response.create(
-                model="qualitybot", messages=[{"role": "user", "content": f"Say hi, number {i}."}],
-                max_tokens=6, temperature=0, extra_headers={"X-OpenClone-Conversation": f"c{i}"},
+                model="qualitybot", messages=[{"role": "user", "content": f"Say hi, {conv}."}],
+                max_tokens=6, temperature=0, extra_headers={"X-OpenClone-Conversation": conv},
             )  # fmt: skip
             answers[raw.headers["x-openclone-model-version"]] = (
                 raw.parse().choices[0].message.content or ""
             )
-            time.sleep(0.05)
+            return str(raw.headers["x-openclone-model-version"])
+
+        _until(lambda: ask(convs[0]) == "qualitybot@2", every=0.3)  # the gateway read it
+
+        def paired(before: int) -> bool:
+            return not step.is_alive() or (get_split(store, split.id) or split).pairs > before
+
+        for conv in convs[1:8]:
+            before = (get_split(store, split.id) or split).pairs
+            assert ask(conv) == "qualitybot@2"
+            _until(partial(paired, before))
+            if not step.is_alive():
+                break
         step.join(timeout=120)
     assert not step.is_alive()
 

@@ -33,6 +33,7 @@ def test_the_minimal_loop_of_the_issue_reads_as_written(tmp_path: Path) -> None:
         ("shadow_pairs = 5\nshadow_share = 0\n", "shadow_share: in (0, 1]"),
         ("min_shadow_win_rate = 0.5\n", "min_shadow_win_rate: needs shadow_pairs"),
         ("canary_share = 0.1\ncanary_policy = { max_errors = 1 }\n", "canary_policy: min_requests"),
+        ("canary_share = 0.1\ncanary_pairs = 3\n", "canary_pairs: 0 (off) or at least 5"),
     ],
 )
 def test_a_mistake_in_a_loop_is_named(tmp_path: Path, extra: str, message: str) -> None:

@@ -344,3 +344,9 @@ deprecation_every = "1d"
     result = runner.invoke(app, ["loop", "status", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "azure-35 is deprecated, no shutdown date announced" in result.stdout
+
+    # A far date configured earlier does not hide it: the model may stop before then.
+    far = TODAY + dt.timedelta(days=300)
+    config.write_text(f'[deprecations]\n"azure-35" = {far}\n' + config.read_text())
+    watch = _status(config)["support"]["deprecation"]
+    assert (watch["shutdown"], watch["days_left"], watch["near"]) == (str(far), 300, True)

@@ -182,6 +182,12 @@ def test_the_gate_weighs_live_traffic() -> None:
     assert "no live-traffic" in check(True, even, None, min_live_win_rate=0.5).reasons[0]
     rolled = check(True, even, None, canary={"state": "rolled_back", "reason": "errors"})
     assert rolled.reasons == ["the canary was rolled back: errors"]
+    # A canary still serving whose own requests were judged against the incumbent's answers:
+    # refused when they put it significantly below 50%, once there are enough of them.
+    judged = {"state": "active", "quality": {**losing, "n": 5}}
+    assert "the canary's own requests" in check(True, even, None, canary=judged).reasons[0]
+    assert check(True, even, None, canary={**judged, "quality": {**losing, "n": 4}}).ok
+    assert check(True, even, None, canary={"state": "active", "quality": {**even, "n": 5}}).ok
 
 
 def test_a_promotion_ends_the_shadow_and_canary_of_the_name(store: Store) -> None:

@@ -282,6 +282,8 @@ def splits_command(
             seen = f"{row['pairs']}/{row['budget']} pairs"
         else:
             seen = ", ".join(f"{a} {c['requests']} ({c['errors']} errors)" for a, c in arms.items())
+            if row["budget"]:  # the incumbent's second answers, for a loop's judge
+                seen = ", ".join(x for x in (seen, f"{row['pairs']}/{row['budget']} pairs") if x)
         table.add_row(row["name"], row["kind"], row["candidate"], f"{row['share']:.0%}",
                       row["state"], seen or "-", row["reason"] or "")  # fmt: skip
     console.print(table)

@@ -14,7 +14,8 @@ canary's requests again, so a judge can compare the two on the canary's own traf
 The gateway offers each answered chat request for a name in shadow (``openclone registry
 shadow``, or a loop's shadow step) after its answer is produced: for a stream, after the
 last chunk was sent. :meth:`ShadowDispatcher.offer` decides in microseconds, without the
-database: the split's share (a random draw), its budget (pairs stored as of the last
+database: a shadow's share (a random draw; a canary's requests were drawn when their arm
+was chosen), its budget (pairs stored as of the last
 refresh, one a second, plus those in flight here; a split whose budget the store reported
 spent is not offered again), consent, and this gateway's bound on shadow requests in
 flight (``shadow_concurrency``: when all are busy the request is not shadowed, and counted
@@ -132,7 +133,11 @@ class ShadowDispatcher:
         """Shadow this answered chat request, or not; returns at once either way."""
         if not isinstance(req, ChatCompletionRequest) or live.status != 200:
             return False
-        if live.train is False or random.random() >= split.share or split.id in self._full:
+        if live.train is False or split.id in self._full:
+            return False
+        # A canary's share was drawn already, when its arm was chosen: each of its requests
+        # is offered until the budget is spent.
+        if split.kind == "shadow" and random.random() >= split.share:
             return False
         pending = self._pending.get(split.id, 0)
         if split.pairs + pending >= (split.budget or 0):

@@ -55,11 +55,13 @@ def deprecation(
         configured = settings.deprecations.get(model)
         reported = report(store, settings, model) if store is not None else None
         date = effective_date(configured, reported, today)
+        # Deprecated upstream with no date: it may stop any day, whatever was configured.
+        undated = reported is not None and reported.state == "deprecated" and not reported.shutdown
         if date is not None:
             left = (date - today).days
-            near = left <= config.deprecation_days
+            near = left <= config.deprecation_days or undated
             return Deprecation(model, date, left, near, configured, reported)
-        if reported is not None and reported.state == "deprecated":
+        if undated:
             return Deprecation(model, None, None, True, configured, reported)
     return None
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from openclone.config import BUNDLED_MODEL_NAME, Settings
 from openclone.errors import ConfigError, OpenCloneError
+from openclone.registry.gate import MIN_CANARY_PAIRS
 from openclone.store.splits import DEFAULT_POLICY
 
 __all__ = ["LoopBudget", "LoopConfig", "LoopError", "get_loop", "load_loops", "parse_every"]
@@ -184,9 +185,10 @@ class LoopConfig:
     no traffic", with some the canary passes on what it served."""
     canary_pairs: int = 20
     """Canary chat requests the incumbent also answers in the background (never returned,
-    as a shadow's), for the judge to compare while the canary runs: once at least 5 are
-    judged and the canary's win rate is significantly below 50%, the loop rolls it back
-    (0: quality is not judged during the canary, only errors and latency)."""
+    as a shadow's), for the judge to compare while the canary runs: at 5, 10, 20, …
+    judged pairs, a canary whose win rate is significantly below 50% is rolled back, and the
+    gate refuses one whose judged pairs say so at the end (0: quality is not judged during
+    the canary, only errors and latency; otherwise at least 5)."""
     retrain_on_erasure: str = "now"
     """When an erasure taints the version the loop keeps promoted (it was trained on erased
     data): ``"now"`` runs the loop at once, ``"next"`` on its next turn; either way the run
@@ -241,7 +243,11 @@ class LoopConfig:
             (0 <= self.canary_share <= 1, "canary_share: in [0, 1]"),
             (self.canary_requests >= 1, "canary_requests: at least 1"),
             (self.canary_wait >= 0, "canary_wait: seconds, 0 or more"),
-            (self.canary_pairs >= 0, "canary_pairs: 0 or more"),
+            (
+                self.canary_pairs == 0 or self.canary_pairs >= MIN_CANARY_PAIRS,
+                f"canary_pairs: 0 (off) or at least {MIN_CANARY_PAIRS} (fewer cannot show a "
+                "regression)",
+            ),
             (_policy_ok(self.canary_policy), "canary_policy: " + ", ".join(DEFAULT_POLICY)),
             (isinstance(self.review, bool), "review: true or false"),
             (self.retrain_on_erasure in ("now", "next"), 'retrain_on_erasure: "now" or "next"'),

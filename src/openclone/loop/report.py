@@ -84,6 +84,12 @@ def _live(run: RunInfo) -> list[str]:
     out = canary.outputs if canary is not None else {}
     if out.get("status") not in (None, "off"):
         lines.append(f"- canary: {out['status']}")
+    judged = out.get("quality") or {}
+    if judged.get("win_rate") is not None:
+        lines.append(
+            f"- canary's own requests: win rate {judged['win_rate']:.1%} against the incumbent "
+            f"(95% CI {judged['ci_low']:.1%}-{judged['ci_high']:.1%}, n={judged['n']})"
+        )
     return lines
 
 

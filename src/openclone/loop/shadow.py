@@ -13,8 +13,9 @@ candidate serves a sticky share of the model's real requests until it has answer
 ``canary_requests`` (or ``canary_wait`` is over), while the gateways roll it back if its
 error rate or latency regress. With ``canary_pairs`` the incumbent also answers that many
 of the canary's chat requests in the background, the step judges each pair as it arrives,
-and rolls the canary back once its judged win rate is significantly below 50%. The
-decision step promotes (or refuses) and ends it.
+and rolls the canary back when, at 5, 10, 20… judged pairs, its win rate is significantly
+below 50% (the gate refuses one whose judged pairs say so at the end). The decision step
+promotes (or refuses) and ends it.
 
 Both steps remember their split in the run's directory, so a run continued after a crash
 keeps the shadow or canary it started instead of starting another.
@@ -46,7 +47,7 @@ from openclone.loop.config import LoopError
 from openclone.loop.context import StepContext, StepResult
 from openclone.loop.judge import gate_evidence
 from openclone.loop.state import get_run, is_paused
-from openclone.registry.gate import check
+from openclone.registry.gate import MIN_CANARY_PAIRS, check
 from openclone.registry.splits import ensure_split, start_canary, start_shadow
 from openclone.store.splits import (
     PairInfo,
@@ -178,20 +179,20 @@ def _read_report(path: Path, split_id: str, pairs: list[PairInfo]) -> dict[str, 
 
 
 async def _judge_rows(
-    ctx: StepContext, pairs: list[PairInfo], candidate_live: bool = False
+    ctx: StepContext, client: Any, pairs: list[PairInfo], candidate_live: bool = False
 ) -> list[dict[str, Any]]:
     """Each pair judged in both orders; ``candidate_live``: the candidate gave the live
     answer (a canary's pairs), else the shadow one."""
-    from openclone.routing.client import open_client
-
-    client = await open_client(ctx.settings)
     gate = asyncio.Semaphore(ctx.config.concurrency)
-    try:
-        return list(
-            await asyncio.gather(*(_judge_one(ctx, client, gate, p, candidate_live) for p in pairs))
-        )
-    finally:
-        await client.aclose()
+    return list(
+        await asyncio.gather(*(_judge_one(ctx, client, gate, p, candidate_live) for p in pairs))
+    )
+
+
+def _models(pairs: list[PairInfo], side: str, default: str) -> str:
+    """The model(s) that gave ``side`` ("live" or "shadow") of the pairs."""
+    names = sorted({p.live_model if side == "live" else p.shadow_model for p in pairs})
+    return ", ".join(names) or default
 
 
 def _summary(
@@ -227,10 +228,14 @@ def _summary(
 async def _judge_pairs(
     ctx: StepContext, split: SplitInfo, pairs: list[PairInfo], incumbent: str
 ) -> dict[str, Any]:
-    rows = await _judge_rows(ctx, pairs)
-    live = sorted({p.live_model for p in pairs})
-    reference = live[0] if len(live) == 1 else ", ".join(live) or incumbent
-    return _summary(ctx, split, pairs, rows, reference)
+    from openclone.routing.client import open_client
+
+    client = await open_client(ctx.settings)
+    try:
+        rows = await _judge_rows(ctx, client, pairs)
+    finally:
+        await client.aclose()
+    return _summary(ctx, split, pairs, rows, _models(pairs, "live", incumbent))
 
 
 def _mean(xs: list[float | None]) -> float | None:
@@ -315,9 +320,6 @@ async def _verdict(
 # ---- canary ----------------------------------------------------------------------------
 
 
-_MIN_JUDGED = 5  # canary pairs judged before their win rate may roll the canary back
-
-
 def canary(ctx: StepContext) -> StepResult:
     cfg, store = ctx.config, ctx.store
     if cfg.canary_share == 0:
@@ -384,50 +386,73 @@ def _moved(served: Callable[[SplitInfo], bool], seen: int, split: SplitInfo) -> 
     return served(split) or split.pairs != seen
 
 
+def _checkpoint(n: int) -> int:
+    """The last of 5, 10, 20, 40… judged pairs that ``n`` has reached (0: none): the
+    canary's rate is tested there, not after every pair, which would make a false
+    rollback far likelier than the interval's 5%."""
+    point, at = 0, MIN_CANARY_PAIRS
+    while at <= n:
+        point, at = at, at * 2
+    return point
+
+
 def _judge_canary(
     ctx: StepContext, split: SplitInfo, served: Callable[[SplitInfo], bool]
 ) -> dict[str, Any] | None:
     """Wait for the canary to serve its requests, judging its pairs (the incumbent's answer
-    to the same request) as they arrive; roll it back once at least ``_MIN_JUDGED`` are
-    judged and its win rate is significantly below 50%. The judged rows are kept in the
-    run's directory, so a continued run does not judge them again. Returns the summary of
-    what was judged (None: nothing)."""
+    to the same request) as they arrive, and roll it back when at a checkpoint its win rate
+    is significantly below 50%. The judged rows are kept in the run's directory, so a
+    continued run does not judge them again. Returns the summary of what was judged (None:
+    nothing)."""
+    return asyncio.run(_watch_canary(ctx, split, served))
+
+
+async def _watch_canary(
+    ctx: StepContext, split: SplitInfo, served: Callable[[SplitInfo], bool]
+) -> dict[str, Any] | None:
+    from openclone.routing.client import open_client
+
     cfg, store = ctx.config, ctx.store
     path = ctx.run_dir / "canary" / "judged.json"
     kept = json.loads(path.read_text("utf-8")) if path.is_file() else {}
     rows: list[dict[str, Any]] = kept.get("rows", []) if kept.get("split") == split.id else []
-    until, seen, summary = split.created + cfg.canary_wait, -1, None
-    while True:
-        _wait(ctx, split.id, partial(_moved, served, seen), until)
-        now = get_split(store, split.id) or split
-        seen = now.pairs
-        pairs = read_pairs(store, split.id) if split.budget else []
-        judged = {r["pair"] for r in rows}
-        new = [p for p in pairs if p.id not in judged]
-        if new:
-            ctx.say(f"judging {len(new)} canary answer(s) against {split.name}'s incumbent")
-            rows += asyncio.run(_judge_rows(ctx, new, candidate_live=True))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"split": split.id, "rows": rows}, indent=2) + "\n")
-        if rows:
-            reference = sorted({p.shadow_model for p in pairs}) or [split.name]
-            summary = _summary(ctx, split, pairs, rows, ", ".join(reference))
-            summary["report"] = str(path)
-            high = summary["ci_high"]
-            if (
-                new
-                and now.state == "active"
-                and summary["n"] >= min(_MIN_JUDGED, split.budget or _MIN_JUDGED)
-                and high is not None
-                and high < 0.5
-            ):
-                reason = (
-                    f"judged quality: the canary won {summary['win_rate']:.0%} against the "
-                    f"incumbent on its own requests (95% CI up to {high:.0%}, n={summary['n']})"
-                )
-                evidence = {k: summary[k] for k in ("judge", "n", "win_rate", "ci_low",
-                                                    "ci_high", "report")}  # fmt: skip
-                roll_back(store, now, reason, evidence, actor=f"loop:{cfg.name}")
+    until, seen, checked, summary = split.created + cfg.canary_wait, -1, 0, None
+    client = None  # opened for the first pair, held for the rest
+    try:
+        while True:
+            moved = partial(_moved, served, seen)
+            await asyncio.to_thread(_wait, ctx, split.id, moved, until)
+            now = get_split(store, split.id) or split
+            seen = now.pairs
+            pairs = read_pairs(store, split.id) if split.budget else []
+            judged = {r["pair"] for r in rows}
+            new = [p for p in pairs if p.id not in judged]
+            if new:
+                ctx.say(f"judging {len(new)} canary answer(s) against {split.name}'s incumbent")
+                client = client or await open_client(ctx.settings)
+                rows += await _judge_rows(ctx, client, new, candidate_live=True)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                text = json.dumps({"split": split.id, "rows": rows}, indent=2) + "\n"
+                path.write_text(text, encoding="utf-8")
+            if rows:
+                summary = _summary(ctx, split, pairs, rows, _models(pairs, "shadow", split.name))
+                summary["report"] = str(path)
+                point = _checkpoint(summary["n"])
+                if point > checked:
+                    checked = point
+                    high = summary["ci_high"]
+                    if now.state == "active" and high is not None and high < 0.5:
+                        reason = (
+                            f"judged quality: the canary won {summary['win_rate']:.0%} against "
+                            f"the incumbent on its own requests (95% CI up to {high:.0%}, "
+                            f"n={summary['n']})"
+                        )
+                        keys = ("judge", "n", "win_rate", "ci_low", "ci_high", "report")
+                        evidence = {k: summary[k] for k in keys}
+                        roll_back(store, now, reason, evidence, actor=f"loop:{cfg.name}")
+                        return summary
+            if now.state != "active" or served(now) or time.time() >= until:
                 return summary
-        if now.state != "active" or served(now) or time.time() >= until:
-            return summary
+    finally:
+        if client is not None:
+            await client.aclose()

@@ -9,7 +9,9 @@ evidence; every later promotion needs an evaluation against the champion, unless
 Live traffic adds two checks when its evidence is given: a shadow's win rate against the
 incumbent on real requests (``vs_live``) must not be significantly below 50% and, with
 ``min_live_win_rate``, must reach it (a rule that asks for it refuses a candidate that has
-no such evidence); a canary that the gateways rolled back, or a person stopped, is refused.
+no such evidence); a canary that the gateways (or a loop's judge) rolled back, or a person
+stopped, is refused, and so is one whose own requests, judged against the incumbent's
+answers to them (``quality``, at least ``MIN_CANARY_PAIRS``), put it significantly below 50%.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GateResult", "check"]
+__all__ = ["MIN_CANARY_PAIRS", "GateResult", "check"]
+
+MIN_CANARY_PAIRS = 5  # judged canary pairs before their win rate counts as evidence
 
 
 @dataclass(frozen=True)
@@ -96,4 +100,13 @@ def _live(
         if state in ("rolled_back", "stopped"):
             said = str(state).replace("_", " ")
             reasons.append(f"the canary was {said}: {canary.get('reason') or '?'}")
+        else:
+            quality = canary.get("quality") or {}
+            rate, high, n = quality.get("win_rate"), quality.get("ci_high"), quality.get("n")
+            enough = isinstance(n, int) and n >= MIN_CANARY_PAIRS
+            if enough and isinstance(high, int | float) and high < 0.5:
+                reasons.append(
+                    f"on the canary's own requests the win rate against the incumbent is "
+                    f"significantly below 50% ({rate:.1%}, 95% CI up to {high:.1%}, n={n})"
+                )
     return reasons

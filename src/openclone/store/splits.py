@@ -7,7 +7,9 @@ the background, and store each (request, live answer, shadow answer) as a pair, 
 budget``, so gateways sharing a database never store more. A **canary** split has gateways
 answer a sticky share of the alias's requests with the candidate; each gateway adds what
 it counted (requests, 5xx errors, latency) per arm and UTC minute to ``split_windows``,
-and the first gateway to see a regression ends the split as ``rolled_back``.
+and the first gateway to see a regression ends the split as ``rolled_back``. A canary with
+a ``budget`` keeps pairs too, the other way round: the candidate's answer is the live one
+and the incumbent's the second, for a loop's judge to compare (and roll back on).
 
 Gateways read the active splits once a second (:func:`active_splits`), never per request.
 Pairs hold captured text: only consented exchanges are stored (the capture's own rule,
