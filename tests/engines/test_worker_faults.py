@@ -281,3 +281,50 @@ params = {{ n_ctx = 1024, n_parallel = 1 }}
     server.process.kill()
     server.process.wait()
     _wait("no orphaned worker", lambda: not _alive(pid), timeout=30)
+
+
+def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path) -> None:
+    # SIGSTOP: a worker that neither dies nor answers, as a deadlock would leave it.
+    config = f"""
+health_interval = 0.3
+[[models]]
+name = "{BUNDLED}"
+params = {{ n_ctx = 1024, n_parallel = 1, worker_hang_timeout = 5 }}
+"""
+    server = start_server(config, tmp_path)
+    try:
+        gateway = server.process.pid
+        (worker,) = _workers(server, BUNDLED)
+        hung = int(worker["pid"])
+        os.kill(hung, signal.SIGSTOP)
+        # The request it holds fails within the watchdog's time (it was never started),
+        # instead of waiting for an answer that would never come.
+        r = httpx.post(
+            server.base_url + "/chat/completions",
+            json={"model": BUNDLED, "messages": ASK, "max_tokens": 4},
+            timeout=120,
+        )
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "engine_unavailable"
+        assert "hung" in r.json()["error"]["message"]
+        assert not _alive(hung)
+        back = _wait(
+            "a new worker",
+            lambda: next((w for w in _workers(server, BUNDLED)
+                          if w["state"] == "ready" and w["pid"] not in (None, hung)), None),
+        )  # fmt: skip
+        assert "answered nothing" in back["last_exit"]["reason"]
+        ok = _wait(
+            "an answer from the new worker",
+            lambda: (
+                httpx.post(
+                    server.base_url + "/chat/completions",
+                    json={"model": BUNDLED, "messages": ASK, "max_tokens": 4},
+                    timeout=60,
+                ).status_code
+                == 200
+            ),
+        )
+        assert ok and server.process.pid == gateway
+    finally:
+        stop_server(server)

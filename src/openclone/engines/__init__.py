@@ -46,6 +46,7 @@ def create_engine(
     chosen = params.pop("isolation", "process")
     memory_mb = params.pop("worker_memory_mb", None)
     start_timeout = params.pop("worker_start_timeout", 600.0)
+    hang_timeout = params.pop("worker_hang_timeout", 60.0)
     if chosen not in ("process", "thread"):
         raise ConfigError(
             f"model {model!r}: isolation must be 'process' or 'thread', not {chosen!r}"
@@ -59,6 +60,7 @@ def create_engine(
             options = WorkerOptions(
                 memory_mb=int(memory_mb) if memory_mb else None,
                 start_timeout=float(start_timeout),
+                hang_timeout=float(hang_timeout),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model {model!r}: bad worker setting: {exc}") from exc

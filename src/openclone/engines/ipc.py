@@ -54,6 +54,7 @@ class Kind(IntEnum):
     SHUTDOWN = 8
     EMBED = 9  # payload: scope JSON, newline, embedding request JSON
     REMOVE_ADAPTER = 10  # {"name"}
+    PING = 11  # are you alive, and moving?
     # worker -> gateway
     READY = 20  # {"capabilities", "adapters", "detail", "pid"}
     FATAL = 21  # an error payload: the engine could not be built
@@ -62,6 +63,7 @@ class Kind(IntEnum):
     END = 24  # the stream is complete
     ERROR = 25  # an error payload: request ``id`` failed
     DETAIL = 26  # a fresh describe() of the engine (sent when it changes)
+    PONG = 27  # {"generating": requests in flight, "progress": the engine's step count or null}
 
 
 def frame(kind: Kind, rid: int, payload: bytes = b"") -> bytes:

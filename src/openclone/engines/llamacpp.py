@@ -215,6 +215,7 @@ class LlamaCppEngine(LocalEngine):
         self._turn: tuple[str | None, int] = (None, 0)  # the adapter decoding, its steps so far
         self._broken: dict[str, str] = {}  # adapters llama.cpp refused: name -> why
         self._loads = 0  # adapters loaded since start (each reload after eviction counts)
+        self._steps = 0  # llama_decode calls returned: a worker's watchdog sees it move
         for name, adapter_path in config.adapters.items():
             try:
                 self._check_adapter(name, adapter_path)
@@ -298,6 +299,10 @@ class LlamaCppEngine(LocalEngine):
             **self.load(),
             **({"prompt_cache": self._cache.stats()} if self._cache is not None else {}),
         }
+
+    def progress(self) -> int:
+        """Decode steps since start (any thread may read it)."""
+        return self._steps
 
     # ---- LoRA adapters --------------------------------------------------------------------
 
@@ -637,6 +642,7 @@ class LlamaCppEngine(LocalEngine):
         self._apply(adapter)
         batch.n_tokens = n
         rc = c.llama_decode(self._ctx.ctx, batch)
+        self._steps += 1
         if rc != 0:
             for slot in slots:
                 if slot.job is not None:

@@ -14,6 +14,12 @@ kernel, an abort, the OOM killer, ``kill -9`` — the socket closes at once and:
   a worker has stayed up for a minute), and the restart count and the last exit reason
   show in ``describe()`` — hence ``/health``, ``/v1/models`` and ``/metrics``.
 
+A worker that hangs without dying is killed and then handled the same way: the supervisor
+pings it every second, and one that answers nothing for ``hang_timeout`` seconds (its event
+loop stuck: a deadlock holding the GIL, a stopped process), or that has requests to
+generate while its engine's step count stands still that long (a native deadlock with the
+GIL released), gets SIGKILL (see :class:`Liveness`).
+
 A worker whose engine cannot be built from its configuration (a missing file, a bad
 parameter) stops the server at start-up with that ``ConfigError``, as an in-process engine
 would; anything else at start-up is a crash like any other and is retried with backoff.
@@ -61,7 +67,7 @@ from openclone.schema import (
     EmbeddingRequest,
 )
 
-__all__ = ["SupervisedEngine", "WorkerOptions", "exit_reason"]
+__all__ = ["Liveness", "SupervisedEngine", "WorkerOptions", "exit_reason"]
 
 log = logging.getLogger("openclone.supervisor")
 M = TypeVar("M", bound=BaseModel)
@@ -74,10 +80,50 @@ class WorkerOptions:
     backoff_max: float = 30.0
     stable_after: float = 60.0  # a worker up this long resets the backoff
     memory_mb: int | None = None  # address-space cap (RLIMIT_AS): an OOM ends the worker only
+    hang_timeout: float = 60.0  # seconds silent, or generating without a step: killed (0: never)
 
 
 class _WorkerDied(Exception):
     pass
+
+
+_PING_EVERY = 1.0  # seconds (or a quarter of a shorter hang_timeout)
+
+
+@dataclass
+class Liveness:
+    """What the watchdog knows of one worker: when anything was last heard from it, and,
+    from its PONGs, whether it has requests to generate and when its engine's step count
+    last moved (or it had nothing to generate). Monotonic seconds."""
+
+    heard: float
+    moved: float
+    generating: bool = False
+    progress: int | None = None
+
+    def pong(self, payload: bytes, now: float) -> None:
+        try:
+            body = json.loads(payload)
+            generating, progress = int(body.get("generating") or 0) > 0, body.get("progress")
+        except (ValueError, TypeError, AttributeError):
+            return
+        if not generating or progress is None or progress != self.progress:
+            self.moved = now  # idle, moving, or an engine that counts no steps
+        self.generating, self.progress = generating, progress
+
+    def hung(self, now: float, timeout: float) -> str | None:
+        """Why the worker counts as hung (None: it does not): nothing heard for more than
+        ``timeout`` seconds, or requests to generate and no engine step for that long."""
+        if timeout <= 0:
+            return None
+        if now - self.heard > timeout:
+            return f"answered nothing for {now - self.heard:.0f} s (hung) and was killed"
+        if self.generating and now - self.moved > timeout:
+            return (
+                f"made no progress on its requests for {now - self.moved:.0f} s (hung) "
+                "and was killed"
+            )
+        return None
 
 
 @dataclass
@@ -96,6 +142,8 @@ class _Conn:
         self.started = time.monotonic()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.live = Liveness(self.started, self.started)
+        self.hung: str | None = None  # why the watchdog killed it
 
 
 class SupervisedEngine:
@@ -254,7 +302,11 @@ class SupervisedEngine:
                 await self._open(conn)
             elif conn.reader is None:
                 await self._open(conn)
-            await self._read(conn)
+            watchdog = asyncio.create_task(self._watch(conn), name=f"watchdog-{self.model_name}")
+            try:
+                await self._read(conn)
+            finally:
+                watchdog.cancel()
             self._conn = None  # before anything awaits: no new request may pick it
             self._ready.clear()
             if self._closed:
@@ -262,7 +314,26 @@ class SupervisedEngine:
             # A worker that died is reaped at once; one whose socket broke (or that spoke
             # nonsense) but lives on is killed after a moment.
             reason = exit_reason(await asyncio.to_thread(_reap, conn.proc, 3.0))
-            self._died(conn, reason)
+            self._died(conn, conn.hung or reason)
+
+    async def _watch(self, conn: _Conn) -> None:
+        """Ping the worker; kill it once its :class:`Liveness` says it hangs (its socket then
+        closes, and ``_supervise`` restarts it as after any death)."""
+        timeout = self.options.hang_timeout
+        if timeout <= 0:
+            return
+        every = min(_PING_EVERY, timeout / 4)
+        while conn.writer is not None and not conn.writer.is_closing():
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            why = conn.live.hung(now, timeout)
+            if why is not None:
+                conn.hung = why
+                log.error("engine worker for %s (pid %d) %s", self.model_name, conn.proc.pid, why)
+                with contextlib.suppress(ProcessLookupError):
+                    conn.proc.kill()
+                return
+            conn.writer.write(frame(Kind.PING, 0))  # answered by a PONG, or not
 
     async def _read(self, conn: _Conn) -> None:
         assert conn.reader is not None
@@ -276,6 +347,10 @@ class SupervisedEngine:
                 continue
             except Exception:  # EOF, a broken socket or a bad frame: the worker is lost
                 return
+            conn.live.heard = time.monotonic()
+            if kind == Kind.PONG:
+                conn.live.pong(payload, conn.live.heard)
+                continue
             if kind == Kind.DETAIL:
                 with contextlib.suppress(ValueError):
                     self._detail = json.loads(payload)

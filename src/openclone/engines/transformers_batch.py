@@ -154,6 +154,7 @@ class Batcher:
         self._padded = padded
         self._seqs: list[_Seq] = []
         self._kv = PaddedKV(device)
+        self.steps = 0  # forward passes returned (prefills and steps): a watchdog sees it move
 
     @property
     def active(self) -> int:
@@ -171,6 +172,7 @@ class Batcher:
             while self._admit(jobs, block=not self._seqs):
                 if self._seqs:
                     self._step()
+                    self.steps += 1
                 if self._tidy is not None:  # after the step: before the loop waits idle
                     self._tidy()
         for seq in self._seqs:
@@ -195,6 +197,7 @@ class Batcher:
                 self._join(job)
             except BaseException as exc:  # this request's error, not the batch's
                 job.emit(exc)
+            self.steps += 1
         return True
 
     def _join(self, job: Job) -> None:

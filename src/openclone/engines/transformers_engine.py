@@ -271,6 +271,10 @@ class TransformersEngine(LocalEngine):
             **self.load(),
         }
 
+    def progress(self) -> int:
+        """Forward passes since start (any thread may read it)."""
+        return self._batcher.steps
+
     def load(self) -> dict[str, Any]:
         active = self._batcher.active
         return {"busy": active > 0, "active": active, "queued": self._jobs.qsize()}

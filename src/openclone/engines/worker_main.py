@@ -33,6 +33,7 @@ from openclone.schema import ChatCompletionRequest, CompletionRequest, Embedding
 log = logging.getLogger("openclone.worker")
 
 EXIT_CONFIG = 3  # the engine cannot be built from its configuration: restarting won't help
+_GENERATING = (Kind.CHAT, Kind.STREAM, Kind.COMPLETE, Kind.STREAM_COMPLETE)
 _DETAIL_EVERY = 0.25  # seconds between checks of describe() for /health
 
 
@@ -57,6 +58,7 @@ class _Worker:
         self.engine = engine
         self.writer = writer
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.generating: set[int] = set()  # requests that move only as the engine steps
         self._detail = ""
 
     def send(self, kind: Kind, rid: int, payload: bytes = b"") -> None:
@@ -74,10 +76,25 @@ class _Worker:
             await asyncio.sleep(_DETAIL_EVERY)
             self.detail()
 
+    def pong(self) -> None:
+        """Answer a PING from the event loop: a loop that cannot (a deadlock holding the
+        GIL, a stopped process) is what the gateway's watchdog looks for; the engine's step
+        count tells it whether requests in flight still move."""
+        progress = getattr(self.engine, "progress", None)
+        body = {"generating": len(self.generating), "progress": progress() if progress else None}
+        self.send(Kind.PONG, 0, json.dumps(body).encode())
+
     def start(self, kind: Kind, rid: int, payload: bytes) -> None:
         task = self.tasks[rid] = asyncio.create_task(self._handle(kind, rid, payload))
-        # Also when a CANCEL comes before the task ever ran (its finally never runs then).
-        task.add_done_callback(lambda _: self.tasks.pop(rid, None))
+        if kind in _GENERATING:
+            self.generating.add(rid)
+
+        def done(_: object) -> None:
+            # Also when a CANCEL comes before the task ever ran (its finally never runs then).
+            self.tasks.pop(rid, None)
+            self.generating.discard(rid)
+
+        task.add_done_callback(done)
 
     def cancel(self, rid: int) -> None:
         task = self.tasks.get(rid)
@@ -188,7 +205,9 @@ async def _serve(sock: socket.socket) -> int:
                 continue
             except (asyncio.IncompleteReadError, ConnectionError, ValueError):
                 break  # the gateway is gone (or speaks nonsense: the same to us)
-            if kind == Kind.CANCEL:
+            if kind == Kind.PING:
+                worker.pong()
+            elif kind == Kind.CANCEL:
                 worker.cancel(rid)
             elif kind == Kind.SHUTDOWN:
                 break
