@@ -138,7 +138,9 @@ class RateLimitExceeded(RateLimited):
 
 class EngineError(APIError):
     """The engine failed. ``retryable`` marks failures another replica may not have;
-    ``retry_after`` (seconds) becomes a ``Retry-After`` header when the client gets it."""
+    ``retry_after`` (seconds) becomes a ``Retry-After`` header when the client gets it;
+    ``crashed``: the engine's process died while it held this request (the request may be
+    what killed it)."""
 
     status_code = 502
     error_type = "server_error"
@@ -156,6 +158,7 @@ class EngineError(APIError):
         super().__init__(message, param=param, code=code)
         self.retryable = retryable
         self.retry_after: float | None = None
+        self.crashed = False
         if status_code is not None:
             self.status_code = status_code
 

@@ -3,7 +3,8 @@
 A worker that dies (SIGKILL, SIGSEGV, a crash on start) must cost only its own replica:
 the gateway keeps its PID and answers, requests that had not started streaming succeed on
 the other replica, a started stream ends with an error event, the worker comes back, and
-stopping the server leaves no worker behind.
+stopping the server leaves no worker behind. A request that crashes every worker it meets
+takes down two, not all of them; a worker that hangs is killed and replaced.
 """
 
 from __future__ import annotations
@@ -326,5 +327,95 @@ params = {{ n_ctx = 1024, n_parallel = 1, worker_hang_timeout = 5 }}
             ),
         )
         assert ok and server.process.pid == gateway
+    finally:
+        stop_server(server)
+
+
+def _fragile_plugin(where: Path) -> Path:
+    """An engine package whose engine dies of a real SIGSEGV on any prompt that says
+    POISON and answers everything else (a stub: no real model crashes on demand)."""
+    where.mkdir()
+    (where / "fragile_engine.py").write_text(
+        textwrap.dedent(
+            """
+            import ctypes
+            from openclone.engines.base import Capabilities
+            from openclone.schema import ChatCompletion
+
+            class FragileEngine:
+                runs_native_code = True
+                capabilities = Capabilities()
+
+                @classmethod
+                def from_config(cls, model_name, params):
+                    return cls()
+
+                async def chat(self, req):
+                    if "POISON" in str(req.messages[-1].content):
+                        ctypes.string_at(0)  # reads address 0: SIGSEGV
+                    return ChatCompletion.model_validate({
+                        "id": "x", "object": "chat.completion", "created": 0, "model": req.model,
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": "fine"}}]})
+
+                async def health(self):
+                    return True
+
+                def describe(self):
+                    return {"engine": "fragile"}
+
+                async def close(self):
+                    pass
+            """
+        )
+    )
+    info = where / "fragile_engine-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fragile-engine\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[openclone.engines]\nfragile = fragile_engine:FragileEngine\n"
+    )
+    return where
+
+
+def test_a_request_that_crashes_workers_takes_down_two_replicas_not_all(tmp_path: Path) -> None:
+    plugin = _fragile_plugin(tmp_path / "plugin")
+    config = """
+health_interval = 0.3
+down_cooldown = 0.5
+[[models]]
+name = "fragile"
+engine = "fragile"
+replicas = [{}, {}, {}]
+"""
+    server = start_server(config, tmp_path, env={"PYTHONPATH": str(plugin)})
+    try:
+        gateway = server.process.pid
+        before = [int(w["pid"]) for w in _workers(server, "fragile")]
+
+        def ask(text: str) -> httpx.Response:
+            return httpx.post(
+                server.base_url + "/chat/completions",
+                json={"model": "fragile", "messages": [{"role": "user", "content": text}]},
+                timeout=60,
+            )
+
+        assert ask("hello").status_code == 200
+        r = ask("POISON")
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "engine_crashed"
+        assert "died twice" in r.json()["error"]["message"]
+
+        def settled() -> list[dict[str, Any]] | None:
+            workers = _workers(server, "fragile")
+            return workers if all(w["state"] == "ready" for w in workers) else None
+
+        workers = _wait("the two crashed workers back", settled)
+        untouched = [w for w in workers if w["restarts"] == 0]
+        assert len(untouched) == 1 and int(untouched[0]["pid"]) in before
+        crashed = [w for w in workers if w["restarts"] == 1]
+        assert len(crashed) == 2 and all("SIGSEGV" in w["last_exit"]["reason"] for w in crashed)
+        assert _wait("an answer", lambda: ask("hello again").status_code == 200)
+        assert server.process.poll() is None and server.process.pid == gateway
     finally:
         stop_server(server)

@@ -441,7 +441,9 @@ class SupervisedEngine:
                 code="engine_unavailable",
                 status_code=503,
             )
-        return self._unavailable(f"{reason} before answering")
+        err = self._unavailable(f"{reason} before answering")
+        err.crashed = True  # it died holding this request: the router counts such deaths
+        return err
 
     async def _call(self, kind: Kind, req: BaseModel, scope: str | None, out: type[M]) -> M:
         rid, pending = await self._send(kind, _request_payload(req, scope))

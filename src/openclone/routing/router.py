@@ -4,6 +4,11 @@ A replica that refuses connections or fails before its first token (a retryable
 ``EngineError``) is marked down for ``down_cooldown`` seconds and the request is retried
 on another replica; a background prober brings replicas back when their health check
 passes. Nothing has reached the client before the first token, so failover is invisible.
+
+A request whose engine process died under it twice is not tried a third time: a request
+that crashes the engine (a "poison" input meeting a native bug) would otherwise take every
+replica of the model down in turn. It fails with a 503 ``engine_crashed`` instead; one
+innocent request that happened to share both workers with such a request fails with it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from openclone.model_names import is_internal, parse_model_name
 from openclone.routing.splits import SplitTable
 
 __all__ = ["ModelRoute", "Replica", "Router"]
+
+_MAX_CRASHES = 2  # engine processes a request may see die under it before it is refused
 
 log = logging.getLogger("openclone.router")
 T = TypeVar("T")
@@ -226,6 +233,22 @@ class Router:
 
     # ---- calls -------------------------------------------------------------------------
 
+    def _crashed_twice(self, model: str, exc: EngineError, crashes: int) -> EngineError | None:
+        """The error for a request whose engine died under it ``crashes`` times, once that is
+        twice (None before: it is tried on another replica)."""
+        if crashes < _MAX_CRASHES:
+            return None
+        log.error("a request for %s was held by %d engine processes that died; not retried",
+                  model, crashes)  # fmt: skip
+        err = EngineError(
+            f"the engine of model '{model}' died twice while answering this request, so it "
+            f"is not tried on another replica ({exc.message})",
+            code="engine_crashed",
+            status_code=503,
+        )
+        err.retry_after = exc.retry_after
+        return err
+
     def _rest(self, replica: Replica, exc: EngineError) -> None:
         """Mark a replica down after a retryable failure: for ``down_cooldown``, or as long
         as the engine itself expects to be away (a restarting worker), if longer."""
@@ -235,6 +258,7 @@ class Router:
         """Run ``fn(engine)`` on a replica of ``model``, failing over on retryable errors."""
         route = await self.route_for(model)
         tried: set[str] = set()
+        crashes = 0
         while True:
             replica = self._pick(route, tried)
             tried.add(replica.id)
@@ -245,6 +269,10 @@ class Router:
                 if not exc.retryable:
                     raise
                 self._rest(replica, exc)
+                crashes += exc.crashed
+                stop = self._crashed_twice(model, exc, crashes)
+                if stop is not None:
+                    raise stop from exc
                 continue
             except APIError:
                 raise
@@ -266,6 +294,7 @@ class Router:
         """
         route = await self.route_for(model)
         tried: set[str] = set()
+        crashes = 0
         while True:
             replica = self._pick(route, tried)
             tried.add(replica.id)
@@ -281,6 +310,10 @@ class Router:
                     await it.aclose()
                 if isinstance(exc, EngineError) and exc.retryable:
                     self._rest(replica, exc)
+                    crashes += exc.crashed
+                    stop = self._crashed_twice(model, exc, crashes)
+                    if stop is not None:
+                        raise stop from exc
                     continue
                 if isinstance(exc, APIError) or not isinstance(exc, Exception):
                     raise
