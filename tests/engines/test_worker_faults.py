@@ -201,12 +201,17 @@ def _crashing_plugin(where: Path) -> Path:
             """
         )
     )
-    info = where / "crashing_engine-1.0.dist-info"
+    return _installed(where, "crashing", "crashing_engine:CrashingEngine")
+
+
+def _installed(where: Path, engine: str, target: str) -> Path:
+    """``where`` laid out as pip installs a package: its entry point names ``engine``."""
+    module = target.partition(":")[0]
+    info = where / f"{module}-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: crashing-engine\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[openclone.engines]\ncrashing = crashing_engine:CrashingEngine\n"
-    )
+    name = module.replace("_", "-")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[openclone.engines]\n{engine} = {target}\n")
     return where
 
 
@@ -369,13 +374,7 @@ def _fragile_plugin(where: Path) -> Path:
             """
         )
     )
-    info = where / "fragile_engine-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fragile-engine\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[openclone.engines]\nfragile = fragile_engine:FragileEngine\n"
-    )
-    return where
+    return _installed(where, "fragile", "fragile_engine:FragileEngine")
 
 
 def test_a_request_that_crashes_workers_takes_down_two_replicas_not_all(tmp_path: Path) -> None:

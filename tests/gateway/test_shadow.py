@@ -12,14 +12,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from conftest import BUNDLED, Server, free_port, start_server, stop_server
-from loop.helpers import STANDIN_ANSWER, loopback, standin_teacher
+from loop.helpers import STANDIN_ANSWER, JSONHandler, chat_reply, loopback, standin_teacher
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -333,28 +332,16 @@ def test_a_failing_canary_is_rolled_back_by_the_gateway(
     _until(incumbent, every=0.3)
 
 
-class _PickyJudge(BaseHTTPRequestHandler):
+class _PickyJudge(JSONHandler):
     """A stand-in judge (NOT a model): the answer that is not the stand-in's stock sentence
     wins, in either order."""
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         asked = body["messages"][-1]["content"]
         first = asked.split("<answer_a>", 1)[1].split("</answer_a>", 1)[0]
         verdict = "B" if STANDIN_ANSWER in first else "A"
-        reply = {"id": "j", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                     "role": "assistant", "content": json.dumps({"verdict": verdict})}}],
-                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}  # fmt: skip
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(chat_reply(body["model"], json.dumps({"verdict": verdict}), 1, 1))
 
 
 def test_a_canary_judged_worse_than_the_incumbent_is_rolled_back_by_the_loop(

@@ -80,6 +80,37 @@ class StandIn:
     release: threading.Event = field(default_factory=threading.Event)
 
 
+class JSONHandler(BaseHTTPRequestHandler):
+    """A loopback stand-in's request handler: JSON in, JSON out, no log lines."""
+
+    def read_json(self) -> Any:
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def send_json(self, payload: Any, status: int = 200) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def chat_reply(
+    model: str, text: str, prompt_tokens: int = 10, completion_tokens: int = 14
+) -> dict[str, Any]:
+    """A chat completion answering ``text``, as an OpenAI-compatible server sends it."""
+    return {
+        "id": "c1", "object": "chat.completion", "created": 0, "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }  # fmt: skip
+
+
 @contextmanager
 def loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """``handler`` served on a free loopback port, in a thread; yields its base URL."""
@@ -101,36 +132,19 @@ def standin_teacher(hold_after: int | None = None) -> Iterator[StandIn]:
     lock = threading.Lock()
     release = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def do_GET(self) -> None:
-            self._send({"object": "list", "data": [{"id": "standin", "object": "model"}]})
+            self.send_json({"object": "list", "data": [{"id": "standin", "object": "model"}]})
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.read_json()
             users = [m for m in body["messages"] if m["role"] == "user"]
             with lock:
                 asked.append(str(users[-1]["content"]) if users else "")
                 held = hold_after is not None and len(asked) > hold_after
             if held:
                 release.wait(60)  # bounded: a test that never releases must still end
-            text = STANDIN_ANSWER
-            self._send({
-                "id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 14, "total_tokens": 24},
-            })  # fmt: skip
-
-        def _send(self, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.send_json(chat_reply(body["model"], STANDIN_ANSWER))
 
     with loopback(Handler) as url:
         try:

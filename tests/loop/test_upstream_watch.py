@@ -13,14 +13,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from loop.helpers import loopback, write_config
+from loop.helpers import JSONHandler, loopback, write_config
 from openclone.cli import app
 from openclone.config import load_settings
 from openclone.loop import get_loop
@@ -72,18 +71,11 @@ def upstreams() -> Iterator[Upstreams]:
     loopback server, counting the lists asked for."""
     asked: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def do_GET(self) -> None:
             asked.append(self.path)
-            body = json.dumps(LISTS.get(self.path, {"error": "not found"})).encode()
-            self.send_response(200 if self.path in LISTS else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            found = self.path in LISTS
+            self.send_json(LISTS.get(self.path, {"error": "not found"}), 200 if found else 404)
 
     with loopback(Handler) as url:
         yield Upstreams(url, asked)
