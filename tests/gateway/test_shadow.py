@@ -33,7 +33,7 @@ from openclone.registry.splits import start_canary
 from openclone.registry.versions import decisions, get_version, promote, register
 from openclone.routing.splits import sticky_fraction
 from openclone.store import Store, open_store
-from openclone.store.splits import find_active, get_split, list_splits, read_pairs
+from openclone.store.splits import arm_totals, find_active, get_split, list_splits, read_pairs
 from openclone.store.tables import Capture
 
 pytestmark = pytest.mark.slow
@@ -295,41 +295,44 @@ def test_a_canary_serves_its_share_sticky_per_conversation_and_captures_name_the
     assert _until(lambda: len(captured()) == len(served) and captured()) == served
 
 
-def test_a_failing_canary_is_rolled_back_by_the_gateway(
+def _chat_stream(client: openai.OpenAI, conversation: str) -> tuple[str, str]:
+    raw = client.chat.completions.with_raw_response.create(
+        model="canarybot", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0,
+        stream=True, extra_headers={"X-OpenClone-Conversation": conversation},
+    )  # fmt: skip
+    chunks = list(raw.parse())
+    assert chunks and {c.model for c in chunks} == {raw.headers["x-openclone-model-version"]}
+    return raw.headers["x-openclone-model-version"], raw.headers["x-openclone-capture-id"]
+
+
+def test_a_failing_canary_is_rolled_back_and_its_callers_never_see_it_fail(
     live: tuple[Server, Path], store: Store
 ) -> None:
     server, _ = live
     split = start_canary(store, "canarybot", "canarybot@3", share=1.0,
                          policy={"min_requests": 3})  # fmt: skip
     client = _client(server)
-    failures = 0
+    asked = 0
 
     def rolled_back() -> bool:
-        nonlocal failures
-        try:
-            _chat(client, f"conv-{failures}")
-        except openai.APIStatusError as exc:
-            assert exc.status_code >= 500
-            failures += 1
+        nonlocal asked
+        # The canary fails before answering: the incumbent answers instead (or, until the
+        # gateway's next refresh, the canary an earlier test left, which this one replaced).
+        ask = _chat if asked % 2 else _chat_stream  # streams fail over before their first byte
+        assert ask(client, f"conv-{asked}")[0] in ("canarybot@1", "canarybot@2")
+        asked += 1
         found = get_split(store, split.id)
         return found is not None and found.state == "rolled_back"
 
     _until(rolled_back, every=0.2)
-    assert failures >= 3
     found = get_split(store, split.id)
     assert found is not None and "error rate 100%" in found.reason
+    arms = arm_totals(store, [split.id])[split.id]
+    assert arms["canary"].errors >= 3  # each failure counted against the canary
     assert any(d["action"] == "canary-rollback" and d["version"] == 3
                for d in decisions(store, "canarybot"))  # fmt: skip
     assert get_version(store, "canarybot").version == 1  # the alias never moved
-
-    # Within a refresh every request is the incumbent's again.
-    def incumbent() -> bool:
-        try:
-            return _chat(client, "after")[0] == "canarybot@1"
-        except openai.APIStatusError:  # the last canary request before the gateway's refresh
-            return False
-
-    _until(incumbent, every=0.3)
+    _until(lambda: _chat(client, "after")[0] == "canarybot@1", every=0.3)
 
 
 class _PickyJudge(JSONHandler):

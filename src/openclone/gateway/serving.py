@@ -39,6 +39,7 @@ from openclone.schema import (
     StreamOptions,
     Usage,
 )
+from openclone.store.accounts import Principal
 from openclone.store.exchange import Exchange
 from openclone.store.splits import SplitInfo
 
@@ -89,6 +90,45 @@ def _exchange(
     )  # fmt: skip
 
 
+def _answer(
+    gw: Gateway, req: ChatCompletionRequest | CompletionRequest
+) -> Awaitable[tuple[ChatCompletion | Completion, Replica]]:
+    if isinstance(req, ChatCompletionRequest):
+        chat_req = for_engine(req)
+        return gw.router.call(req.model, lambda e: e.chat(chat_req))
+    return gw.router.call(req.model, lambda e: e.complete(req))
+
+
+async def _open_stream(
+    gw: Gateway, req: ChatCompletionRequest | CompletionRequest
+) -> tuple[AsyncGenerator[ChatCompletionChunk | Completion, None], Replica]:
+    if isinstance(req, ChatCompletionRequest):
+        chat_req = for_engine(req)
+        return await gw.router.stream(req.model, lambda e: e.stream(chat_req))
+    return await gw.router.stream(req.model, lambda e: e.stream_complete(req))
+
+
+def _falls_back(arm: Arm | None, exc: APIError) -> bool:
+    """A canary that failed before answering (a 5xx) hands the request to the incumbent:
+    the caller never sees the candidate's failure, which still counts for its rollback."""
+    return arm is not None and arm.name == "canary" and exc.status_code >= 500
+
+
+async def _to_incumbent(
+    gw: Gateway,
+    who: Principal | None,
+    requested: str,
+    req: ChatCompletionRequest | CompletionRequest,
+    headers: dict[str, str],
+) -> tuple[None, str, ChatCompletionRequest | CompletionRequest]:
+    """The request for the alias's own version instead of its canary: (no arm, the version
+    shown, the request for its engine); ``headers`` name that version."""
+    shown, target = gw.router.pin(requested)
+    await gw.models.check(gw.store, who, requested, shown, target)
+    headers["X-OpenClone-Model-Version"] = shown
+    return None, shown, req.model_copy(update={"model": target})
+
+
 async def serve(
     gw: Gateway, request: Request, req: ChatCompletionRequest | CompletionRequest
 ) -> Response:
@@ -121,27 +161,25 @@ async def serve(
     if ticket is not None:
         headers.update(ticket.headers)
     if not req.stream:
-        call: Awaitable[tuple[ChatCompletion | Completion, Replica]]
-        if isinstance(req, ChatCompletionRequest):
-            chat_req = for_engine(req)
-            call = gw.router.call(req.model, lambda e: e.chat(chat_req))
-        else:
-            text_req = req
-            call = gw.router.call(req.model, lambda e: e.complete(text_req))
-        try:
-            result, replica = await _unless_disconnected(request, call)
-        except ClientGone:
-            _settle(ticket, None)  # the engine worked until the client left: keep the estimate
-            m.disconnects.labels(m.model_label(req.model)).inc()
-            return Response(status_code=499)
-        except APIError as exc:
-            _settle(ticket, 0)  # nothing was generated for the client
-            count_arm(gw.router, arm, exc.status_code, t0)
-            m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
-            raise
-        except BaseException:
-            _settle(ticket, 0)
-            raise
+        while True:
+            try:
+                result, replica = await _unless_disconnected(request, _answer(gw, req))
+            except ClientGone:
+                _settle(ticket, None)  # the engine worked until the client left: keep the estimate
+                m.disconnects.labels(m.model_label(req.model)).inc()
+                return Response(status_code=499)
+            except APIError as exc:
+                count_arm(gw.router, arm, exc.status_code, t0)
+                if _falls_back(arm, exc):
+                    arm, shown, req = await _to_incumbent(gw, who, requested, req, headers)
+                    continue
+                _settle(ticket, 0)  # nothing was generated for the client
+                m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
+                raise
+            except BaseException:
+                _settle(ticket, 0)
+                raise
+            break
         _settle(ticket, result.usage.total_tokens if result.usage is not None else None)
         count_arm(gw.router, arm, 200, t0)
         elapsed = time.perf_counter() - t0
@@ -175,21 +213,22 @@ async def serve(
         else req.model_copy(update={"stream_options": StreamOptions(include_usage=True)})
     )
     it: AsyncGenerator[ChatCompletionChunk | Completion, None]
-    try:
-        if isinstance(engine_req, ChatCompletionRequest):
-            chat_stream = for_engine(engine_req)
-            it, replica = await gw.router.stream(req.model, lambda e: e.stream(chat_stream))
-        else:
-            text_stream = engine_req
-            it, replica = await gw.router.stream(
-                req.model, lambda e: e.stream_complete(text_stream)
-            )
-    except BaseException as exc:
-        _settle(ticket, 0)
-        if isinstance(exc, APIError):
-            m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
+    while True:
+        try:
+            it, replica = await _open_stream(gw, engine_req)
+        except APIError as exc:
             count_arm(gw.router, arm, exc.status_code, t0)
-        raise
+            if _falls_back(arm, exc):
+                arm, shown, req = await _to_incumbent(gw, who, requested, req, headers)
+                engine_req = engine_req.model_copy(update={"model": req.model})
+                continue
+            _settle(ticket, 0)
+            m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
+            raise
+        except BaseException:
+            _settle(ticket, 0)
+            raise
+        break
     exchange = None
     shadow = gw.shadow.split_for(requested, endpoint, arm) if gw.shadow else None
     if gw.capture is not None or shadow is not None:
