@@ -140,7 +140,8 @@ class EngineError(APIError):
     """The engine failed. ``retryable`` marks failures another replica may not have;
     ``retry_after`` (seconds) becomes a ``Retry-After`` header when the client gets it;
     ``crashed``: the engine's process died while it held this request (the request may be
-    what killed it)."""
+    what killed it); ``crashes``: on the router's last error for a request, how many engine
+    processes died under it in all."""
 
     status_code = 502
     error_type = "server_error"
@@ -159,6 +160,7 @@ class EngineError(APIError):
         self.retryable = retryable
         self.retry_after: float | None = None
         self.crashed = False
+        self.crashes = 0
         if status_code is not None:
             self.status_code = status_code
 

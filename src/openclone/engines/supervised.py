@@ -130,6 +130,7 @@ class Liveness:
 class _Pending:
     events: asyncio.Queue[tuple[Kind, bytes]] = field(default_factory=asyncio.Queue)
     started: bool = False  # a chunk has been handed on: the request can no longer move
+    died: bool = False  # its worker died (or was killed as hung) while it held it
 
 
 class _Conn:
@@ -323,6 +324,8 @@ class SupervisedEngine:
         if timeout <= 0:
             return
         every = min(_PING_EVERY, timeout / 4)
+        now = time.monotonic()
+        conn.live = Liveness(now, now)  # from now: the worker may have waited to be used
         while conn.writer is not None and not conn.writer.is_closing():
             await asyncio.sleep(every)
             now = time.monotonic()
@@ -332,6 +335,9 @@ class SupervisedEngine:
                 log.error("engine worker for %s (pid %d) %s", self.model_name, conn.proc.pid, why)
                 with contextlib.suppress(ProcessLookupError):
                     conn.proc.kill()
+                # Its socket may outlive it (a process stuck in the kernel, a child holding
+                # the descriptor): end the connection here so that _read returns either way.
+                conn.writer.transport.abort()
                 return
             conn.writer.write(frame(Kind.PING, 0))  # answered by a PONG, or not
 
@@ -376,6 +382,7 @@ class SupervisedEngine:
             self._next_start - time.monotonic(),
         )
         for pending in self._pending.values():
+            pending.died = True
             pending.events.put_nowait((Kind.FATAL, reason.encode()))
 
     def _schedule_restart(self) -> None:
@@ -430,11 +437,11 @@ class SupervisedEngine:
         if conn is not None and conn.writer is not None and not conn.writer.is_closing():
             conn.writer.write(frame(Kind.CANCEL, rid))
 
-    def _failure(self, kind: Kind, payload: bytes, started: bool) -> OpenCloneError:
+    def _failure(self, kind: Kind, payload: bytes, pending: _Pending) -> OpenCloneError:
         if kind == Kind.ERROR:
             return error_from(payload)
         reason = payload.decode()
-        if started:
+        if pending.started:
             return EngineError(
                 f"the engine worker of model '{self.model_name}' {reason} mid-stream; "
                 "the answer is incomplete",
@@ -442,7 +449,7 @@ class SupervisedEngine:
                 status_code=503,
             )
         err = self._unavailable(f"{reason} before answering")
-        err.crashed = True  # it died holding this request: the router counts such deaths
+        err.crashed = pending.died  # the router counts such deaths (not a shutdown)
         return err
 
     async def _call(self, kind: Kind, req: BaseModel, scope: str | None, out: type[M]) -> M:
@@ -453,7 +460,7 @@ class SupervisedEngine:
             done = True
             if got == Kind.RESULT:
                 return out.model_validate_json(payload)
-            raise self._failure(got, payload, started=False)
+            raise self._failure(got, payload, pending)
         finally:
             if done:
                 self._pending.pop(rid, None)
@@ -475,7 +482,7 @@ class SupervisedEngine:
                 done = True
                 if got == Kind.END:
                     return
-                raise self._failure(got, payload, pending.started)
+                raise self._failure(got, payload, pending)
         finally:
             if done:
                 self._pending.pop(rid, None)
@@ -527,7 +534,7 @@ class SupervisedEngine:
         finally:
             self._pending.pop(rid, None)
         if got != Kind.RESULT:
-            raise self._failure(got, payload, started=False)
+            raise self._failure(got, payload, pending)
         self._adapters = json.loads(payload)
 
     async def health(self) -> bool:

@@ -59,6 +59,7 @@ class _Worker:
         self.writer = writer
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.generating: set[int] = set()  # requests that move only as the engine steps
+        self.adapting = 0  # adapter loads and unloads in flight
         self._detail = ""
 
     def send(self, kind: Kind, rid: int, payload: bytes = b"") -> None:
@@ -80,8 +81,14 @@ class _Worker:
         """Answer a PING from the event loop: a loop that cannot (a deadlock holding the
         GIL, a stopped process) is what the gateway's watchdog looks for; the engine's step
         count tells it whether requests in flight still move."""
+        steps = None
         progress = getattr(self.engine, "progress", None)
-        body = {"generating": len(self.generating), "progress": progress() if progress else None}
+        if callable(progress):
+            with contextlib.suppress(Exception):  # a plugin's bad counter: liveness only
+                steps = int(progress())
+        # While an adapter loads, the steps may stand still without a hang.
+        generating = 0 if self.adapting else len(self.generating)
+        body = {"generating": generating, "progress": steps}
         self.send(Kind.PONG, 0, json.dumps(body).encode())
 
     def start(self, kind: Kind, rid: int, payload: bytes) -> None:
@@ -107,7 +114,11 @@ class _Worker:
                 body = json.loads(payload)
                 if not isinstance(self.engine, AdapterHost):
                     raise ConfigError("this engine cannot load adapters")
-                await self.engine.add_adapter(body["name"], body["path"])
+                self.adapting += 1
+                try:
+                    await self.engine.add_adapter(body["name"], body["path"])
+                finally:
+                    self.adapting -= 1
                 self.send(Kind.RESULT, rid, json.dumps(self.engine.adapter_names()).encode())
             elif kind == Kind.REMOVE_ADAPTER:
                 body = json.loads(payload)

@@ -91,27 +91,35 @@ def _exchange(
 
 
 def _answer(
-    gw: Gateway, req: ChatCompletionRequest | CompletionRequest
+    gw: Gateway, req: ChatCompletionRequest | CompletionRequest, crashes: int
 ) -> Awaitable[tuple[ChatCompletion | Completion, Replica]]:
     if isinstance(req, ChatCompletionRequest):
         chat_req = for_engine(req)
-        return gw.router.call(req.model, lambda e: e.chat(chat_req))
-    return gw.router.call(req.model, lambda e: e.complete(req))
+        return gw.router.call(req.model, lambda e: e.chat(chat_req), crashes)
+    return gw.router.call(req.model, lambda e: e.complete(req), crashes)
 
 
 async def _open_stream(
-    gw: Gateway, req: ChatCompletionRequest | CompletionRequest
+    gw: Gateway, req: ChatCompletionRequest | CompletionRequest, crashes: int
 ) -> tuple[AsyncGenerator[ChatCompletionChunk | Completion, None], Replica]:
     if isinstance(req, ChatCompletionRequest):
         chat_req = for_engine(req)
-        return await gw.router.stream(req.model, lambda e: e.stream(chat_req))
-    return await gw.router.stream(req.model, lambda e: e.stream_complete(req))
+        return await gw.router.stream(req.model, lambda e: e.stream(chat_req), crashes)
+    return await gw.router.stream(req.model, lambda e: e.stream_complete(req), crashes)
 
 
 def _falls_back(arm: Arm | None, exc: APIError) -> bool:
     """A canary that failed before answering (a 5xx) hands the request to the incumbent:
-    the caller never sees the candidate's failure, which still counts for its rollback."""
-    return arm is not None and arm.name == "canary" and exc.status_code >= 500
+    the caller never sees the candidate's failure, which still counts for its rollback. Not
+    a request that crashed engines twice: the incumbent's would be next."""
+    if arm is None or arm.name != "canary" or exc.status_code < 500:
+        return False
+    return exc.code != "engine_crashed"
+
+
+def _crashes(exc: APIError) -> int:
+    """Engine deaths a failed request saw: its fallback goes on counting them."""
+    return exc.crashes if isinstance(exc, EngineError) else 0
 
 
 async def _to_incumbent(
@@ -125,7 +133,8 @@ async def _to_incumbent(
     shown, the request for its engine); ``headers`` name that version."""
     shown, target = gw.router.pin(requested)
     await gw.models.check(gw.store, who, requested, shown, target)
-    headers["X-OpenClone-Model-Version"] = shown
+    if shown != requested:
+        headers["X-OpenClone-Model-Version"] = shown
     return None, shown, req.model_copy(update={"model": target})
 
 
@@ -160,21 +169,27 @@ async def serve(
     ticket = gw.limiter.admit(who, req, stream=req.stream)
     if ticket is not None:
         headers.update(ticket.headers)
+    crashes = 0
     if not req.stream:
         while True:
             try:
-                result, replica = await _unless_disconnected(request, _answer(gw, req))
+                result, replica = await _unless_disconnected(request, _answer(gw, req, crashes))
             except ClientGone:
                 _settle(ticket, None)  # the engine worked until the client left: keep the estimate
                 m.disconnects.labels(m.model_label(req.model)).inc()
                 return Response(status_code=499)
             except APIError as exc:
                 count_arm(gw.router, arm, exc.status_code, t0)
+                m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
                 if _falls_back(arm, exc):
-                    arm, shown, req = await _to_incumbent(gw, who, requested, req, headers)
+                    crashes = _crashes(exc)
+                    try:
+                        arm, shown, req = await _to_incumbent(gw, who, requested, req, headers)
+                    except BaseException:
+                        _settle(ticket, 0)
+                        raise
                     continue
                 _settle(ticket, 0)  # nothing was generated for the client
-                m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
                 raise
             except BaseException:
                 _settle(ticket, 0)
@@ -215,15 +230,20 @@ async def serve(
     it: AsyncGenerator[ChatCompletionChunk | Completion, None]
     while True:
         try:
-            it, replica = await _open_stream(gw, engine_req)
+            it, replica = await _open_stream(gw, engine_req, crashes)
         except APIError as exc:
             count_arm(gw.router, arm, exc.status_code, t0)
+            m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
             if _falls_back(arm, exc):
-                arm, shown, req = await _to_incumbent(gw, who, requested, req, headers)
+                crashes = _crashes(exc)
+                try:
+                    arm, shown, req = await _to_incumbent(gw, who, requested, req, headers)
+                except BaseException:
+                    _settle(ticket, 0)  # a stream's slot is given back here, or never
+                    raise
                 engine_req = engine_req.model_copy(update={"model": req.model})
                 continue
             _settle(ticket, 0)
-            m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
             raise
         except BaseException:
             _settle(ticket, 0)

@@ -246,21 +246,30 @@ class Router:
             code="engine_crashed",
             status_code=503,
         )
-        err.retry_after = exc.retry_after
+        err.crashes = crashes  # no Retry-After: the same request would crash two more
         return err
+
+    def _pick_for(self, route: ModelRoute, tried: set[str], crashes: int) -> Replica:
+        try:
+            return self._pick(route, tried)
+        except ReplicaUnavailable as err:
+            err.crashes = crashes  # a canary's fallback goes on counting them
+            raise
 
     def _rest(self, replica: Replica, exc: EngineError) -> None:
         """Mark a replica down after a retryable failure: for ``down_cooldown``, or as long
         as the engine itself expects to be away (a restarting worker), if longer."""
         replica.mark_down(exc.message, max(self.settings.down_cooldown, exc.retry_after or 0))
 
-    async def call(self, model: str, fn: Callable[[Engine], Awaitable[T]]) -> tuple[T, Replica]:
-        """Run ``fn(engine)`` on a replica of ``model``, failing over on retryable errors."""
+    async def call(
+        self, model: str, fn: Callable[[Engine], Awaitable[T]], crashes: int = 0
+    ) -> tuple[T, Replica]:
+        """Run ``fn(engine)`` on a replica of ``model``, failing over on retryable errors;
+        ``crashes``: engine deaths the request has already seen (on another model)."""
         route = await self.route_for(model)
         tried: set[str] = set()
-        crashes = 0
         while True:
-            replica = self._pick(route, tried)
+            replica = self._pick_for(route, tried, crashes)
             tried.add(replica.id)
             replica.in_flight += 1
             try:
@@ -286,17 +295,17 @@ class Router:
             return result, replica
 
     async def stream(
-        self, model: str, fn: Callable[[Engine], AsyncGenerator[T, None]]
+        self, model: str, fn: Callable[[Engine], AsyncGenerator[T, None]], crashes: int = 0
     ) -> tuple[AsyncGenerator[T, None], Replica]:
-        """Open ``fn(engine)`` and read its first item; fail over if that fails retryably.
+        """Open ``fn(engine)`` and read its first item; fail over if that fails retryably
+        (``crashes`` as for :meth:`call`).
 
         The returned iterator yields that first item again and must be closed by the caller.
         """
         route = await self.route_for(model)
         tried: set[str] = set()
-        crashes = 0
         while True:
-            replica = self._pick(route, tried)
+            replica = self._pick_for(route, tried, crashes)
             tried.add(replica.id)
             replica.in_flight += 1
             it = fn(replica.engine)
