@@ -1,6 +1,8 @@
 """`openclone loop start` stopped by SIGTERM mid-step, as the server stops its loops child:
 the run is recorded paused, and the next start continues it where it stopped, its
-finished steps as they were and the answers already bought not asked again.
+finished steps as they were and the answers already bought not asked again. Killed mid-step
+(SIGKILL: a crash records nothing), the next start takes the dead process's run over and
+continues it the same way.
 
 The child is a real process running the real `loop start` (its signal handling, the
 scheduler, the runner, the store); its teacher is a stand-in server (NOT a model) that
@@ -17,12 +19,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from typer.testing import CliRunner
 
-from loop.helpers import add_captures, standin_teacher, write_config
+from loop.helpers import StandIn, add_captures, standin_teacher, write_config
 from openclone.cli import app
 from openclone.config import load_settings
 from openclone.loop.state import RunInfo, list_runs
@@ -86,6 +89,15 @@ def _run(config: Path) -> RunInfo | None:
     return runs[0] if runs else None
 
 
+def _mid_distill(config: Path, teacher: StandIn, distilled: Path) -> RunInfo | None:
+    """The run, once two answers are saved and the teacher holds the next prompts."""
+    run = _run(config)
+    step = run.step("distill") if run is not None else None
+    if step is None or step.state != "running" or len(teacher.asked) < 3:
+        return None
+    return run if len(_questions(distilled)) == 2 else None
+
+
 def _questions(path: Path) -> list[str]:
     if not path.is_file():
         return []
@@ -109,17 +121,9 @@ def test_sigterm_pauses_a_loop_mid_step_and_the_next_start_continues_it(
         add_captures(config, 8)
         distilled = tmp_path / "openclone-home" / "loops" / "support" / "run-1" / "distilled.jsonl"
 
-        def mid_distill() -> RunInfo | None:
-            run = _run(config)
-            step = run.step("distill") if run is not None else None
-            # Two answers saved, and the teacher holding the next prompts it was asked.
-            if step is None or step.state != "running" or len(teacher.asked) < 3:
-                return None
-            return run if len(_questions(distilled)) == 2 else None
-
         proc = _start(config, log)
         try:
-            before = _until(mid_distill, proc, log)
+            before = _until(partial(_mid_distill, config, teacher, distilled), proc, log)
             saved = _questions(distilled)
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=60)  # at once, not after the held answers
@@ -159,3 +163,39 @@ def test_sigterm_pauses_a_loop_mid_step_and_the_next_start_continues_it(
     assert not set(saved) & set(teacher.asked[asked_before:])
     distill = after.step("distill")
     assert distill is not None and distill.counts["rows"] == 6
+
+
+def test_a_loop_killed_mid_distill_continues_without_asking_the_saved_answers_again(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "loop-start.log"
+    with standin_teacher(hold_after=2) as teacher:
+        config = write_config(tmp_path / "openclone.toml", CONFIG.format(url=teacher.url))
+        add_captures(config, 8)
+        distilled = tmp_path / "openclone-home" / "loops" / "support" / "run-1" / "distilled.jsonl"
+        proc = _start(config, log)
+        try:
+            _until(partial(_mid_distill, config, teacher, distilled), proc, log)
+            saved = _questions(distilled)
+        finally:
+            proc.kill()  # a crash: nothing gets to record anything
+            proc.wait()
+        crashed = _history(config)
+        assert (crashed["number"], crashed["status"]) == (1, "running")
+        asked_before = len(teacher.asked)
+        teacher.release.set()
+
+        again = _start(config, log, "--once")
+        try:
+            assert again.wait(timeout=120) == 0, log.read_text()
+        finally:
+            if again.poll() is None:
+                again.kill()
+                again.wait()
+
+    run = _history(config)
+    # The same run, taken over from the dead process (same host: its pid is gone).
+    assert (run["number"], run["status"]) == (1, "finished"), log.read_text()
+    final = _questions(distilled)
+    assert len(saved) == 2 and set(saved) <= set(final) and len(final) == 6
+    assert not set(saved) & set(teacher.asked[asked_before:])

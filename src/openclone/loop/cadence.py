@@ -4,7 +4,8 @@ from when its last run ended, or enough new captures, whichever comes first.
 The period counts from the end of the last run, not its start: a run that took longer
 than ``every`` would otherwise make the next one due the moment it finished, and a slow
 loop would run back to back. A run that was stopped half-way (``paused`` by a server
-shutting down, or by ``loop pause`` and then resumed) continues at once.
+shutting down, or by ``loop pause`` and then resumed) continues at once, and so does one
+whose process died mid-run (killed, out of memory, a machine restarted).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 
 from openclone.config import Settings
 from openclone.loop.config import LoopConfig
-from openclone.loop.state import RunInfo, last_ended, last_used_until, list_runs
+from openclone.loop.state import RunInfo, last_ended, last_used_until, list_runs, orphaned
 from openclone.loop.upstream_watch import UpstreamReport, effective_date, report
 from openclone.store.db import Store
 from openclone.store.export import CaptureFilter
@@ -88,6 +89,8 @@ def next_due(
     last = _last(store, config)
     if last is None or last.status == "paused":
         return 0.0
+    if last.status == "running" and orphaned(store, last.id, now or None):
+        return 0.0  # its process died mid-run: continue it now, not a period later
     return last_ended(last) + period(settings, config, now or time.time(), store)
 
 

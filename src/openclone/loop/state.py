@@ -45,6 +45,7 @@ __all__ = [
     "last_used_until",
     "list_runs",
     "note",
+    "orphaned",
     "record_step",
     "renew_lease",
     "request_cancel",
@@ -173,6 +174,17 @@ def _held(r: LoopRun, now: float) -> bool:
     # Elsewhere only the lease tells: a run recorded before leases has none, and its
     # process is gone (leases came with the upgrade that restarted it).
     return r.lease_until is not None and r.lease_until > now
+
+
+def orphaned(store: Store, run_id: str, at: float | None = None) -> bool:
+    """Whether a run recorded ``running`` lost its process (killed, crashed, its machine
+    restarted): no live process holds it, and it is not this process's own."""
+    with store.session() as s:
+        r = s.get(LoopRun, run_id)
+        if r is None or r.status != "running":
+            return False
+        own = r.pid == os.getpid() and r.host == socket.gethostname()
+        return not own and not _held(r, now() if at is None else at)
 
 
 def claim_run(store: Store, config: LoopConfig) -> RunInfo:
