@@ -116,13 +116,12 @@ class Liveness:
         ``timeout`` seconds, or requests to generate and no engine step for that long."""
         if timeout <= 0:
             return None
+        # The same words each time (the timeout, not the seconds measured): the reason is a
+        # label of /metrics' last-exit series.
         if now - self.heard > timeout:
-            return f"answered nothing for {now - self.heard:.0f} s (hung) and was killed"
+            return f"answered nothing for over {timeout:g} s (hung) and was killed"
         if self.generating and now - self.moved > timeout:
-            return (
-                f"made no progress on its requests for {now - self.moved:.0f} s (hung) "
-                "and was killed"
-            )
+            return f"made no progress on its requests for over {timeout:g} s (hung) and was killed"
         return None
 
 
