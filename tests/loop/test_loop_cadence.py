@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ from openclone.config import load_settings
 from openclone.loop import get_loop, schedule
 from openclone.loop.config import LoopError
 from openclone.loop.schedule import due
-from openclone.loop.state import RunTaken, claim_run, end_run, get_run, record_step
+from openclone.loop.state import LEASE, RunTaken, claim_run, end_run, get_run, record_step
 from openclone.store import Store, open_store
 from openclone.store.review import register, set_state
 from openclone.store.tables import LoopRun
@@ -179,6 +182,47 @@ def test_a_run_of_a_process_gone_elsewhere_is_continued_once_its_lease_lapsed(
         else:
             with pytest.raises(LoopError, match="is running in process 1 on container-before"):
                 claim_run(store, loop)
+    finally:
+        store.close()
+
+
+def _dead_pid() -> int:
+    """A pid no process has on this host now (a child started and reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_run_whose_process_died_is_due_at_once_but_not_forever(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path / "openclone.toml"))  # every = "1d"
+    loop = get_loop(settings, "support")
+    store = open_store(settings)
+    host = socket.gethostname()
+
+    def held_by(**values: Any) -> None:
+        with store.session() as s:
+            s.execute(update(LoopRun).values(**values))
+
+    try:
+        run = claim_run(store, loop)
+        now = time.time()
+        assert due(store, [loop], now, settings) == []  # this very process runs it
+        held_by(pid=os.getpid() + 1_000_000, host="elsewhere", lease_until=now + 30)
+        assert due(store, [loop], now, settings) == []  # a live lease on another host
+        held_by(lease_until=now - 30)  # lapsed, but not a whole lease ago: maybe a slow db
+        assert due(store, [loop], now, settings) == []
+        held_by(lease_until=now - 2 * LEASE)
+        assert due(store, [loop], now, settings) == [loop]
+
+        # Killed on this host: due at once, taken over (counted), killed again, due again...
+        for takeover in (1, 2):
+            held_by(pid=_dead_pid(), host=host, lease_until=time.time() + LEASE)
+            assert due(store, [loop], time.time(), settings) == [loop]
+            assert claim_run(store, loop).takeovers == takeover
+        # ...and once it has killed its process twice, it waits for its next turn.
+        held_by(pid=_dead_pid(), host=host, lease_until=time.time() + LEASE)
+        assert due(store, [loop], time.time(), settings) == []
+        assert get_run(store, run.id).takeovers == 2
     finally:
         store.close()
 

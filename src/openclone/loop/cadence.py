@@ -5,7 +5,8 @@ The period counts from the end of the last run, not its start: a run that took l
 than ``every`` would otherwise make the next one due the moment it finished, and a slow
 loop would run back to back. A run that was stopped half-way (``paused`` by a server
 shutting down, or by ``loop pause`` and then resumed) continues at once, and so does one
-whose process died mid-run (killed, out of memory, a machine restarted).
+whose process died mid-run (killed, out of memory, a machine restarted), up to
+``MAX_TAKEOVERS`` times: after that it waits for its next turn, as a failed run does.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from openclone.store.export import CaptureFilter
 __all__ = ["Deprecation", "deprecation", "new_captures", "next_due", "period"]
 
 DAY = 86400.0
+# A run whose process died under it is continued at once this many times; one that keeps
+# killing its process (out of memory in training, say) then waits for its next turn.
+MAX_TAKEOVERS = 2
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ def next_due(
     last = _last(store, config)
     if last is None or last.status == "paused":
         return 0.0
-    if last.status == "running" and orphaned(store, last.id, now or None):
+    if last.status == "running" and last.takeovers < MAX_TAKEOVERS and orphaned(store, last.id):
         return 0.0  # its process died mid-run: continue it now, not a period later
     return last_ended(last) + period(settings, config, now or time.time(), store)
 

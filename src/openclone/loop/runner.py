@@ -36,6 +36,7 @@ from openclone.loop.state import (
     is_paused,
     record_step,
     renew_lease,
+    runs_here,
     start_step,
 )
 from openclone.store import Store, open_store
@@ -187,6 +188,9 @@ class LoopRunner:
         current = get_run(store, run_id)
         if current.status == "cancelled":
             self.say(f"run {current.number} was cancelled")
+            return current
+        if not runs_here(store, run_id):  # taken over while this process could not renew it
+            self.say(f"run {current.number} is run by another process now; this one stops")
             return current
         if is_paused(store, self.config.name):
             self.say(f"loop {self.config.name!r} is paused; run {current.number} stops here")

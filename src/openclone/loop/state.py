@@ -49,6 +49,7 @@ __all__ = [
     "record_step",
     "renew_lease",
     "request_cancel",
+    "runs_here",
     "set_paused",
     "start_step",
 ]
@@ -99,6 +100,7 @@ class RunInfo:
     finished: float | None
     ended: float | None = None  # when it last stopped running, however it stopped
     steps: list[StepInfo] = field(default_factory=list)
+    takeovers: int = 0  # times taken over from a process that died running it
 
     @property
     def cost_usd(self) -> float:
@@ -155,7 +157,7 @@ def _run(s: Any, r: LoopRun, steps: list[StepInfo] | None = None) -> RunInfo:
         )
         steps = [_step(x) for x in rows]
     return RunInfo(r.id, r.loop, r.number, r.status, r.action, r.reason, r.candidate, r.error,
-                   r.created, r.finished, r.ended, steps)  # fmt: skip
+                   r.created, r.finished, r.ended, steps, r.takeovers or 0)  # fmt: skip
 
 
 def _held(r: LoopRun, now: float) -> bool:
@@ -176,15 +178,25 @@ def _held(r: LoopRun, now: float) -> bool:
     return r.lease_until is not None and r.lease_until > now
 
 
-def orphaned(store: Store, run_id: str, at: float | None = None) -> bool:
+def orphaned(store: Store, run_id: str) -> bool:
     """Whether a run recorded ``running`` lost its process (killed, crashed, its machine
-    restarted): no live process holds it, and it is not this process's own."""
+    restarted): not this process's own, its pid gone on this host, or, from another host,
+    its lease lapsed a whole ``LEASE`` ago (a process that merely could not renew it for a
+    while — a database away a minute — is not taken over on the spot)."""
     with store.session() as s:
         r = s.get(LoopRun, run_id)
         if r is None or r.status != "running":
             return False
         own = r.pid == os.getpid() and r.host == socket.gethostname()
-        return not own and not _held(r, now() if at is None else at)
+        return not own and not _held(r, now() - LEASE)
+
+
+def runs_here(store: Store, run_id: str) -> bool:
+    """Whether this process still holds the run (another may have taken it over after
+    this one could not renew its lease)."""
+    with store.session() as s:
+        r = s.get(LoopRun, run_id)
+        return r is not None and r.pid == os.getpid() and r.host == socket.gethostname()
 
 
 def claim_run(store: Store, config: LoopConfig) -> RunInfo:
@@ -219,7 +231,8 @@ def claim_run(store: Store, config: LoopConfig) -> RunInfo:
                 .where(LoopRun.id == last.id, LoopRun.status == last.status, pid,
                        LoopRun.host == last.host, lease)
                 .values(status="running", error=None, pid=me, host=host,
-                        lease_until=at + LEASE)
+                        lease_until=at + LEASE,
+                        takeovers=LoopRun.takeovers + (1 if last.status == "running" else 0))
                 .execution_options(synchronize_session=False)
             )  # fmt: skip
             run_id = last.id if result.rowcount == 1 else None

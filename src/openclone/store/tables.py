@@ -338,6 +338,9 @@ class LoopRun(Base):
     # Until when the running process holds it: renewed while it runs, so a run whose
     # process died anywhere (another host, a container gone) is free once this passes.
     lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Times a process took the run over from one that died running it: a run that keeps
+    # killing its process is not taken over at once forever (loop/cadence.py).
+    takeovers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class LoopStep(Base):
