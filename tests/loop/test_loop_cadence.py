@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -24,7 +23,15 @@ from openclone.config import load_settings
 from openclone.loop import get_loop, schedule
 from openclone.loop.config import LoopError
 from openclone.loop.schedule import due
-from openclone.loop.state import LEASE, RunTaken, claim_run, end_run, get_run, record_step
+from openclone.loop.state import (
+    LEASE,
+    RunTaken,
+    claim_run,
+    end_run,
+    get_run,
+    here,
+    record_step,
+)
 from openclone.store import Store, open_store
 from openclone.store.review import register, set_state
 from openclone.store.tables import LoopRun
@@ -197,7 +204,7 @@ def test_a_run_whose_process_died_is_due_at_once_but_not_forever(tmp_path: Path)
     settings = load_settings(write_config(tmp_path / "openclone.toml"))  # every = "1d"
     loop = get_loop(settings, "support")
     store = open_store(settings)
-    host = socket.gethostname()
+    host = here()
 
     def held_by(**values: Any) -> None:
         with store.session() as s:
@@ -213,6 +220,11 @@ def test_a_run_whose_process_died_is_due_at_once_but_not_forever(tmp_path: Path)
         assert due(store, [loop], now, settings) == []
         held_by(lease_until=now - 2 * LEASE)
         assert due(store, [loop], now, settings) == [loop]
+        # Another container with this hostname (its own pid namespace): its pid says nothing
+        # here, so its live lease holds the run.
+        other = here().split(" ")[0] + " pid:[1]"
+        held_by(pid=_dead_pid(), host=other, lease_until=now + 30)
+        assert due(store, [loop], now, settings) == []
 
         # Killed on this host: due at once, taken over (counted), killed again, due again...
         for takeover in (1, 2):

@@ -18,6 +18,7 @@ what they produced.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -160,11 +161,23 @@ def _run(s: Any, r: LoopRun, steps: list[StepInfo] | None = None) -> RunInfo:
                    r.created, r.finished, r.ended, steps, r.takeovers or 0)  # fmt: skip
 
 
+@functools.cache
+def here() -> str:
+    """Where this process runs, as a run records it: the hostname and the pid namespace —
+    two containers may share a hostname, and a pid means something only in its own
+    namespace, so only a run recorded from this very namespace is checked by its pid."""
+    name = socket.gethostname()
+    try:
+        return f"{name} {os.readlink('/proc/self/ns/pid')}"  # e.g. "web-1 pid:[4026531836]"
+    except OSError:  # not Linux, or /proc hidden
+        return name
+
+
 def _held(r: LoopRun, now: float) -> bool:
     """Whether another live process runs ``r`` (a dead one's run is ours to continue)."""
     if r.pid is None:
         return False
-    if r.host == socket.gethostname():
+    if r.host == here():
         if r.pid == os.getpid():
             return False
         try:  # on this host a dead process is known at once, without waiting for its lease
@@ -187,7 +200,7 @@ def orphaned(store: Store, run_id: str) -> bool:
         r = s.get(LoopRun, run_id)
         if r is None or r.status != "running":
             return False
-        own = r.pid == os.getpid() and r.host == socket.gethostname()
+        own = r.pid == os.getpid() and r.host == here()
         return not own and not _held(r, now() - LEASE)
 
 
@@ -196,7 +209,7 @@ def runs_here(store: Store, run_id: str) -> bool:
     this one could not renew its lease)."""
     with store.session() as s:
         r = s.get(LoopRun, run_id)
-        return r is not None and r.pid == os.getpid() and r.host == socket.gethostname()
+        return r is not None and r.pid == os.getpid() and r.host == here()
 
 
 def claim_run(store: Store, config: LoopConfig) -> RunInfo:
@@ -204,7 +217,7 @@ def claim_run(store: Store, config: LoopConfig) -> RunInfo:
 
     Raises :class:`RunTaken` when another process claimed it between our read and our
     write, and :class:`LoopError` when the loop is paused or a live process runs it."""
-    me, host, at = os.getpid(), socket.gethostname(), now()
+    me, host, at = os.getpid(), here(), now()
     with store.session() as s:
         state = s.get(LoopState, config.name)
         if state is not None and state.paused:
@@ -262,7 +275,7 @@ def renew_lease(store: Store, run_id: str) -> bool:
         result: CursorResult[Any] = s.execute(  # type: ignore[assignment]
             update(LoopRun)
             .where(LoopRun.id == run_id, LoopRun.status == "running",
-                   LoopRun.pid == os.getpid(), LoopRun.host == socket.gethostname())
+                   LoopRun.pid == os.getpid(), LoopRun.host == here())
             .values(lease_until=now() + LEASE)
             .execution_options(synchronize_session=False)
         )  # fmt: skip
