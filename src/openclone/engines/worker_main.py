@@ -59,7 +59,7 @@ class _Worker:
         self.writer = writer
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.generating: set[int] = set()  # requests that move only as the engine steps
-        self.adapting = 0  # adapter loads and unloads in flight
+        self.adapting = 0  # adapter loads (ADD_ADAPTER) in flight
         self._detail = ""
 
     def send(self, kind: Kind, rid: int, payload: bytes = b"") -> None:

@@ -122,20 +122,37 @@ def _crashes(exc: APIError) -> int:
     return exc.crashes if isinstance(exc, EngineError) else 0
 
 
-async def _to_incumbent(
+async def _after_failure(
     gw: Gateway,
+    exc: APIError,
+    arm: Arm | None,
+    ticket: Ticket | None,
+    t0: float,
+    endpoint: str,
     who: Principal | None,
     requested: str,
     req: ChatCompletionRequest | CompletionRequest,
     headers: dict[str, str],
-) -> tuple[None, str, ChatCompletionRequest | CompletionRequest]:
-    """The request for the alias's own version instead of its canary: (no arm, the version
-    shown, the request for its engine); ``headers`` name that version."""
-    shown, target = gw.router.pin(requested)
-    await gw.models.check(gw.store, who, requested, shown, target)
+) -> tuple[str, ChatCompletionRequest | CompletionRequest, int]:
+    """A request whose engine call failed before answering: counted, then raised again
+    (its ticket settled), unless a canary hands it to the incumbent: then (the version
+    shown, the request for the alias's own version, the engine deaths it saw so far), and
+    ``headers`` name that version."""
+    count_arm(gw.router, arm, exc.status_code, t0)
+    gw.metrics.requests.labels(
+        endpoint, gw.metrics.model_label(req.model), str(exc.status_code)
+    ).inc()
+    try:
+        if not _falls_back(arm, exc):
+            raise exc
+        shown, target = gw.router.pin(requested)
+        await gw.models.check(gw.store, who, requested, shown, target)
+    except BaseException:
+        _settle(ticket, 0)  # nothing was generated for the client (a stream's slot back)
+        raise
     if shown != requested:
         headers["X-OpenClone-Model-Version"] = shown
-    return None, shown, req.model_copy(update={"model": target})
+    return shown, req.model_copy(update={"model": target}), _crashes(exc)
 
 
 async def serve(
@@ -179,18 +196,11 @@ async def serve(
                 m.disconnects.labels(m.model_label(req.model)).inc()
                 return Response(status_code=499)
             except APIError as exc:
-                count_arm(gw.router, arm, exc.status_code, t0)
-                m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
-                if _falls_back(arm, exc):
-                    crashes = _crashes(exc)
-                    try:
-                        arm, shown, req = await _to_incumbent(gw, who, requested, req, headers)
-                    except BaseException:
-                        _settle(ticket, 0)
-                        raise
-                    continue
-                _settle(ticket, 0)  # nothing was generated for the client
-                raise
+                shown, req, crashes = await _after_failure(
+                    gw, exc, arm, ticket, t0, endpoint, who, requested, req, headers
+                )
+                arm = None  # the incumbent answers it
+                continue
             except BaseException:
                 _settle(ticket, 0)
                 raise
@@ -232,19 +242,12 @@ async def serve(
         try:
             it, replica = await _open_stream(gw, engine_req, crashes)
         except APIError as exc:
-            count_arm(gw.router, arm, exc.status_code, t0)
-            m.requests.labels(endpoint, m.model_label(req.model), str(exc.status_code)).inc()
-            if _falls_back(arm, exc):
-                crashes = _crashes(exc)
-                try:
-                    arm, shown, req = await _to_incumbent(gw, who, requested, req, headers)
-                except BaseException:
-                    _settle(ticket, 0)  # a stream's slot is given back here, or never
-                    raise
-                engine_req = engine_req.model_copy(update={"model": req.model})
-                continue
-            _settle(ticket, 0)
-            raise
+            shown, req, crashes = await _after_failure(
+                gw, exc, arm, ticket, t0, endpoint, who, requested, req, headers
+            )
+            arm = None  # the incumbent answers it
+            engine_req = engine_req.model_copy(update={"model": req.model})
+            continue
         except BaseException:
             _settle(ticket, 0)
             raise
