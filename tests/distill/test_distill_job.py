@@ -4,13 +4,12 @@ as the teacher in the job's own process."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from standins import JSONHandler, chat_reply, loopback
 from typer.testing import CliRunner
 
 from openclone.cli import app
@@ -79,44 +78,26 @@ def test_a_cancelled_job_keeps_its_rows_and_the_same_command_continues(tmp_path:
     assert len({json.dumps(r["messages"][:-1]) for r in rows}) == kept + 1  # no prompt twice
 
 
-class _Teacher(BaseHTTPRequestHandler):
+class _Teacher(JSONHandler):
     """An OpenAI-shaped teacher that remembers the Authorization headers it was sent."""
 
     seen: list[str] = []
 
     def do_POST(self) -> None:
         self.seen.append(self.headers.get("Authorization", ""))
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = json.dumps({
-            "id": "c", "object": "chat.completion", "created": 0, "model": "t",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "One sentence."}}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-        }).encode()  # fmt: skip
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.read_json()
+        self.send_json(chat_reply("t", "One sentence.", 5, 2))
 
 
 def test_the_teacher_key_reaches_the_job_but_never_its_files(tmp_path: Path) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Teacher)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "answers.jsonl"
     secret = "sk-test-never-on-disk-1234567890"
-    try:
+    with loopback(_Teacher) as url:
         job_id = _start(
             ["--prompts", str(_prompts(tmp_path / "p.jsonl", 1)), "--count", "1",
-             "--out", str(out), "--base-url", f"http://127.0.0.1:{server.server_port}/v1",
-             "--api-key", secret]
+             "--out", str(out), "--base-url", f"{url}/v1", "--api-key", secret]
         )  # fmt: skip
         status = wait_job(job_id, timeout=120)
-    finally:
-        server.shutdown()
     assert status.state == "succeeded", job_logs(job_id)
     assert _Teacher.seen and set(_Teacher.seen) == {f"Bearer {secret}"}
     for path in (jobs_dir() / job_id).iterdir():

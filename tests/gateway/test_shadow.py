@@ -18,8 +18,9 @@ from typing import Any
 import openai
 import pytest
 from conftest import BUNDLED, Server, free_port, start_server, stop_server
-from loop.helpers import STANDIN_ANSWER, JSONHandler, chat_reply, loopback, standin_teacher
+from loop.helpers import STANDIN_ANSWER, standin_teacher
 from sqlalchemy import select
+from standins import JSONHandler, chat_reply, loopback
 from typer.testing import CliRunner
 
 from openclone.cli import app

@@ -69,6 +69,17 @@ def _start(config: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
+def _start_once(config: Path, log: Path) -> None:
+    """`openclone loop start --once`, to its end: it runs what is due and exits 0."""
+    proc = _start(config, log, "--once")
+    try:
+        assert proc.wait(timeout=120) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _until(what: Callable[[], T | None], proc: subprocess.Popen[bytes], log: Path) -> T:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -141,13 +152,7 @@ def test_sigterm_pauses_a_loop_mid_step_and_the_next_start_continues_it(
         asked_before = len(teacher.asked)
         teacher.release.set()
 
-        again = _start(config, log, "--once")
-        try:
-            assert again.wait(timeout=120) == 0, log.read_text()
-        finally:
-            if again.poll() is None:
-                again.kill()
-                again.wait()
+        _start_once(config, log)
 
     run = _history(config)
     assert (run["number"], run["status"]) == (1, "finished"), log.read_text()
@@ -185,13 +190,7 @@ def test_a_loop_killed_mid_distill_continues_without_asking_the_saved_answers_ag
         asked_before = len(teacher.asked)
         teacher.release.set()
 
-        again = _start(config, log, "--once")
-        try:
-            assert again.wait(timeout=120) == 0, log.read_text()
-        finally:
-            if again.poll() is None:
-                again.kill()
-                again.wait()
+        _start_once(config, log)
 
     run = _history(config)
     # The same run, taken over from the dead process (same host: its pid is gone).

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
+from standins import JSONHandler, loopback
 from typer.testing import CliRunner
 
-from loop.helpers import JSONHandler, loopback, write_config
+from loop.helpers import write_config
 from openclone.cli import app
 from openclone.config import load_settings
 from openclone.loop import get_loop
