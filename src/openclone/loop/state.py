@@ -173,13 +173,16 @@ def here() -> str:
         return name
 
 
+def _ours(r: LoopRun) -> bool:
+    """Whether this very process is the one ``r`` records."""
+    return r.pid == os.getpid() and r.host == here()
+
+
 def _held(r: LoopRun, now: float) -> bool:
     """Whether another live process runs ``r`` (a dead one's run is ours to continue)."""
-    if r.pid is None:
+    if r.pid is None or _ours(r):
         return False
     if r.host == here():
-        if r.pid == os.getpid():
-            return False
         try:  # on this host a dead process is known at once, without waiting for its lease
             os.kill(r.pid, 0)
         except ProcessLookupError:
@@ -200,8 +203,7 @@ def orphaned(store: Store, run_id: str) -> bool:
         r = s.get(LoopRun, run_id)
         if r is None or r.status != "running":
             return False
-        own = r.pid == os.getpid() and r.host == here()
-        return not own and not _held(r, now() - LEASE)
+        return not _ours(r) and not _held(r, now() - LEASE)
 
 
 def runs_here(store: Store, run_id: str) -> bool:
@@ -209,7 +211,7 @@ def runs_here(store: Store, run_id: str) -> bool:
     this one could not renew its lease)."""
     with store.session() as s:
         r = s.get(LoopRun, run_id)
-        return r is not None and r.pid == os.getpid() and r.host == here()
+        return r is not None and _ours(r)
 
 
 def claim_run(store: Store, config: LoopConfig) -> RunInfo:
